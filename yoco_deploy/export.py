@@ -1,0 +1,118 @@
+"""One sub-BERT from super-BERT to validated ONNX files: the ``export`` use case.
+
+Layout of the output directory::
+
+    model/             extracted sub-BERT (loads with plain transformers)
+    model.onnx         fp32 export, validated against PyTorch
+    model.opt.onnx     with ONNX Runtime fusions (--optimize), validated
+    model.int8.onnx    dynamic int8 (--quantize int8), drift reported
+    export.json        arch, costs, validation, fused-operator counts, int8 drift
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.costs import arch_costs
+from yoco_deploy.errors import ExportError
+from yoco_deploy.extract import extract, save_extracted
+from yoco_deploy.onnx_export import OnnxSpec, export_onnx, validate_onnx
+from yoco_deploy.onnx_optimize import optimize_fused, quantize_int8
+from yoco_deploy.super_bert import SuperBert
+
+QUANT_MODES = ("int8",)
+
+
+@dataclass(frozen=True)
+class ExportOptions:
+    optimize: bool = False
+    quantize: str | None = None
+    int8_min_agreement: float | None = None
+    spec: OnnxSpec = field(default_factory=OnnxSpec)
+
+    def __post_init__(self) -> None:
+        if self.quantize is not None and self.quantize not in QUANT_MODES:
+            raise ExportError(f"unknown quantization {self.quantize!r}; choose from {QUANT_MODES}")
+
+
+@dataclass(frozen=True)
+class ExportReport:
+    out_dir: str
+    arch: dict[str, Any]
+    arch_id: str
+    costs: dict[str, Any]
+    files: dict[str, str]
+    validation: dict[str, dict[str, float]]
+    fused_operators: dict[str, int] | None = None
+    int8: dict[str, float | int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def prepare_out_dir(out_dir: Path) -> Path:
+    out_dir = Path(out_dir)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        probe = out_dir / ".write-test"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise ExportError(f"cannot write to output directory {out_dir}: {err.strerror}") from None
+    return out_dir
+
+
+def export_sub_bert(
+    super_bert: SuperBert,
+    arch: Arch,
+    out_dir: Path,
+    options: ExportOptions = ExportOptions(),
+    tokenizer=None,
+    seq_len: int = 128,
+    batch: int = 1,
+) -> ExportReport:
+    out_dir = prepare_out_dir(out_dir)
+    dense = extract(super_bert, arch)
+    save_extracted(dense, out_dir / "model", tokenizer)
+    files = {"model_dir": "model"}
+    spec = options.spec
+
+    plain = out_dir / "model.onnx"
+    tmp = plain.with_name(".model.onnx.tmp")
+    try:
+        export_onnx(dense, tmp, spec)
+        validation = {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(plain)
+    files["fp32"] = plain.name
+
+    fused, int8 = None, None
+    source = plain
+    if options.optimize:
+        opt = out_dir / "model.opt.onnx"
+        validation["optimized"], fused = optimize_fused(plain, opt, dense, spec)
+        files["optimized"] = opt.name
+        source = opt
+    if options.quantize == "int8":
+        q = out_dir / "model.int8.onnx"
+        int8 = quantize_int8(source, q, dense, min_agreement=options.int8_min_agreement).to_dict()
+        files["int8"] = q.name
+
+    report = ExportReport(
+        out_dir=str(out_dir),
+        arch=arch.to_dict(),
+        arch_id=arch.arch_id,
+        costs=arch_costs(arch, super_bert.dims, seq_len, batch).to_dict(),
+        files=files,
+        validation={k: {"max_abs_diff": v.worst, "atol": v.atol} for k, v in validation.items()},
+        fused_operators=fused,
+        int8=int8,
+    )
+    (out_dir / "export.json").write_text(json.dumps(report.to_dict(), indent=2) + "\n")
+    return report

@@ -1,0 +1,85 @@
+"""Cut a sub-BERT out of the super-BERT as a standalone dense model, and save/load it.
+
+The saved directory (config.json, model.safetensors, modeling_yoco_bert.py, tokenizer
+files) loads with plain transformers:
+``AutoModelForSequenceClassification.from_pretrained(dir, trust_remote_code=True)``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import torch
+
+from yoco_deploy import modeling_yoco_bert
+from yoco_deploy.arch import Arch
+from yoco_deploy.errors import ModelLoadError
+from yoco_deploy.modeling_yoco_bert import YocoBertConfig, YocoBertForSequenceClassification
+from yoco_deploy.super_bert import SuperBert
+
+_MODULE = Path(modeling_yoco_bert.__file__).name
+AUTO_MAP = {
+    "AutoConfig": f"{_MODULE[:-3]}.YocoBertConfig",
+    "AutoModelForSequenceClassification": f"{_MODULE[:-3]}.YocoBertForSequenceClassification",
+}
+_COPIED = (
+    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
+    "layer_norm_eps", "pad_token_id", "classifier_dropout", "id2label", "label2id",
+    "problem_type",
+)  # fmt: skip
+
+
+def sub_config(super_bert: SuperBert, arch: Arch) -> YocoBertConfig:
+    super_bert.space.validate(arch)
+    c, d = super_bert.config, super_bert.dims
+    kwargs = {k: getattr(c, k) for k in _COPIED if getattr(c, k, None) is not None}
+    config = YocoBertConfig(
+        vocab_size=d.vocab_size,
+        hidden_size=d.hidden,
+        head_dim=d.head_dim,
+        layer_heads=list(arch.heads),
+        layer_ffn=list(arch.ffn),
+        max_position_embeddings=d.max_positions,
+        type_vocab_size=d.type_vocab_size,
+        **kwargs,
+    )
+    config.yoco_arch = arch.to_dict()
+    config.yoco_arch_id = arch.arch_id
+    config.auto_map = dict(AUTO_MAP)
+    return config
+
+
+@torch.no_grad()
+def extract(super_bert: SuperBert, arch: Arch) -> YocoBertForSequenceClassification:
+    """A dense model with exactly the sub-BERT's (smaller) tensors, in eval mode."""
+    dense = YocoBertForSequenceClassification(sub_config(super_bert, arch))
+    shared = super_bert.model.state_dict()
+    for name, tensor in dense.state_dict().items():
+        source = shared[name]
+        tensor.copy_(source[tuple(slice(0, n) for n in tensor.shape)])
+    return dense.eval()
+
+
+def arch_of(model: YocoBertForSequenceClassification) -> Arch:
+    return Arch.from_dict(model.config.yoco_arch)
+
+
+def save_extracted(model: YocoBertForSequenceClassification, out_dir: Path, tokenizer=None) -> Path:
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir, safe_serialization=True)
+    shutil.copyfile(modeling_yoco_bert.__file__, out_dir / _MODULE)
+    if tokenizer is not None:
+        tokenizer.save_pretrained(out_dir)
+    return out_dir
+
+
+def load_extracted(path: str | Path) -> YocoBertForSequenceClassification:
+    path = Path(path)
+    if not (path / "config.json").is_file():
+        raise ModelLoadError(f"{path} is not an extracted sub-BERT directory (no config.json)")
+    try:
+        return YocoBertForSequenceClassification.from_pretrained(path).eval()
+    except (OSError, ValueError) as err:
+        raise ModelLoadError(f"cannot load extracted sub-BERT from {path}: {err}") from None

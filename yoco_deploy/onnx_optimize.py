@@ -1,0 +1,153 @@
+"""ONNX Runtime transformer fusion and int8 dynamic quantization, each validated.
+
+Results are written to a temporary file, validated against PyTorch, and only then moved
+to their final name: a file at the final path has always passed validation.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from yoco_deploy.errors import ExportError
+from yoco_deploy.onnx_export import (
+    OnnxSpec,
+    Validation,
+    ort_session,
+    run_onnx,
+    run_torch,
+    sample_inputs,
+    validate_onnx,
+)
+
+FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
+             "FastGelu", "Gelu", "LayerNormalization")  # fmt: skip
+
+
+@contextlib.contextmanager
+def _quiet():
+    # ORT's fusion warns that a pruned layer's attention width differs from the hidden
+    # size (expected for sub-BERTs; validation checks the result), and quantization
+    # advises pre-processing, through top-level loggers ("fusion_attention", root).
+    previous = logging.root.manager.disable
+    logging.disable(logging.WARNING)
+    try:
+        yield
+    finally:
+        logging.disable(previous)
+
+
+def _tmp_name(dst: Path) -> Path:
+    return dst.with_name(f".{dst.name}.tmp")
+
+
+def _publish(tmp: Path, dst: Path) -> Path:
+    os.replace(tmp, dst)
+    return dst
+
+
+def fused_operator_counts(path: Path) -> dict[str, int]:
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    counts = dict.fromkeys(FUSED_OPS, 0)
+    for node in graph.node:
+        if node.op_type in counts:
+            counts[node.op_type] += 1
+    return counts
+
+
+def optimize_fused(
+    src: Path, dst: Path, model: torch.nn.Module, spec: OnnxSpec = OnnxSpec()
+) -> tuple[Validation, dict[str, int]]:
+    """Apply ONNX Runtime's BERT fusions; head counts are read per layer from the graph."""
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    tmp = _tmp_name(dst)
+    try:
+        with _quiet():
+            optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0)
+        optimized.save_model_to_file(str(tmp))
+        validation = validate_onnx(tmp, model, spec, what="fused ONNX model")
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as err:  # the optimizer raises assorted types
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"ONNX Runtime fusion failed: {type(err).__name__}: {err}") from err
+    counts = fused_operator_counts(tmp)
+    _publish(tmp, dst)
+    return validation, counts
+
+
+@dataclass(frozen=True)
+class Int8Report:
+    """How far int8 logits drift from fp32 PyTorch on seeded sample inputs."""
+
+    max_abs_logit_diff: float
+    mean_abs_logit_diff: float
+    argmax_agreement: float
+    samples: int
+
+    def to_dict(self) -> dict[str, float | int]:
+        return dict(self.__dict__)
+
+
+def quantize_int8(
+    src: Path,
+    dst: Path,
+    model: torch.nn.Module,
+    samples: int = 64,
+    seq_len: int = 64,
+    min_agreement: float | None = None,
+) -> Int8Report:
+    """Dynamic int8 quantization (per-channel weights: cosine 0.99 vs 0.95 per-tensor on
+    real MiniLM, at the same speed). ``min_agreement`` turns drift into a failure."""
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    tmp = _tmp_name(dst)
+    try:
+        with _quiet():
+            quantize_dynamic(
+                str(src),
+                str(tmp),
+                weight_type=QuantType.QInt8,
+                per_channel=True,
+                # needed for fused graphs, whose contrib ops carry no type information
+                extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
+            )
+        report = _int8_drift(tmp, model, samples, seq_len)
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as err:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"int8 quantization failed: {type(err).__name__}: {err}") from err
+    if min_agreement is not None and report.argmax_agreement < min_agreement:
+        tmp.unlink(missing_ok=True)
+        raise ExportError(
+            f"int8 model agrees with fp32 on {report.argmax_agreement:.1%} of argmax "
+            f"predictions, below the required {min_agreement:.1%}; ship fp32 instead"
+        )
+    _publish(tmp, dst)
+    return report
+
+
+def _int8_drift(path: Path, model: torch.nn.Module, samples: int, seq_len: int) -> Int8Report:
+    config = model.config
+    seq = min(seq_len, config.max_position_embeddings)
+    inputs = sample_inputs(config.vocab_size, samples, seq, seed=7)
+    expected = run_torch(model, inputs)
+    got = run_onnx(ort_session(path), inputs)
+    if got.shape != expected.shape or not np.isfinite(got).all():
+        raise ExportError(f"int8 model produced invalid logits (shape {got.shape})")
+    diff = np.abs(got - expected)
+    agreement = float((got.argmax(-1) == expected.argmax(-1)).mean())
+    return Int8Report(float(diff.max()), float(diff.mean()), agreement, samples)
