@@ -54,8 +54,9 @@ def test_costs_json(tiny_dir, tmp_path):
 
 def test_export_end_to_end(tiny_dir, tmp_path):
     out = tmp_path / "out"
-    result = run("export", "-m", tiny_dir, "--arch", ARCH, "--out", out, "--optimize",
-                 "--quantize", "int8")  # fmt: skip
+    result = run(
+        "export", "-m", tiny_dir, "--arch", ARCH, "--out", out, "--optimize", "--quantize", "int8"
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((out / "export.json").read_text())
     assert report["fused_operators"]["Attention"] == 3

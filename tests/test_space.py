@@ -7,8 +7,9 @@ from yoco_deploy.errors import ArchError, SpaceError
 from yoco_deploy.space import INACTIVE, SearchSpace
 
 BERT_BASE = BertConfig()  # 12 layers, hidden 768, 12 heads, FFN 3072
-MINILM = BertConfig(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
-                    intermediate_size=1536)  # fmt: skip
+MINILM = BertConfig(
+    hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536
+)
 
 
 def test_bert_base_gets_yoco_space():

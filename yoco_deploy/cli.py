@@ -106,8 +106,11 @@ def space(
 
         d = s.dims
         table = Table(title=f"search space of {model}", show_header=False)
-        table.add_row("base model", f"{d.num_layers} layers, hidden {d.hidden}, "
-                      f"{d.num_heads} heads of {d.head_dim}, FFN {d.intermediate}")  # fmt: skip
+        table.add_row(
+            "base model",
+            f"{d.num_layers} layers, hidden {d.hidden}, "
+            f"{d.num_heads} heads of {d.head_dim}, FFN {d.intermediate}",
+        )
         table.add_row("depth (first L layers)", str(list(s.depth_choices)))
         table.add_row("heads per layer", str(list(s.head_choices)))
         table.add_row("FFN per layer", str(list(s.ffn_choices)))
@@ -191,8 +194,9 @@ def _print_export(report) -> None:
     console = Console(stderr=True)
     table = Table(title=f"sub-BERT {report.arch_id} -> {report.out_dir}", show_header=False)
     c = report.costs
-    table.add_row("params", f"{c['params'] / 1e6:.2f}M ({c['params_non_embedding'] / 1e6:.2f}M "
-                  "non-embedding)")  # fmt: skip
+    table.add_row(
+        "params", f"{c['params'] / 1e6:.2f}M ({c['params_non_embedding'] / 1e6:.2f}M non-embedding)"
+    )
     table.add_row(f"FLOPs (batch {c['batch']}, seq {c['seq_len']})", f"{c['flops'] / 1e9:.3f} G")
     for name, v in report.validation.items():
         table.add_row(f"{name} vs PyTorch", f"max |diff| {v['max_abs_diff']:.2e} <= {v['atol']:g}")
@@ -236,8 +240,10 @@ def quickstart(
         with console.status(f"loading {model}"):
             sb, tokenizer = _load_super_bert(model, None, None)
         s = sb.space
-        console.print(f"[bold]{model}[/]: {s.size:.2e} sub-BERTs; depth {list(s.depth_choices)}, "
-                      f"heads {list(s.head_choices)}, FFN {list(s.ffn_choices)}")  # fmt: skip
+        console.print(
+            f"[bold]{model}[/]: {s.size:.2e} sub-BERTs; depth {list(s.depth_choices)}, "
+            f"heads {list(s.head_choices)}, FFN {list(s.ffn_choices)}"
+        )
         archs = [s.max_arch(), s.min_arch(), *s.sampler(seed).sample_many(samples)]
         table = Table(title="sampled sub-BERTs (seq 128, batch 1)")
         for col in ("arch id", "layers (heads/FFN)", "params", "FLOPs"):
@@ -251,8 +257,10 @@ def quickstart(
         options = ExportOptions(optimize=True, quantize="int8")
         report = export_sub_bert(sb, chosen, out, options, tokenizer)
         _print_export(report)
-        console.print(f"[green]done[/]: {out / 'model.opt.onnx'} (fp32, fused) and "
-                      f"{out / 'model.int8.onnx'}; details in {out / 'export.json'}")  # fmt: skip
+        console.print(
+            f"[green]done[/]: {out / 'model.opt.onnx'} (fp32, fused) and "
+            f"{out / 'model.int8.onnx'}; details in {out / 'export.json'}"
+        )
 
 
 def main() -> None:

@@ -24,10 +24,17 @@ AUTO_MAP = {
     "AutoModelForSequenceClassification": f"{_MODULE[:-3]}.YocoBertForSequenceClassification",
 }
 _COPIED = (
-    "hidden_act", "hidden_dropout_prob", "attention_probs_dropout_prob", "initializer_range",
-    "layer_norm_eps", "pad_token_id", "classifier_dropout", "id2label", "label2id",
+    "hidden_act",
+    "hidden_dropout_prob",
+    "attention_probs_dropout_prob",
+    "initializer_range",
+    "layer_norm_eps",
+    "pad_token_id",
+    "classifier_dropout",
+    "id2label",
+    "label2id",
     "problem_type",
-)  # fmt: skip
+)
 
 
 def sub_config(super_bert: SuperBert, arch: Arch) -> YocoBertConfig:

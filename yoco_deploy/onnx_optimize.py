@@ -26,8 +26,15 @@ from yoco_deploy.onnx_export import (
     validate_onnx,
 )
 
-FUSED_OPS = ("EmbedLayerNormalization", "Attention", "SkipLayerNormalization", "BiasGelu",
-             "FastGelu", "Gelu", "LayerNormalization")  # fmt: skip
+FUSED_OPS = (
+    "EmbedLayerNormalization",
+    "Attention",
+    "SkipLayerNormalization",
+    "BiasGelu",
+    "FastGelu",
+    "Gelu",
+    "LayerNormalization",
+)
 
 
 @contextlib.contextmanager

@@ -119,21 +119,39 @@ class SuperBert(nn.Module):
             inner, f = spec.heads * self.dims.head_dim, spec.ffn
             att = layer.attention
             q, k, v = att.self.query, att.self.key, att.self.value
-            qkv = (q.weight[:inner], q.bias[:inner], k.weight[:inner], k.bias[:inner],
-                   v.weight[:inner], v.bias[:inner])  # fmt: skip
+            qkv = (
+                q.weight[:inner],
+                q.bias[:inner],
+                k.weight[:inner],
+                k.bias[:inner],
+                v.weight[:inner],
+                v.bias[:inner],
+            )
             out = (att.output.dense.weight[:, :inner], att.output.dense.bias)
             x = self_attention(
-                x, mask, spec.heads, self.dims.head_dim, qkv, out, _pair(att.output.LayerNorm),
-                eps, c.attention_probs_dropout_prob, drop, train,
-            )  # fmt: skip
+                x,
+                mask,
+                spec.heads,
+                self.dims.head_dim,
+                qkv,
+                out,
+                _pair(att.output.LayerNorm),
+                eps,
+                c.attention_probs_dropout_prob,
+                drop,
+                train,
+            )
             inter = layer.intermediate.dense
             x = feed_forward(
                 x,
                 (inter.weight[:f], inter.bias[:f]),
                 (layer.output.dense.weight[:, :f], layer.output.dense.bias),
                 _pair(layer.output.LayerNorm),
-                self.act, eps, drop, train,
-            )  # fmt: skip
+                self.act,
+                eps,
+                drop,
+                train,
+            )
             hidden.append(x)
         cls_drop = c.classifier_dropout if c.classifier_dropout is not None else drop
         logits = classify_head(
@@ -157,8 +175,9 @@ class SuperBert(nn.Module):
         scores = self._taylor_scores(batches) if batches is not None else self._norm_scores()
         d = self.dims.head_dim
         orders: dict[str, list[list[int]]] = {"heads": [], "ffn": []}
-        for layer, (head_score, ffn_score) in zip(self.model.bert.encoder.layer, scores,
-                                                  strict=True):  # fmt: skip
+        for layer, (head_score, ffn_score) in zip(
+            self.model.bert.encoder.layer, scores, strict=True
+        ):
             head_order = torch.argsort(head_score, descending=True, stable=True)
             rows = (head_order[:, None] * d + torch.arange(d)).reshape(-1)
             att = layer.attention
