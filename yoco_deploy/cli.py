@@ -6,13 +6,18 @@ Heavy imports (torch, transformers, onnxruntime) happen inside commands so that
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from yoco_deploy import cli_profile
+from yoco_deploy.cli_common import ArchOpt, ModelOpt, SpaceOpt, user_errors
+from yoco_deploy.cli_common import arch_arg as _arch
+from yoco_deploy.cli_common import quiet_transformers as _quiet_transformers
+from yoco_deploy.cli_common import space_for as _space
 
 app = typer.Typer(
     name="yoco-deploy",
@@ -26,64 +31,8 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode="markdown",
 )
-
-ModelOpt = Annotated[
-    str, typer.Option("--model", "-m", help="Hub id, local checkpoint directory, or 'minilm'.")
-]
-SpaceOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--space",
-        help='JSON/YAML file overriding choice lists, e.g. {"depth": [3, 6], "ffn": [768, 1536]}.',
-    ),
-]
-ArchOpt = Annotated[
-    str,
-    typer.Option(
-        "--arch",
-        "-a",
-        help='Architecture JSON file, or inline JSON {"layers": [{"heads": 12, "ffn": 3072}]}.',
-    ),
-]
-
-
-@contextlib.contextmanager
-def user_errors():
-    """Turn user mistakes into one line on stderr and exit code 1."""
-    from yoco_deploy.errors import YocoError
-
-    try:
-        yield
-    except YocoError as err:
-        typer.echo(f"error: {err}", err=True)
-        raise typer.Exit(1) from None
-    except KeyboardInterrupt:
-        typer.echo("interrupted", err=True)
-        raise typer.Exit(130) from None
-
-
-def _quiet_transformers() -> None:
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.disable_progress_bar()
-    hf_logging.set_verbosity_error()
-
-
-def _space(model: str, space_file: Path | None, config=None):
-    from yoco_deploy.loading import load_config
-    from yoco_deploy.space import SearchSpace
-
-    overrides = SearchSpace.load_overrides(space_file) if space_file else None
-    return SearchSpace.from_config(config or load_config(model), overrides)
-
-
-def _arch(text: str):
-    from yoco_deploy.arch import Arch
-
-    if text.lstrip().startswith("{"):
-        return Arch.from_json(text)
-    return Arch.load(text)
 
 
 @app.command()
@@ -261,6 +210,10 @@ def quickstart(
             f"[green]done[/]: {out / 'model.opt.onnx'} (fp32, fused) and "
             f"{out / 'model.int8.onnx'}; details in {out / 'export.json'}"
         )
+
+
+for _name, _fn in cli_profile.COMMANDS.items():
+    app.command(_name)(_fn)
 
 
 def main() -> None:

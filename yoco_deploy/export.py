@@ -25,6 +25,11 @@ from yoco_deploy.onnx_optimize import optimize_fused, quantize_int8
 from yoco_deploy.super_bert import SuperBert
 
 QUANT_MODES = ("int8",)
+FORMATS = {
+    "fp32": {"optimize": False, "quantize": None},
+    "fused": {"optimize": True, "quantize": None},
+    "int8": {"optimize": True, "quantize": "int8"},
+}
 
 
 @dataclass(frozen=True)
@@ -32,7 +37,16 @@ class ExportOptions:
     optimize: bool = False
     quantize: str | None = None
     int8_min_agreement: float | None = None
+    int8_samples: int = 64
+    save_model_dir: bool = True
     spec: OnnxSpec = field(default_factory=OnnxSpec)
+
+    @classmethod
+    def for_format(cls, fmt: str, **kwargs) -> ExportOptions:
+        """The deployable formats: what profiling times is what shipping writes."""
+        if fmt not in FORMATS:
+            raise ExportError(f"unknown format {fmt!r}; choose from {', '.join(FORMATS)}")
+        return cls(**FORMATS[fmt], **kwargs)
 
     def __post_init__(self) -> None:
         if self.quantize is not None and self.quantize not in QUANT_MODES:
@@ -49,6 +63,14 @@ class ExportReport:
     validation: dict[str, dict[str, float]]
     fused_operators: dict[str, int] | None = None
     int8: dict[str, float | int] | None = None
+
+    @property
+    def deploy_file(self) -> Path:
+        """The most optimized file written: int8, else fused, else plain fp32."""
+        for key in ("int8", "optimized", "fp32"):
+            if key in self.files:
+                return Path(self.out_dir) / self.files[key]
+        raise ExportError("export wrote no ONNX file")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -77,8 +99,10 @@ def export_sub_bert(
 ) -> ExportReport:
     out_dir = prepare_out_dir(out_dir)
     dense = extract(super_bert, arch)
-    save_extracted(dense, out_dir / "model", tokenizer)
-    files = {"model_dir": "model"}
+    files = {}
+    if options.save_model_dir:
+        save_extracted(dense, out_dir / "model", tokenizer)
+        files["model_dir"] = "model"
     spec = options.spec
 
     plain = out_dir / "model.onnx"
@@ -101,7 +125,9 @@ def export_sub_bert(
         source = opt
     if options.quantize == "int8":
         q = out_dir / "model.int8.onnx"
-        int8 = quantize_int8(source, q, dense, min_agreement=options.int8_min_agreement).to_dict()
+        int8 = quantize_int8(
+            source, q, dense, options.int8_samples, min_agreement=options.int8_min_agreement
+        ).to_dict()
         files["int8"] = q.name
 
     report = ExportReport(

@@ -1,0 +1,138 @@
+"""Latency-predictor accuracy on this machine, for the MiniLM and BERT-base spaces.
+
+    .venv/bin/python bench/predictor_accuracy.py [--spaces minilm bert-base]
+
+Per space, three separate processes (what a user would run):
+  1. `yoco-deploy profile` of up to --n sub-BERTs (int8, seq 128, batch 1, 2 threads)
+     into profiles/NAME (the committed default profile of this machine class);
+  2. later, `yoco-deploy profile` of --test-n *further* sub-BERTs (another seed, none of
+     step 1's) into profiles/NAME-heldout;
+  3. `yoco-deploy fit --profile profiles/NAME --test profiles/NAME-heldout`, which writes
+     predictors/NAME.json and its PNG. Each held-out prediction is scaled by the reference
+     timed beside it in step 2 (what `predict --calibrate` does).
+Writes bench/results/predictor_accuracy.json and a Markdown table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+MODELS = {"minilm": "minilm", "bert-base": str(ROOT / "configs" / "models" / "bert-base")}
+MACHINE_CLASS = "x86-2c-ort-cpu"
+
+
+def cli(*args: str) -> tuple[str, float]:
+    started = time.time()
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    exe = Path(sys.executable).with_name("yoco-deploy")
+    done = subprocess.run([str(exe), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
+    if done.returncode:
+        raise SystemExit(f"yoco-deploy {' '.join(args)} failed ({done.returncode})")
+    return done.stdout, time.time() - started
+
+
+def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) -> dict:
+    name = f"{MACHINE_CLASS}-{space}"
+    train_dir, test_dir = f"profiles/{name}", f"profiles/{name}-heldout"
+    common = [
+        "--model",
+        MODELS[space],
+        "--threads",
+        str(threads),
+        "--format",
+        "int8",
+        "--seq-len",
+        "128",
+        "--batch",
+        "1",
+    ]
+    extra = ["--until", until] if until else []
+    out, train_s = cli("profile", *common, "--device", name, "--n", str(n), *extra)
+    train = json.loads(out)
+    out, test_s = cli(
+        "profile",
+        *common,
+        "--device",
+        f"{name}-heldout",
+        "--n",
+        str(test_n),
+        "--seed",
+        "1000",
+        "--exclude-profile",
+        train_dir,
+    )
+    _, fit_s = cli(
+        "fit", "--profile", train_dir, "--test", test_dir, "--out", f"predictors/{name}.json"
+    )
+    predictor = json.loads((ROOT / "predictors" / f"{name}.json").read_text())
+    return {
+        "space": space,
+        "device": name,
+        "profiled": train["measured"],
+        "refinement_rounds": train["rounds"],
+        "heldout": json.loads(out)["measured"],
+        "profile_wall_s": round(train_s, 1),
+        "heldout_wall_s": round(test_s, 1),
+        "fit_wall_s": round(fit_s, 1),
+        "chosen_model": predictor["model"]["type"],
+        "selection_cv": predictor["metrics"]["selection"],
+        "test": predictor["metrics"]["test"],
+        "machine": predictor["device"],
+    }
+
+
+def markdown(result: dict) -> str:
+    lines = [
+        "| space | profiled (wall) | held-out | model | ±10% | ±5% | MAPE | Kendall τ | "
+        "mean signed | FLOPs baseline ±10% / MAPE / τ |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in result["spaces"]:
+        t = r["test"]
+        m, b = t[r["chosen_model"]], t["flops_baseline"]
+        lines.append(
+            f"| {r['space']} | {r['profiled']} ({r['profile_wall_s'] / 60:.0f} min) | "
+            f"{r['heldout']} | {r['chosen_model']} | {m['within10']:.0%} | {m['within5']:.0%} | "
+            f"{m['mape']:.1%} | {m['kendall_tau']:.3f} | {m['mean_signed_error']:+.1%} | "
+            f"{b['within10']:.0%} / {b['mape']:.1%} / {b['kendall_tau']:.3f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--spaces", nargs="+", default=["minilm", "bert-base"], choices=MODELS)
+    parser.add_argument("--n", type=int, default=150)
+    parser.add_argument("--test-n", type=int, default=50)
+    parser.add_argument("--until", default=None, help="e.g. within10=0.97 to stop early")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--out", type=Path, default=RESULTS / "predictor_accuracy.json")
+    parser.add_argument("--table-only", action="store_true")
+    args = parser.parse_args(argv)
+    if args.table_only:
+        print(markdown(json.loads(args.out.read_text())))
+        return 0
+    result = {"benchmark": "predictor_accuracy", "command": " ".join(sys.argv), "spaces": []}
+    if args.out.exists():  # keep other spaces' results when re-running one space
+        old = json.loads(args.out.read_text())
+        result["spaces"] = [s for s in old.get("spaces", []) if s["space"] not in args.spaces]
+    for space in args.spaces:
+        result["spaces"].append(run_space(space, args.n, args.test_n, args.until, args.threads))
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+    table = markdown(result)
+    args.out.with_suffix(".md").write_text(table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

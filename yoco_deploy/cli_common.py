@@ -1,0 +1,97 @@
+"""Pieces every CLI command shares: error handling, model and argument parsing."""
+
+from __future__ import annotations
+
+import contextlib
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+ModelOpt = Annotated[
+    str, typer.Option("--model", "-m", help="Hub id, local checkpoint directory, or 'minilm'.")
+]
+SpaceOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--space",
+        help='JSON/YAML file overriding choice lists, e.g. {"depth": [3, 6], "ffn": [768, 1536]}.',
+    ),
+]
+ArchOpt = Annotated[
+    str,
+    typer.Option(
+        "--arch",
+        "-a",
+        help='Architecture JSON file, or inline JSON {"layers": [{"heads": 12, "ffn": 3072}]}.',
+    ),
+]
+
+
+@contextlib.contextmanager
+def user_errors():
+    """Turn user mistakes into one line on stderr and exit code 1."""
+    from yoco_deploy.errors import YocoError
+    from yoco_deploy.runner import RunnerError
+
+    try:
+        yield
+    except (YocoError, RunnerError) as err:
+        typer.echo(f"error: {err}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+
+
+def quiet_transformers() -> None:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
+def space_for(model: str, space_file: Path | None, config=None):
+    from yoco_deploy.loading import load_config
+    from yoco_deploy.space import SearchSpace
+
+    overrides = SearchSpace.load_overrides(space_file) if space_file else None
+    return SearchSpace.from_config(config or load_config(model), overrides)
+
+
+def arch_arg(text: str):
+    from yoco_deploy.arch import Arch
+
+    if text.lstrip().startswith("{"):
+        return Arch.from_json(text)
+    return Arch.load(text)
+
+
+@contextlib.contextmanager
+def progress_bar(description: str):
+    """A rich progress bar with ETA, as a ``(done, total, eta_s, label)`` callback."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    columns = (
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("ETA"),
+        TimeRemainingColumn(),
+        TextColumn("{task.fields[label]}"),
+    )
+    with Progress(*columns, transient=False) as bar:
+        task = bar.add_task(description, total=None, label="")
+
+        def update(done: int, total: int, eta_s: float | None, label: str) -> None:
+            bar.update(task, completed=done, total=total, label=label)
+
+        yield update

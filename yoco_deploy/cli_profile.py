@@ -1,0 +1,258 @@
+"""CLI commands for devices: profile, profile-bundle, profile-import, fit, predict."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yoco_deploy.cli_common import (
+    ArchOpt,
+    ModelOpt,
+    SpaceOpt,
+    arch_arg,
+    progress_bar,
+    space_for,
+    user_errors,
+)
+
+SeqOpt = Annotated[
+    list[int] | None,
+    typer.Option("--seq-len", help="Sequence length(s) to profile (repeat the option)."),
+]
+BatchOpt = Annotated[
+    list[int] | None, typer.Option("--batch", help="Batch size(s) to profile (repeat).")
+]
+ProviderOpt = Annotated[
+    str, typer.Option(help="Execution provider: cpu, cuda, tensorrt, openvino, dml, coreml.")
+]
+ThreadsOpt = Annotated[int, typer.Option(min=1, help="Intra-op threads (set explicitly).")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="What ships, hence what is timed: fp32, fused, int8.")
+]
+ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
+
+
+def _settings(n, seq_len, batch, provider, threads, fmt, seed):
+    from yoco_deploy.export import FORMATS
+    from yoco_deploy.profiling import ProfileError, ProfileSettings
+
+    if fmt not in FORMATS:
+        raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
+    shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
+    return ProfileSettings(
+        n=n, shapes=shapes, provider=provider, threads=threads, fmt=fmt, seed=seed
+    )
+
+
+def profile(
+    model: ModelOpt,
+    device: Annotated[str, typer.Option(help="Device name: the profile goes to PROFILES/NAME.")],
+    n: Annotated[
+        int, typer.Option(min=2, help="Sub-BERTs to profile (min and max included).")
+    ] = 150,
+    seq_len: SeqOpt = None,
+    batch: BatchOpt = None,
+    provider: ProviderOpt = "cpu",
+    threads: ThreadsOpt = 2,
+    fmt: FormatOpt = "int8",
+    seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
+    until: Annotated[
+        str | None,
+        typer.Option(help="Stop early once cross-validated accuracy reaches it: within10=0.95."),
+    ] = None,
+    near: Annotated[
+        list[float] | None,
+        typer.Option(help="With --until: also refine near these budgets (ms; repeat)."),
+    ] = None,
+    profiles_dir: ProfilesOpt = Path("profiles"),
+    space_file: SpaceOpt = None,
+    repair: Annotated[
+        bool, typer.Option(help="Set unreadable measurement rows aside (a backup is kept).")
+    ] = False,
+    exclude_profile: Annotated[
+        list[Path] | None,
+        typer.Option(help="Skip sub-BERTs already in this profile (e.g. to build a test set)."),
+    ] = None,
+) -> None:
+    """Time sub-BERTs on this machine, as shipped (exported ONNX in ONNX Runtime).
+
+    Samples the min, the max and a space-filling design; exports each in --format with
+    random weights (latency depends on shapes); times it against a reference model
+    re-timed every few models. Interrupt it at will: rerunning the same command resumes.
+
+    Example: yoco-deploy profile --model minilm --device my-laptop --n 150
+    """
+    with user_errors():
+        from yoco_deploy.profiling import parse_until, profile_device, profiled_arch_ids
+
+        settings = _settings(n, seq_len, batch, provider, threads, fmt, seed)
+        target = parse_until(until) if until else None
+        exclude = set().union(*(profiled_arch_ids(p) for p in exclude_profile or []))
+        space = space_for(model, space_file)
+        from yoco_deploy.cli_common import quiet_transformers
+
+        quiet_transformers()
+        with progress_bar(f"profiling {device}") as update:
+            result = profile_device(
+                space,
+                profiles_dir / device,
+                device,
+                settings,
+                model,
+                progress=update,
+                until=target,
+                near_ms=tuple(near or ()),
+                first_round=min(n, 40),
+                exclude=exclude,
+                repair=repair,
+            )
+        for r in result.rounds:
+            typer.echo(
+                f"after {r['profiled']}: cross-validated {r['metric']} = "
+                f"{r['value']:.3f} (target {r['target']})",
+                err=True,
+            )
+        typer.echo(json.dumps(result.to_dict(), indent=2))
+
+
+def profile_bundle(
+    model: ModelOpt,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Bundle directory to write.")],
+    n: Annotated[int, typer.Option(min=2, help="Sub-BERTs to include.")] = 150,
+    seq_len: SeqOpt = None,
+    batch: BatchOpt = None,
+    threads: ThreadsOpt = 2,
+    fmt: FormatOpt = "int8",
+    seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
+    space_file: SpaceOpt = None,
+) -> None:
+    """Write ONNX files and a standalone runner for a device without torch.
+
+    Copy OUT to the device and run `python runner.py OUT --provider cpu` there (needs only
+    onnxruntime and numpy); copy it back and run `yoco-deploy profile-import OUT`.
+    """
+    with user_errors():
+        from yoco_deploy.cli_common import quiet_transformers
+        from yoco_deploy.profiling import write_bundle
+
+        settings = _settings(n, seq_len, batch, "cpu", threads, fmt, seed)
+        space = space_for(model, space_file)
+        quiet_transformers()
+        with progress_bar("exporting") as update:
+            plan = write_bundle(space, out, settings, model, progress=update)
+        typer.echo(
+            f"wrote {len(plan['jobs'])} jobs to {out}; on the device: "
+            f"python runner.py {out} --provider cpu --threads {threads}",
+            err=True,
+        )
+
+
+def profile_import(
+    bundle: Annotated[Path, typer.Argument(help="A bundle directory holding results/.")],
+    device: Annotated[str, typer.Option(help="Device name: results go to PROFILES/NAME.")],
+    profiles_dir: ProfilesOpt = Path("profiles"),
+) -> None:
+    """Bring a remote device's results into profiles/NAME (rerunning adds only new rows)."""
+    with user_errors():
+        from yoco_deploy.profiling import import_bundle
+
+        added = import_bundle(bundle, profiles_dir / device, device)
+        typer.echo(f"imported {added} new rows into {profiles_dir / device}", err=True)
+
+
+def fit(
+    profile_path: Annotated[Path, typer.Option("--profile", help="A profile directory.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Predictor file (.json) to write.")],
+    test: Annotated[
+        Path | None,
+        typer.Option(help="A second profile (other sub-BERTs, another run) to evaluate on."),
+    ] = None,
+    holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held-out share.")] = 0.2,
+    seed: Annotated[int, typer.Option(help="Seed of the split and the trees.")] = 0,
+) -> None:
+    """Fit a latency predictor: linear, boosted trees and a FLOPs baseline compared by
+    cross-validation; metrics on held-out sub-BERTs; a predicted-vs-measured PNG beside it.
+
+    Example: yoco-deploy fit --profile profiles/my-laptop --out predictors/my-laptop.json
+    """
+    with user_errors():
+        from rich.console import Console
+        from rich.table import Table
+
+        from yoco_deploy.fit import fit_profile
+
+        result = fit_profile(profile_path, out, test, holdout, seed)
+        table = Table(title=f"latency predictor {result.path} ({result.predictor.model['type']})")
+        for col in (
+            "split",
+            "model",
+            "n",
+            "MAPE",
+            "RMSE ms",
+            "±5%",
+            "±10%",
+            "Kendall τ",
+            "mean signed",
+        ):
+            table.add_column(col)
+        for r in result.table:
+            table.add_row(
+                r["split"],
+                r["model"],
+                str(r["n"]),
+                f"{r['mape']:.1%}",
+                f"{r['rmse_ms']:.2f}",
+                f"{r['within5']:.0%}",
+                f"{r['within10']:.0%}",
+                f"{r['kendall_tau']:.3f}",
+                f"{r['mean_signed_error']:+.1%}",
+            )
+        Console(stderr=True).print(table)
+        if result.plot:
+            typer.echo(f"plot: {result.plot}", err=True)
+
+
+def predict(
+    predictor: Annotated[Path, typer.Option(help="A predictor file from `fit`.")],
+    arch: ArchOpt,
+    seq_len: Annotated[int, typer.Option(min=1)] = 128,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+    calibrate: Annotated[
+        bool,
+        typer.Option(help="Re-time the reference model now and scale to today's speed."),
+    ] = False,
+    threads: Annotated[int | None, typer.Option(help="Threads for --calibrate.")] = None,
+) -> None:
+    """Predict the latency of a sub-BERT on the predictor's device, as JSON."""
+    with user_errors():
+        from yoco_deploy.predictor import LatencyPredictor
+
+        p = LatencyPredictor.load(predictor)
+        a = arch_arg(arch)
+        ref_ms = None
+        if calibrate:
+            from yoco_deploy.calibrate import time_reference
+            from yoco_deploy.cli_common import quiet_transformers
+
+            quiet_transformers()
+            ref_ms = time_reference(p, batch, seq_len, threads)
+        out = {
+            "arch_id": a.arch_id,
+            "device": p.device["name"],
+            "seq_len": seq_len,
+            "batch": batch,
+            **p.predict(a, batch, seq_len, ref_ms).to_dict(),
+        }
+        typer.echo(json.dumps(out, indent=2))
+
+
+COMMANDS = {
+    "profile": profile,
+    "profile-bundle": profile_bundle,
+    "profile-import": profile_import,
+    "fit": fit,
+    "predict": predict,
+}

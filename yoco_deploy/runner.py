@@ -1,0 +1,432 @@
+"""yoco-deploy latency runner: times ONNX sub-BERTs on the device it runs on.
+
+This one file needs only numpy and onnxruntime, so it runs where torch does not (a
+Raspberry Pi, a Jetson, a bare server). ``yoco-deploy profile`` uses the same code in
+process; ``yoco-deploy profile-bundle`` copies this file into a bundle directory:
+
+    python runner.py BUNDLE_DIR [--provider cpu|cuda|tensorrt|openvino|...] [--threads T]
+
+It writes BUNDLE_DIR/results/device.json and appends to
+BUNDLE_DIR/results/measurements.jsonl; ``yoco-deploy profile-import`` brings them home.
+
+Protocol: warm-up; timed runs in chunks until the median moves less than ``rel_tol``
+(capped); median, p90, coefficient of variation and run count are recorded. A reference
+model is re-timed every ``ref_every`` jobs; every measurement is stored in milliseconds
+and relative to the latest reference, and when the reference drifts by more than
+``drift_tol`` the jobs since the previous reference are measured again. Rows are
+appended and flushed one by one; a rerun skips every job already measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import signal
+import sys
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+MEASUREMENTS_SCHEMA = 1
+PROVIDERS = {
+    "cpu": "CPUExecutionProvider",
+    "cuda": "CUDAExecutionProvider",
+    "tensorrt": "TensorrtExecutionProvider",
+    "openvino": "OpenVINOExecutionProvider",
+    "dml": "DmlExecutionProvider",
+    "coreml": "CoreMLExecutionProvider",
+    "rocm": "ROCMExecutionProvider",
+}
+REFERENCE_ID = "reference"
+
+
+class RunnerError(Exception):
+    """A problem the user can fix (bad file, missing provider); printed as one line."""
+
+
+@dataclass(frozen=True)
+class Protocol:
+    warmup: int = 5
+    min_runs: int = 20
+    max_runs: int = 100
+    chunk: int = 10
+    rel_tol: float = 0.015
+    max_seconds: float = 30.0
+    ref_every: int = 8
+    drift_tol: float = 0.08
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+# ---- inputs and sessions -----------------------------------------------------------------
+
+
+def job_key(arch_id: str, batch: int, seq_len: int) -> str:
+    return f"{arch_id}@{batch}x{seq_len}"
+
+
+def make_feeds(batch: int, seq_len: int, vocab_size: int = 30522, seed: int = 0) -> dict:
+    """Full-length sequences (latency depends on shapes, not on token values)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "input_ids": rng.integers(1, vocab_size, size=(batch, seq_len), dtype=np.int64),
+        "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
+        "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64),
+    }
+
+
+def resolve_provider(name: str) -> str:
+    import onnxruntime as ort
+
+    full = PROVIDERS.get(name.lower(), name)
+    available = ort.get_available_providers()
+    if full not in available:
+        short = [k for k, v in PROVIDERS.items() if v in available]
+        raise RunnerError(
+            f"execution provider {name!r} ({full}) is not available in this onnxruntime "
+            f"build; available here: {', '.join(short or available)}. Install the matching "
+            "package (onnxruntime-gpu for cuda/tensorrt, onnxruntime-openvino for openvino)"
+        )
+    return full
+
+
+class OrtBackend:
+    """Times real ONNX Runtime sessions. Worker threads do not spin: the reference and
+    the model under test alternate in one process, and a spinning idle session steals
+    the cores of the busy one."""
+
+    def __init__(self, provider: str = "cpu", threads: int | None = None):
+        self.provider = resolve_provider(provider)
+        self.threads = threads
+
+    def load(self, path: Path):
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        if self.threads:
+            options.intra_op_num_threads = self.threads
+            options.inter_op_num_threads = 1
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        options.log_severity_level = 3
+        providers = [self.provider]
+        if self.provider != "CPUExecutionProvider":
+            providers.append("CPUExecutionProvider")
+        try:
+            return ort.InferenceSession(str(path), options, providers=providers)
+        except Exception as err:  # ORT raises its own exception types
+            raise RunnerError(f"cannot load {path}: {err}") from err
+
+    def time_one(self, session, feeds: dict) -> float:
+        start = time.perf_counter()
+        session.run(None, feeds)
+        return (time.perf_counter() - start) * 1e3
+
+
+def measure(backend, handle, feeds: dict, protocol: Protocol) -> dict:
+    """Warm up, then time in chunks until the median is stable (or a cap is hit)."""
+    for _ in range(protocol.warmup):
+        backend.time_one(handle, feeds)
+    samples: list[float] = []
+    previous = None
+    started = time.monotonic()
+    while len(samples) < protocol.max_runs:
+        samples.extend(backend.time_one(handle, feeds) for _ in range(protocol.chunk))
+        median = float(np.median(samples))
+        stable = previous is not None and abs(median - previous) <= protocol.rel_tol * median
+        if len(samples) >= protocol.min_runs and stable:
+            break
+        if time.monotonic() - started > protocol.max_seconds:
+            break
+        previous = median
+    a = np.asarray(samples)
+    return {
+        "median_ms": float(np.median(a)),
+        "p90_ms": float(np.percentile(a, 90)),
+        "cv": float(a.std(ddof=1) / a.mean()) if a.size > 1 and a.mean() > 0 else 0.0,
+        "runs": int(a.size),
+    }
+
+
+# ---- the append-only measurements file ------------------------------------------------
+
+
+class MeasurementLog:
+    """JSON lines, appended and fsynced one row at a time; never rewritten."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+        self.rows = self._read()
+
+    def _read(self) -> list[dict]:
+        if not self.path.exists():
+            return []
+        rows = []
+        data = self.path.read_bytes()
+        lines = data.split(b"\n")
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                if not isinstance(row, dict) or "kind" not in row:
+                    raise ValueError("not a measurement row")
+            except ValueError:
+                torn = number == len(lines) and not data.endswith(b"\n")
+                why = "is cut off (an interrupted write?)" if torn else "is not a valid row"
+                raise RunnerError(
+                    f"{self.path}: line {number} {why}; nothing was changed. Run the command "
+                    "again with --repair to set unreadable lines aside (a backup is kept), "
+                    "or move the file away"
+                ) from None
+            rows.append(row)
+        return rows
+
+    @staticmethod
+    def repair(path: Path) -> int:
+        """Move unreadable lines to ``<file>.rejected``; keep a backup; return the count."""
+        path = Path(path)
+        if not path.exists():
+            return 0
+        good, bad = [], []
+        for line in path.read_bytes().split(b"\n"):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                (good if isinstance(row, dict) and "kind" in row else bad).append(line)
+            except ValueError:
+                bad.append(line)
+        if bad:
+            backup = path.with_name(path.name + f".bak-{int(time.time())}")
+            backup.write_bytes(path.read_bytes())
+            with open(path.with_name(path.name + ".rejected"), "ab") as f:
+                f.write(b"\n".join(bad) + b"\n")
+            tmp = path.with_name(path.name + ".tmp")
+            tmp.write_bytes(b"".join(line + b"\n" for line in good))
+            os.replace(tmp, path)
+        return len(bad)
+
+    def append(self, row: dict) -> None:
+        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)  # one write per row: a kill leaves whole rows or a torn tail
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        self.rows.append(row)
+
+    def latest(self, kind: str = "model") -> dict[str, dict]:
+        """The last row per job key: re-measurements supersede earlier rows."""
+        out = {}
+        for row in self.rows:
+            if row["kind"] == kind:
+                out[row["key"]] = row
+        return out
+
+
+# ---- the device ---------------------------------------------------------------------------
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.split(":")[0].strip() in ("model name", "Model", "Hardware"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def device_fingerprint(provider: str, threads: int | None) -> dict:
+    import onnxruntime as ort
+
+    return {
+        "cpu": cpu_model(),
+        "machine": platform.machine(),
+        "logical_cores": os.cpu_count(),
+        "os": f"{platform.system()} {platform.release()}",
+        "python": platform.python_version(),
+        "onnxruntime": ort.__version__,
+        "provider": PROVIDERS.get(provider.lower(), provider),
+        "threads": threads,
+        "ort_spinning": False,
+    }
+
+
+# ---- the measurement loop -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Job:
+    arch_id: str
+    batch: int
+    seq_len: int
+    arch: dict | None = None
+
+    @property
+    def key(self) -> str:
+        return job_key(self.arch_id, self.batch, self.seq_len)
+
+
+def _print_progress(done: int, total: int, eta_s: float | None, key: str) -> None:
+    eta = f", ETA {eta_s / 60:.1f} min" if eta_s is not None else ""
+    print(f"[{done}/{total}{eta}] {key}", file=sys.stderr, flush=True)
+
+
+def run_jobs(
+    jobs: Iterable[Job],
+    model_path: Callable[[Job], Path],
+    reference_path: Path,
+    log: MeasurementLog,
+    backend,
+    protocol: Protocol = Protocol(),
+    vocab_size: int = 30522,
+    progress: Callable[[int, int, float | None, str], None] = _print_progress,
+    release: Callable[[Job], None] = lambda job: None,
+    session_id: str | None = None,
+) -> int:
+    """Measure every job not yet in ``log``; return how many rows were written."""
+    jobs = list(jobs)
+    done = set(log.latest())
+    todo = [j for j in jobs if j.key not in done]
+    total, finished = len(jobs), len(jobs) - len(todo)
+    if not todo:
+        return 0
+    session_id = session_id or f"{int(time.time())}-{os.getpid()}"
+    shapes = sorted({(j.batch, j.seq_len) for j in jobs})
+    feeds = {s: make_feeds(*s, vocab_size=vocab_size) for s in shapes}
+    reference = backend.load(reference_path)
+    written = 0
+
+    def time_reference() -> dict[tuple[int, int], float]:
+        nonlocal written
+        out = {}
+        for batch, seq in shapes:
+            stats = measure(backend, reference, feeds[(batch, seq)], protocol)
+            log.append(
+                {
+                    "kind": "reference",
+                    "key": job_key(REFERENCE_ID, batch, seq),
+                    "batch": batch,
+                    "seq_len": seq,
+                    "t": time.time(),
+                    "session": session_id,
+                    **stats,
+                }
+            )
+            written += 1
+            out[(batch, seq)] = stats["median_ms"]
+        return out
+
+    def measure_job(job: Job, ref: dict, remeasure: bool) -> None:
+        nonlocal written
+        handle = backend.load(model_path(job))
+        stats = measure(backend, handle, feeds[(job.batch, job.seq_len)], protocol)
+        del handle
+        ref_ms = ref[(job.batch, job.seq_len)]
+        log.append(
+            {
+                "kind": "model",
+                "key": job.key,
+                "arch_id": job.arch_id,
+                "arch": job.arch,
+                "batch": job.batch,
+                "seq_len": job.seq_len,
+                "ref_ms": ref_ms,
+                "rel": stats["median_ms"] / ref_ms,
+                "remeasured": remeasure,
+                "t": time.time(),
+                "session": session_id,
+                **stats,
+            }
+        )
+        written += 1
+
+    ref = time_reference()
+    stretch: list[Job] = []
+    started = time.monotonic()
+    for i, job in enumerate(todo):
+        measure_job(job, ref, remeasure=False)
+        stretch.append(job)
+        finished += 1
+        rate = (time.monotonic() - started) / (i + 1)
+        progress(finished, total, rate * (len(todo) - i - 1), job.key)
+        last = i == len(todo) - 1
+        if len(stretch) >= protocol.ref_every or last:
+            new_ref = time_reference()
+            drift = max(abs(new_ref[s] / ref[s] - 1) for s in shapes)
+            ref = new_ref
+            if drift > protocol.drift_tol:
+                # the machine changed speed during the stretch: measure it again
+                for again in stretch:
+                    measure_job(again, ref, remeasure=True)
+            for finished_job in stretch:
+                release(finished_job)
+            stretch = []
+    return written
+
+
+# ---- standalone use on a remote device ------------------------------------------------
+
+
+def _install_sigterm() -> None:
+    def handler(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, handler)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Time a yoco-deploy profile bundle.")
+    parser.add_argument("bundle", type=Path, help="bundle directory (holds plan.json)")
+    parser.add_argument("--provider", default="cpu", help=f"one of {', '.join(PROVIDERS)}")
+    parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    parser.add_argument("--repair", action="store_true", help="set unreadable rows aside")
+    args = parser.parse_args(argv)
+    try:
+        plan_path = args.bundle / "plan.json"
+        if not plan_path.is_file():
+            raise RunnerError(f"{plan_path} not found: pass a directory made by profile-bundle")
+        plan = json.loads(plan_path.read_text())
+        threads = args.threads if args.threads is not None else plan.get("threads")
+        results = args.bundle / "results"
+        results.mkdir(exist_ok=True)
+        if args.repair:
+            MeasurementLog.repair(results / "measurements.jsonl")
+        log = MeasurementLog(results / "measurements.jsonl")
+        backend = OrtBackend(args.provider, threads)
+        device = {**device_fingerprint(args.provider, threads), "plan": plan["plan_id"]}
+        (results / "device.json").write_text(json.dumps(device, indent=2) + "\n")
+        jobs = [Job(j["arch_id"], j["batch"], j["seq_len"], j.get("arch")) for j in plan["jobs"]]
+        files = {j["arch_id"]: j["file"] for j in plan["jobs"]}
+        protocol = Protocol(**plan.get("protocol", {}))
+        _install_sigterm()
+        written = run_jobs(
+            jobs,
+            lambda job: args.bundle / files[job.arch_id],
+            args.bundle / plan["reference"]["file"],
+            log,
+            backend,
+            protocol,
+            vocab_size=plan.get("vocab_size", 30522),
+        )
+        print(f"done: {written} new rows in {log.path}", file=sys.stderr)
+        return 0
+    except RunnerError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted: rows so far are saved; run the same command to resume", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
