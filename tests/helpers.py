@@ -63,3 +63,23 @@ def check_sub_bert(sb, arch, x):
     measured = counter.get_total_flops()
     assert abs(costs.flops - measured) / measured <= 0.02, (costs.flops, measured)
     return dense
+
+
+class FakeBackend:
+    """A device whose latency is a known function of the model file (nn-Meter's
+    DebugBackend idea): deterministic, instant, and able to drift on demand."""
+
+    def __init__(self, base_ms=None, drift=None):
+        # latency grows with the ONNX file size (~parameters) plus a fixed overhead
+        self.base_ms = base_ms or (lambda path: 0.5 + path.stat().st_size / 2e5)
+        self.drift = drift or (lambda call: 1.0)
+        self.calls = 0
+        self.loaded = []
+
+    def load(self, path):
+        self.loaded.append(path)
+        return path
+
+    def time_one(self, handle, feeds):
+        self.calls += 1
+        return self.base_ms(handle) * self.drift(self.calls)

@@ -38,9 +38,12 @@ ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 def _settings(n, seq_len, batch, provider, threads, fmt, seed):
     from yoco_deploy.export import FORMATS
     from yoco_deploy.profiling import ProfileError, ProfileSettings
+    from yoco_deploy.runner import resolve_provider
 
     if fmt not in FORMATS:
         raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
+    if provider != "cpu":
+        resolve_provider(provider)  # fail before any work starts
     shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
     return ProfileSettings(
         n=n, shapes=shapes, provider=provider, threads=threads, fmt=fmt, seed=seed

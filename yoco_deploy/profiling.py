@@ -91,9 +91,14 @@ class ArtifactBuilder:
 
     def __init__(self, space: SearchSpace, fmt: str, work: Path, seed: int = 0):
         from yoco_deploy.export import ExportOptions
+        from yoco_deploy.onnx_export import OnnxSpec
 
         self.super_bert = random_super_bert(space, seed)
-        self.options = ExportOptions.for_format(fmt, int8_samples=4, save_model_dir=False)
+        # timing needs a correct graph, not a thorough one: validate at one small shape
+        spec = OnnxSpec(validation_shapes=((1, 16),))
+        self.options = ExportOptions.for_format(
+            fmt, int8_samples=4, save_model_dir=False, spec=spec
+        )
         self.work = Path(work)
 
     def build(self, arch: Arch) -> Path:
@@ -464,8 +469,8 @@ def import_bundle(bundle: Path, out: Path, name: str) -> int:
         fingerprint = json.loads((bundle / "results" / DEVICE).read_text())
     except OSError as err:
         raise ProfileError(
-            f"{bundle} has no {err.filename}: run `python runner.py {bundle}` on the device "
-            "first, then copy the whole directory back"
+            f"{bundle} has no {Path(err.filename).name}: run `python runner.py {bundle}` on "
+            "the device first, then copy the whole directory back"
         ) from None
     except ValueError as err:
         raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None

@@ -1,0 +1,90 @@
+import json
+import subprocess
+import sys
+
+import pytest
+from transformers import BertConfig
+
+from yoco_deploy import runner
+from yoco_deploy.profiling import (
+    ProfileError,
+    ProfileSettings,
+    import_bundle,
+    load_training_data,
+    read_device,
+    write_bundle,
+)
+from yoco_deploy.space import SearchSpace
+
+from helpers import TINY
+
+FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
+
+
+@pytest.fixture
+def bundle(tmp_path):
+    space = SearchSpace.from_config(BertConfig(**TINY))
+    out = tmp_path / "bundle"
+    write_bundle(space, out, ProfileSettings(n=4, threads=1, protocol=FAST), "tiny")
+    return out
+
+
+def test_bundle_layout(bundle):
+    plan = json.loads((bundle / "plan.json").read_text())
+    assert len(plan["jobs"]) == 4 and (bundle / "runner.py").is_file()
+    assert all((bundle / j["file"]).is_file() for j in plan["jobs"])
+    assert (bundle / plan["reference"]["file"]).is_file()
+
+
+def test_runner_then_import(bundle, tmp_path):
+    assert runner.main([str(bundle), "--threads", "1"]) == 0
+    assert runner.main([str(bundle), "--threads", "1"]) == 0  # rerun: nothing left to do
+    profile = tmp_path / "profiles" / "pi"
+    added = import_bundle(bundle, profile, "pi")
+    rows = [json.loads(line) for line in (bundle / "results/measurements.jsonl").open()]
+    assert added == len(rows) and sum(r["kind"] == "model" for r in rows) == 4
+    assert import_bundle(bundle, profile, "pi") == 0  # re-import adds nothing
+    assert read_device(profile)["name"] == "pi"
+    data, _ = load_training_data(profile)
+    assert len(data.rel) == 4
+
+
+def test_import_without_results_is_a_clear_error(bundle, tmp_path):
+    with pytest.raises(ProfileError, match=r"run `python runner\.py"):
+        import_bundle(bundle, tmp_path / "p", "pi")
+
+
+def test_runner_reports_bad_bundle(tmp_path, capsys):
+    assert runner.main([str(tmp_path)]) == 1
+    assert "plan.json not found" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_runner_works_with_only_onnxruntime_and_numpy(bundle, tmp_path):
+    import numpy
+    import onnxruntime
+
+    venv = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = venv / "bin" / "python"
+    pins = [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}"]
+    subprocess.run([str(py), "-m", "pip", "install", "-q", *pins], check=True)
+    probe = (
+        "import importlib.util as u; "
+        "print([m for m in ('torch', 'transformers', 'yoco_deploy') if u.find_spec(m)])"
+    )
+    assert (
+        subprocess.run(
+            [str(py), "-c", probe], capture_output=True, text=True, check=True, cwd=tmp_path
+        ).stdout.strip()
+        == "[]"
+    )
+    done = subprocess.run(
+        [str(py), str(bundle / "runner.py"), str(bundle), "--threads", "1"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = (bundle / "results" / "measurements.jsonl").read_text().splitlines()
+    assert sum(json.loads(r)["kind"] == "model" for r in rows) == 4

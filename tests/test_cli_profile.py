@@ -1,0 +1,100 @@
+import json
+
+import pytest
+from test_cli import assert_one_line_error, run
+from transformers import BertConfig
+
+from yoco_deploy import runner
+from yoco_deploy.profiling import ProfileSettings, profile_device
+from yoco_deploy.space import SearchSpace
+
+from helpers import TINY, FakeBackend
+
+FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
+
+
+@pytest.fixture(scope="module")
+def profile_dir(tmp_path_factory):
+    space = SearchSpace.from_config(BertConfig(**TINY))
+    out = tmp_path_factory.mktemp("profiles") / "fake"
+    settings = ProfileSettings(n=24, protocol=FAST, threads=1)
+    profile_device(
+        space, out, "fake", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
+    )
+    return out
+
+
+def test_fit_then_predict(profile_dir, tmp_path):
+    out = tmp_path / "pred.json"
+    result = run("fit", "--profile", profile_dir, "--out", out)
+    assert result.exit_code == 0, result.output
+    assert out.is_file() and out.with_suffix(".png").is_file()
+    saved = json.loads(out.read_text())
+    assert set(saved["metrics"]["selection"]) == {"linear", "gbrt", "flops"}
+    assert saved["device"]["name"] == "fake" and saved["profile"]["rows"] == 24
+    assert {"holdout"} <= set(saved["metrics"]) and "sha256" in saved
+    arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}]}'
+    result = run("predict", "--predictor", out, "--arch", arch)
+    assert result.exit_code == 0, result.output
+    pred = json.loads(result.output)
+    assert pred["latency_ms"] > 0 and pred["low_ms"] <= pred["latency_ms"] <= pred["high_ms"]
+    # the fake device's latency is linear in file size: the predictor should be close
+    assert saved["metrics"]["holdout"][saved["model"]["type"]]["mape"] < 0.05
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        (
+            [
+                "profile",
+                "-m",
+                "{tiny}",
+                "--device",
+                "x",
+                "--format",
+                "fp8",
+                "--profiles-dir",
+                "{tmp}",
+            ],
+            "unknown --format",
+        ),
+        (
+            [
+                "profile",
+                "-m",
+                "{tiny}",
+                "--device",
+                "x",
+                "--until",
+                "accuracy=1",
+                "--profiles-dir",
+                "{tmp}",
+            ],
+            "--until takes METRIC=VALUE",
+        ),
+        (
+            [
+                "profile",
+                "-m",
+                "{tiny}",
+                "--device",
+                "x",
+                "--provider",
+                "tensorrt",
+                "--profiles-dir",
+                "{tmp}",
+            ],
+            "not available",
+        ),
+        (["fit", "--profile", "{tmp}", "--out", "{tmp}/p.json"], "not a profile directory"),
+        (
+            ["predict", "--predictor", "{tmp}/none.json", "--arch", "{tmp}/a.json"],
+            "cannot read predictor",
+        ),
+        (["profile-import", "{tmp}", "--device", "x"], "has no plan.json"),
+    ],
+)
+def test_bad_input_is_one_line(args, fragment, tiny_dir, tmp_path):
+    filled = [a.replace("{tiny}", str(tiny_dir)).replace("{tmp}", str(tmp_path)) for a in args]
+    assert_one_line_error(run(*filled), fragment)
