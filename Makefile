@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Tests and the demo never reach the model hub: bundled weights and local data only.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-slow lint format bench-export clean
+.PHONY: demo test test-slow lint format bench-export bench-predictor clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -42,6 +42,9 @@ format: $(VENV)/.test
 
 bench-export: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/export_speed.py
+
+bench-predictor: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/predictor_accuracy.py --until within10=0.97
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

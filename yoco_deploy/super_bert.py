@@ -83,8 +83,11 @@ class SuperBert(nn.Module):
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
-    ) -> torch.Tensor:
-        return self.forward_with_hidden(input_ids, attention_mask, token_type_ids)[0]
+        output_hidden: bool = False,
+    ):
+        """Logits of the active sub-BERT; with ``output_hidden``, (logits, hidden states)."""
+        logits, hidden = self.forward_with_hidden(input_ids, attention_mask, token_type_ids)
+        return (logits, hidden) if output_hidden else logits
 
     def forward_with_hidden(
         self,

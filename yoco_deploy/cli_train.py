@@ -1,0 +1,92 @@
+"""CLI commands for stage I: finetune (the teacher) and train (the super-BERT)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yoco_deploy.cli_common import ModelOpt, quiet_transformers, user_errors
+
+TaskOpt = Annotated[
+    str, typer.Option(help="GLUE task: sst2, cola, mrpc, rte, stsb, qqp, qnli, mnli.")
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(help="Local data: a GLUE TSV directory, or CSV/JSON train/dev files."),
+]
+
+
+def finetune(
+    model: ModelOpt,
+    task: TaskOpt,
+    out: Annotated[
+        Path, typer.Option("--out", "-o", help="Run directory; the teacher lands in OUT/final.")
+    ],
+    data_dir: DataDirOpt = None,
+    epochs: Annotated[float, typer.Option(min=0.01, help="Passes over train.")] = 3.0,
+    lr: Annotated[float, typer.Option(help="Peak learning rate.")] = 2e-5,
+    batch_size: Annotated[int, typer.Option(min=1)] = 32,
+    max_seq_len: Annotated[int, typer.Option(min=8)] = 128,
+    max_train: Annotated[int | None, typer.Option(min=1, help="Seeded train subset.")] = None,
+    seed: int = 0,
+    resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
+) -> None:
+    """Fine-tune the full model on a task: the teacher for super-BERT training.
+
+    Example: yoco-deploy finetune -m minilm --task sst2 --data-dir SST-2/ --out runs/teacher
+    """
+    with user_errors():
+        from yoco_deploy.train_config import Distillation, Phase, parse_config
+        from yoco_deploy.trainer import Trainer
+
+        config = parse_config(
+            {
+                "model": model,
+                "task": task,
+                "data_dir": data_dir,
+                "output_dir": out,
+                "max_train": max_train,
+                "max_seq_len": max_seq_len,
+                "batch_size": batch_size,
+                "seed": seed,
+                "reorder": False,
+                "kd": Distillation(alpha=1.0).model_dump(),
+                "sng": {"exploit_explore": False},
+                "phases": [
+                    Phase(
+                        name="finetune", heads="max", ffn="max", depth="max", epochs=epochs, lr=lr
+                    ).model_dump()
+                ],
+            }
+        )
+        quiet_transformers()
+        Trainer(config).train(resume=resume)
+
+
+def train(
+    config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config.")],
+    resume: Annotated[bool, typer.Option(help="Continue from OUTPUT_DIR/checkpoint.")] = False,
+    dry_run: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
+) -> None:
+    """Train the super-BERT (YOCO stage I) as the config says.
+
+    Progressive phases, knowledge distillation from the teacher, exploit-explore sampling
+    with SNG updates; checkpoints every N steps and on Ctrl-C / SIGTERM.
+    Multi-GPU: `accelerate launch -m yoco_deploy.cli train --config X.yaml`.
+    """
+    with user_errors():
+        from yoco_deploy.train_config import load_config
+
+        cfg = load_config(config)
+        if dry_run:
+            typer.echo(cfg.model_dump_json(indent=2))
+            return
+        from yoco_deploy.trainer import Trainer
+
+        quiet_transformers()
+        Trainer(cfg).train(resume=resume)
+
+
+COMMANDS = {"finetune": finetune, "train": train}

@@ -1,0 +1,301 @@
+"""GLUE tasks and local data: examples, the held-out search split, metrics.
+
+Three sources give the same ``TaskData``: the hub (``datasets``' ``glue``), a local GLUE
+directory of TSV files (``train.tsv``, ``dev.tsv`` as GLUE ships them), and CSV/JSON
+files with named text and label columns. A *search split* is held out of train (seeded)
+for stage II; dev serves only the final report.
+"""
+
+from __future__ import annotations
+
+import csv
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from yoco_deploy.errors import YocoError
+
+
+class DataError(YocoError):
+    """A task or data directory is missing, malformed or unknown."""
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    text_a: str  # hub column names
+    text_b: str | None
+    labels: tuple[str, ...] | None  # None: regression
+    metric: str  # the task's main metric
+    tsv: tuple[str | int, str | int | None, str | int]  # GLUE TSV columns (name or index)
+    tsv_header: bool = True
+    dev_file: str = "dev.tsv"
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.labels) if self.labels else 1
+
+
+TASKS = {
+    "sst2": Task("sst2", "sentence", None, ("0", "1"), "accuracy", ("sentence", None, "label")),
+    "cola": Task("cola", "sentence", None, ("0", "1"), "mcc", (3, None, 1), tsv_header=False),
+    "mrpc": Task(
+        "mrpc", "sentence1", "sentence2", ("0", "1"), "f1", ("#1 String", "#2 String", "Quality")
+    ),
+    "rte": Task(
+        "rte",
+        "sentence1",
+        "sentence2",
+        ("entailment", "not_entailment"),
+        "accuracy",
+        ("sentence1", "sentence2", "label"),
+    ),
+    "stsb": Task(
+        "stsb", "sentence1", "sentence2", None, "pearson", ("sentence1", "sentence2", "score")
+    ),
+    "qqp": Task(
+        "qqp",
+        "question1",
+        "question2",
+        ("0", "1"),
+        "f1",
+        ("question1", "question2", "is_duplicate"),
+    ),
+    "qnli": Task(
+        "qnli",
+        "question",
+        "sentence",
+        ("entailment", "not_entailment"),
+        "accuracy",
+        ("question", "sentence", "label"),
+    ),
+    "mnli": Task(
+        "mnli",
+        "premise",
+        "hypothesis",
+        ("entailment", "neutral", "contradiction"),
+        "accuracy",
+        ("sentence1", "sentence2", "gold_label"),
+        dev_file="dev_matched.tsv",
+    ),
+}
+ALIASES = {"sst-2": "sst2", "sts-b": "stsb"}
+
+
+def get_task(name: str) -> Task:
+    key = ALIASES.get(name.lower(), name.lower())
+    if key not in TASKS:
+        raise DataError(
+            f"unknown task {name!r}; known: {', '.join(TASKS)} (or use --data-dir "
+            "with CSV/JSON files and --text-columns/--label-column)"
+        )
+    return TASKS[key]
+
+
+@dataclass(frozen=True)
+class Examples:
+    text_a: tuple[str, ...]
+    text_b: tuple[str, ...] | None
+    labels: np.ndarray  # int64 classes or float32 scores
+
+    def __len__(self) -> int:
+        return len(self.text_a)
+
+    def subset(self, idx: np.ndarray) -> Examples:
+        b = tuple(self.text_b[i] for i in idx) if self.text_b is not None else None
+        return Examples(tuple(self.text_a[i] for i in idx), b, self.labels[idx])
+
+
+@dataclass(frozen=True)
+class TaskData:
+    task: Task
+    train: Examples
+    search: Examples
+    dev: Examples
+
+
+def split_search(train: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
+    if not 0 < fraction < 1:
+        raise DataError(f"search fraction must be in (0, 1), got {fraction}")
+    order = np.random.default_rng(seed).permutation(len(train))
+    n = max(1, round(fraction * len(train)))
+    return train.subset(np.sort(order[n:])), train.subset(np.sort(order[:n]))
+
+
+def _label_array(values: list, task: Task, where: str) -> np.ndarray:
+    if task.labels is None:
+        try:
+            return np.asarray([float(v) for v in values], dtype=np.float32)
+        except ValueError as err:
+            raise DataError(f"{where}: a score is not a number ({err})") from None
+    index = {label: i for i, label in enumerate(task.labels)}
+    out = []
+    for v in values:
+        key = str(v).strip()
+        if key not in index and key.isdigit() and int(key) < len(task.labels):
+            out.append(int(key))
+        elif key in index:
+            out.append(index[key])
+        else:
+            raise DataError(f"{where}: label {key!r} is not one of {list(task.labels)}")
+    return np.asarray(out, dtype=np.int64)
+
+
+def read_glue_tsv(path: Path, task: Task) -> Examples:
+    """A GLUE TSV file (quotes are text, not quoting)."""
+    csv.field_size_limit(sys.maxsize)
+    try:
+        with open(path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
+    except OSError as err:
+        raise DataError(f"cannot read {path}: {err.strerror}") from None
+    if not rows:
+        raise DataError(f"{path} is empty")
+    a_col, b_col, y_col = task.tsv
+    if task.tsv_header:
+        header, rows = rows[0], rows[1:]
+        try:
+            a_col, y_col = header.index(a_col), header.index(y_col)
+            b_col = header.index(b_col) if b_col is not None else None
+        except ValueError:
+            raise DataError(
+                f"{path}: expected GLUE {task.name} columns {list(task.tsv)}, found {header}"
+            ) from None
+    width = max(c for c in (a_col, b_col, y_col) if c is not None)
+    rows = [r for r in rows if len(r) > width]  # GLUE has a few malformed lines
+    if not rows:
+        raise DataError(f"{path}: no complete rows")
+    labels = _label_array([r[y_col] for r in rows], task, str(path))
+    text_b = tuple(r[b_col] for r in rows) if b_col is not None else None
+    return Examples(tuple(r[a_col] for r in rows), text_b, labels)
+
+
+def read_table(path: Path, task: Task, text_columns: list[str], label_column: str) -> Examples:
+    """CSV or JSON (lines) with named columns, through ``datasets`` (works offline)."""
+    from datasets import load_dataset
+
+    kind = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json"}.get(path.suffix)
+    if kind is None:
+        raise DataError(f"{path}: use .csv, .tsv, .json or .jsonl")
+    extra = {"delimiter": "\t"} if path.suffix == ".tsv" else {}
+    try:
+        table = load_dataset(kind, data_files=str(path), split="train", **extra)
+    except Exception as err:  # datasets raises many types for unreadable files
+        raise DataError(f"cannot read {path}: {err}") from None
+    missing = [c for c in [*text_columns, label_column] if c not in table.column_names]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {missing}; has {table.column_names}")
+    b = tuple(str(x) for x in table[text_columns[1]]) if len(text_columns) > 1 else None
+    return Examples(
+        tuple(str(x) for x in table[text_columns[0]]),
+        b,
+        _label_array(list(table[label_column]), task, str(path)),
+    )
+
+
+def _find(data_dir: Path, stem: str) -> Path | None:
+    for suffix in (".tsv", ".csv", ".jsonl", ".json"):
+        if (data_dir / f"{stem}{suffix}").is_file():
+            return data_dir / f"{stem}{suffix}"
+    return None
+
+
+def load_task(
+    task_name: str,
+    data_dir: Path | None = None,
+    search_fraction: float = 0.1,
+    seed: int = 0,
+    text_columns: list[str] | None = None,
+    label_column: str | None = None,
+    max_train: int | None = None,
+) -> TaskData:
+    """Train / search / dev for a task, from the hub or from ``data_dir``."""
+    task = get_task(task_name)
+    if data_dir is not None:
+        data_dir = Path(data_dir)
+        if not data_dir.is_dir():
+            raise DataError(f"data directory {data_dir} does not exist")
+        train_path = _find(data_dir, "train")
+        dev_path = _find(data_dir, Path(task.dev_file).stem) or _find(data_dir, "dev")
+        if train_path is None or dev_path is None:
+            raise DataError(f"{data_dir} needs train and dev files (.tsv, .csv or .json)")
+        if text_columns:
+            cols = (text_columns, label_column or "label")
+            train, dev = (read_table(p, task, *cols) for p in (train_path, dev_path))
+        elif train_path.suffix == ".tsv":
+            train, dev = read_glue_tsv(train_path, task), read_glue_tsv(dev_path, task)
+        else:
+            cols = ([task.text_a] + ([task.text_b] if task.text_b else []), "label")
+            train, dev = (read_table(p, task, *cols) for p in (train_path, dev_path))
+    else:
+        train, dev = _load_hub(task)
+    if max_train is not None and len(train) > max_train:
+        idx = np.random.default_rng(seed).permutation(len(train))[:max_train]
+        train = train.subset(np.sort(idx))
+    train, search = split_search(train, search_fraction, seed)
+    return TaskData(task, train, search, dev)
+
+
+def _load_hub(task: Task) -> tuple[Examples, Examples]:
+    from datasets import load_dataset
+
+    try:
+        ds = load_dataset("glue", task.name)
+    except Exception as err:
+        raise DataError(
+            f"cannot load glue/{task.name} from the hub ({str(err)[:120]}); pass "
+            "--data-dir with local GLUE TSV or CSV/JSON files"
+        ) from None
+    dev_split = "validation_matched" if task.name == "mnli" else "validation"
+
+    def convert(split) -> Examples:
+        b = tuple(split[task.text_b]) if task.text_b else None
+        labels = np.asarray(split["label"], dtype=np.float32 if task.labels is None else np.int64)
+        return Examples(tuple(split[task.text_a]), b, labels)
+
+    return convert(ds["train"]), convert(ds[dev_split])
+
+
+# ---- metrics -------------------------------------------------------------------------------
+
+
+def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """The GLUE metrics of a task; ``predictions`` are logits."""
+    if task.labels is None:
+        from scipy.stats import pearsonr, spearmanr
+
+        scores = predictions.reshape(-1)
+        return {
+            "pearson": float(pearsonr(scores, labels).statistic),
+            "spearman": float(spearmanr(scores, labels).statistic),
+        }
+    from sklearn.metrics import f1_score, matthews_corrcoef
+
+    pred = predictions.argmax(-1)
+    out = {"accuracy": float((pred == labels).mean())}
+    if task.metric == "f1":
+        out["f1"] = float(f1_score(labels, pred))
+    if task.metric == "mcc":
+        out["mcc"] = float(matthews_corrcoef(labels, pred))
+    return out
+
+
+def encode(tokenizer, examples: Examples, max_len: int) -> dict[str, np.ndarray]:
+    """Token ids, masks and segment ids, padded to ``max_len``."""
+    b = list(examples.text_b) if examples.text_b is not None else None
+    enc = tokenizer(
+        list(examples.text_a),
+        b,
+        truncation=True,
+        max_length=max_len,
+        padding="max_length",
+        return_tensors="np",
+    )
+    out = {k: enc[k].astype(np.int64) for k in ("input_ids", "attention_mask")}
+    out["token_type_ids"] = enc.get("token_type_ids", np.zeros_like(out["input_ids"])).astype(
+        np.int64
+    )
+    out["labels"] = examples.labels
+    return out

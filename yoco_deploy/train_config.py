@@ -1,0 +1,137 @@
+"""The super-BERT training config: strict YAML (unknown keys are errors), every key
+documented, defaults that follow YOCO-BERT's progressive schedule (METHOD.md)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from yoco_deploy.errors import YocoError
+
+Restriction = Literal["max", "top2", "top3", "all"]
+
+
+class ConfigError(YocoError):
+    """A training config is unreadable or invalid."""
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Phase(Strict):
+    """One stage of progressive shrinking: which choices of each dimension are open."""
+
+    name: str = Field(description="Label in logs and checkpoints.")
+    heads: Restriction = Field("all", description="Head choices open: max, top2, top3, all.")
+    ffn: Restriction = Field("max", description="FFN choices open.")
+    depth: Restriction = Field("max", description="Depth choices open.")
+    epochs: float = Field(1.0, gt=0, description="Passes over the training split.")
+    lr: float = Field(2e-5, gt=0, description="Peak learning rate of this phase.")
+
+
+def yoco_phases(epochs: float = 1.0, lr: float = 2e-5) -> list[Phase]:
+    """METHOD.md's schedule: widen heads, then FFN, then depth."""
+    spec = [
+        ("head0", "top2", "max", "max"),
+        ("head1", "all", "max", "max"),
+        ("ffn0", "all", "top2", "max"),
+        ("ffn1", "all", "top3", "max"),
+        ("ffn2", "all", "all", "max"),
+        ("layer0", "all", "all", "top2"),
+        ("layer1", "all", "all", "top3"),
+        ("layer2", "all", "all", "all"),
+    ]
+    return [Phase(name=n, heads=h, ffn=f, depth=d, epochs=epochs, lr=lr) for n, h, f, d in spec]
+
+
+class Distillation(Strict):
+    alpha: float = Field(0.5, ge=0, le=1, description="Weight of the label loss; 1 disables KD.")
+    temperature: float = Field(2.0, gt=0, description="Softmax temperature of the logit KL.")
+    hidden_mse: float = Field(0.0, ge=0, description="Weight of hidden-state MSE to the teacher.")
+
+
+class SNGSettings(Strict):
+    delta: float = Field(1.0, gt=0, description="Natural-gradient step length.")
+    lam: int = Field(2, ge=2, description="Candidates per SNG update, scored on one batch.")
+    exploit_explore: bool = Field(True, description="Sample from p_theta w.p. rho/rho_max.")
+
+
+class TrainConfig(Strict):
+    model: str = Field(description="Super-BERT initialisation: hub id, directory or 'minilm'.")
+    teacher: str | None = Field(None, description="Fine-tuned teacher; default: `model`.")
+    task: str = Field(description="GLUE task name (sst2, cola, mrpc, rte, stsb, qqp, qnli, mnli).")
+    data_dir: Path | None = Field(None, description="Local GLUE TSV or CSV/JSON directory.")
+    text_columns: list[str] | None = Field(None, description="CSV/JSON text column(s).")
+    label_column: str | None = Field(None, description="CSV/JSON label column.")
+    max_train: int | None = Field(None, gt=0, description="Use a seeded subset of train.")
+    max_eval: int | None = Field(None, gt=0, description="Cap on dev examples per evaluation.")
+    search_fraction: float = Field(0.1, gt=0, lt=1, description="Held out of train for search.")
+    max_seq_len: int = Field(128, gt=0, description="Tokens per example.")
+    output_dir: Path = Field(description="Checkpoints, logs, the final super-BERT and plots.")
+    seed: int = Field(0, description="Seeds data order, sampling, dropout.")
+    batch_size: int = Field(32, gt=0, description="Training batch size (per process).")
+    eval_batch_size: int = Field(128, gt=0, description="Evaluation batch size.")
+    weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
+    warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of each phase warming up.")
+    sampling: Literal["yoco", "sandwich"] = Field(
+        "yoco", description="yoco: one sub-BERT per step; sandwich: max + min + k random."
+    )
+    sandwich_random: int = Field(2, ge=0, description="k random sub-BERTs in the sandwich rule.")
+    kd: Distillation = Field(default_factory=Distillation)
+    sng: SNGSettings = Field(default_factory=SNGSettings)
+    reorder: bool = Field(True, description="Importance-reorder heads/neurons before training.")
+    phases: list[Phase] = Field(default_factory=yoco_phases, description="Progressive phases.")
+    checkpoint_every: int = Field(200, gt=0, description="Steps between checkpoints.")
+    log_every: int = Field(10, gt=0, description="Steps between loss log rows.")
+    mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="On GPU.")
+    space: dict[str, list[int]] | None = Field(None, description="Override depth/heads/ffn.")
+
+    @field_validator("phases")
+    @classmethod
+    def _names_unique(cls, phases: list[Phase]) -> list[Phase]:
+        names = [p.name for p in phases]
+        if len(set(names)) != len(names) or not phases:
+            raise ValueError("phases need unique names, and at least one phase")
+        return phases
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
+    import yaml
+
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as err:
+        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    data.update(overrides or {})
+    return parse_config(data, str(path))
+
+
+def parse_config(data: dict, where: str = "config") -> TrainConfig:
+    try:
+        return TrainConfig(**data)
+    except ValidationError as err:
+        problems = []
+        for e in err.errors():
+            loc = ".".join(str(x) for x in e["loc"])
+            if e["type"] == "extra_forbidden":
+                problems.append(f"unknown key {loc!r}{_suggest(e['loc'])}")
+            else:
+                problems.append(f"{loc}: {e['msg']}")
+        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+
+
+def _suggest(loc: tuple) -> str:
+    import difflib
+
+    models = {"kd": Distillation, "sng": SNGSettings, "phases": Phase}
+    model = models.get(str(loc[0]), TrainConfig) if len(loc) > 1 else TrainConfig
+    close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""

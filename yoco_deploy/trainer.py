@@ -1,0 +1,527 @@
+"""YOCO stage I: train the super-BERT so that every sub-BERT is good without retraining.
+
+Progressive phases (heads, then FFN, then depth); each step trains one sub-BERT (YOCO)
+or the sandwich (max + min + k random); loss = alpha CE + (1 - alpha) T^2 KL(teacher ||
+student) (+ hidden-state MSE). Sub-BERTs come from p_theta with probability rho/rho_max,
+else uniformly from the phase's sub-space; every lambda steps the lambda sampled
+candidates are scored on the *same* batch and theta takes an SNG step (only candidates
+drawn from p_theta feed it; cells beyond a candidate's depth are masked).
+
+Everything runs through accelerate (CPU, one or many GPUs, mixed precision). The batch
+order is a pure function of (seed, epoch), so a resumed run sees exactly the batches an
+uninterrupted run would.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import shutil
+import signal
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.costs import arch_costs
+from yoco_deploy.data import TaskData, compute_metrics, encode, load_task
+from yoco_deploy.errors import YocoError
+from yoco_deploy.sng import CategoricalSNG, SubSpace
+from yoco_deploy.super_bert import SuperBert
+from yoco_deploy.train_config import Phase, TrainConfig
+
+SUPERNET_META = "yoco_supernet.json"
+
+
+class TrainError(YocoError):
+    """Training cannot start or resume as asked."""
+
+
+@dataclass(frozen=True)
+class PhasePlan:
+    phase: Phase
+    start: int  # first global step
+    steps: int
+    sub: SubSpace
+
+
+def restrict(choices: tuple[int, ...], how: str) -> list[int]:
+    top = sorted(choices, reverse=True)
+    return {"max": top[:1], "top2": top[:2], "top3": top[:3], "all": top}[how]
+
+
+def plan_phases(config: TrainConfig, space, steps_per_epoch: int) -> list[PhasePlan]:
+    plans, start = [], 0
+    for phase in config.phases:
+        steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
+        sub = SubSpace.of(
+            space,
+            restrict(space.depth_choices, phase.depth),
+            restrict(space.head_choices, phase.heads),
+            restrict(space.ffn_choices, phase.ffn),
+        )
+        plans.append(PhasePlan(phase, start, steps, sub))
+        start += steps
+    return plans
+
+
+def representative_archs(space) -> dict[str, Arch]:
+    """max, min and two uniform sub-BERTs in between, for per-phase evaluation."""
+
+    def mid(c, q):
+        return c[round(q * (len(c) - 1))]
+
+    out = {"max": space.max_arch(), "min": space.min_arch()}
+    for q, name in ((2 / 3, "mid-large"), (1 / 3, "mid-small")):
+        out[name] = Arch.uniform(
+            mid(space.depth_choices, q), mid(space.head_choices, q), mid(space.ffn_choices, q)
+        )
+    return out
+
+
+def distill_loss(student, teacher, labels, kd, num_labels, s_hidden=None, t_hidden=None):
+    task = (
+        F.mse_loss(student.squeeze(-1), labels.float())
+        if num_labels == 1
+        else F.cross_entropy(student, labels)
+    )
+    if teacher is None:
+        return task
+    if num_labels == 1:
+        soft = F.mse_loss(student, teacher)
+    else:
+        t = kd.temperature
+        soft = (
+            F.kl_div(
+                F.log_softmax(student / t, -1),
+                F.log_softmax(teacher / t, -1),
+                reduction="batchmean",
+                log_target=True,
+            )
+            * t
+            * t
+        )
+    loss = kd.alpha * task + (1 - kd.alpha) * soft
+    if kd.hidden_mse and s_hidden is not None and t_hidden is not None:
+        loss = loss + kd.hidden_mse * sum(
+            F.mse_loss(s, t) for s, t in zip(s_hidden, t_hidden, strict=False)
+        ) / len(s_hidden)
+    return loss
+
+
+class Trainer:
+    def __init__(
+        self,
+        config: TrainConfig,
+        data: TaskData | None = None,
+        tokenizer=None,
+        log: Callable[[str], None] = print,
+    ):
+        from accelerate import Accelerator
+
+        self.config = c = config
+        self.say = log
+        self.accelerator = Accelerator(mixed_precision=c.mixed_precision)
+        torch.manual_seed(c.seed)
+        self.data = data or load_task(
+            c.task,
+            c.data_dir,
+            c.search_fraction,
+            c.seed,
+            c.text_columns,
+            c.label_column,
+            c.max_train,
+        )
+        task = self.data.task
+        from yoco_deploy.loading import load_bert_classifier, load_tokenizer
+
+        self.tokenizer = tokenizer or load_tokenizer(c.model)
+        if self.tokenizer is None:
+            raise TrainError(f"model {c.model!r} has no tokenizer files")
+        self.super_bert = SuperBert.from_pretrained(c.model, task.num_labels, c.space)
+        self.teacher = None
+        if c.kd.alpha < 1 or c.kd.hidden_mse > 0:
+            self.teacher = load_bert_classifier(c.teacher or c.model, task.num_labels)
+            for p in self.teacher.parameters():
+                p.requires_grad_(False)
+        self.space = self.super_bert.space
+        self.train_enc = encode(self.tokenizer, self.data.train, c.max_seq_len)
+        self.dev_enc = encode(self.tokenizer, self.data.dev, c.max_seq_len)
+        self.steps_per_epoch = max(1, len(self.data.train) // c.batch_size)
+        self.plans = plan_phases(c, self.space, self.steps_per_epoch)
+        self.total_steps = sum(p.steps for p in self.plans)
+        self.sng = CategoricalSNG(self.space, c.sng.delta, c.sng.lam, c.seed)
+        self.rng = random.Random(c.seed)
+        self.step = 0
+        self.candidates: list[tuple[np.ndarray, bool]] = []
+        self.out = Path(c.output_dir)
+        self._stop = False
+
+    # ---- setup ------------------------------------------------------------------------
+
+    def _build_optimizer(self):
+        no_decay = ("bias", "LayerNorm.weight")
+        params = [
+            {
+                "params": [
+                    p
+                    for n, p in self.super_bert.named_parameters()
+                    if not any(k in n for k in no_decay)
+                ],
+                "weight_decay": self.config.weight_decay,
+            },
+            {
+                "params": [
+                    p
+                    for n, p in self.super_bert.named_parameters()
+                    if any(k in n for k in no_decay)
+                ],
+                "weight_decay": 0.0,
+            },
+        ]
+        optimizer = torch.optim.AdamW(params, lr=1.0)
+        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_at)
+        return optimizer, scheduler
+
+    def _lr_at(self, step: int) -> float:
+        """Per phase: linear warm-up to the phase's lr, then linear decay to 0."""
+        plan = self.plan_at(min(step, self.total_steps - 1))
+        i = step - plan.start
+        warm = max(1, round(self.config.warmup_ratio * plan.steps))
+        scale = (i + 1) / warm if i < warm else max(0.0, (plan.steps - i) / (plan.steps - warm + 1))
+        return plan.phase.lr * scale
+
+    def plan_at(self, step: int) -> PhasePlan:
+        for plan in self.plans:
+            if plan.start <= step < plan.start + plan.steps:
+                return plan
+        return self.plans[-1]
+
+    def batch_at(self, step: int) -> dict[str, torch.Tensor]:
+        """Pure function of (seed, step): resuming replays exactly the same batches."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng(self.config.seed + 7919 * epoch).permutation(
+            len(self.data.train)
+        )
+        idx = order[k * self.config.batch_size : (k + 1) * self.config.batch_size]
+        return {key: torch.from_numpy(v[idx]) for key, v in self.train_enc.items()}
+
+    # ---- the loop -------------------------------------------------------------------------
+
+    def train(self, resume: bool = False, stop_at: int | None = None) -> Path:
+        """Train to the end (or to ``stop_at``); checkpoints on the way and on SIGTERM."""
+        self.out.mkdir(parents=True, exist_ok=True)
+        optimizer, scheduler = self._build_optimizer()
+        if resume:
+            self._load_checkpoint(optimizer, scheduler)
+        elif (self.out / "checkpoint").exists():
+            raise TrainError(
+                f"{self.out} already holds a run: pass --resume to continue it, "
+                "or choose another output_dir"
+            )
+        else:
+            (self.out / "config.json").write_text(self.config.model_dump_json(indent=2))
+            if self.config.reorder:
+                self.super_bert.reorder_by_importance(self._importance_batches())
+        model, optimizer, scheduler = self.accelerator.prepare(
+            self.super_bert, optimizer, scheduler
+        )
+        teacher = self.accelerator.prepare(self.teacher) if self.teacher is not None else None
+        previous = signal.getsignal(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, self._on_sigterm)
+        try:
+            self._loop(model, teacher, optimizer, scheduler, stop_at)
+        except KeyboardInterrupt:
+            self._save_checkpoint(optimizer, scheduler)
+            self.say(f"interrupted at step {self.step}: checkpoint saved; rerun with --resume")
+            raise
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        return self.out
+
+    def _on_sigterm(self, signum, frame) -> None:
+        self._stop = True
+
+    def _loop(self, model, teacher, optimizer, scheduler, stop_at):
+        c = self.config
+        end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
+        started, first = time.monotonic(), self.step
+        while self.step < end:
+            plan = self.plan_at(self.step)
+            batch = self.batch_at(self.step)
+            model.train()
+            t_out = None
+            if teacher is not None:
+                with torch.no_grad():
+                    t_out = teacher(
+                        **{k: v for k, v in batch.items() if k != "labels"},
+                        output_hidden_states=c.kd.hidden_mse > 0,
+                    )
+            archs = self._sample(plan)
+            losses = []
+            for arch in archs:
+                self.super_bert.set_active(arch)
+                loss = self._loss(model, batch, t_out)
+                self.accelerator.backward(loss / len(archs))
+                losses.append(float(loss))
+            self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            self._maybe_update_theta(model, batch, t_out, plan)
+            self.step += 1
+            if self.step % c.log_every == 0 or self.step == end:
+                rate = (time.monotonic() - started) / max(1, self.step - first)
+                self._log(
+                    {
+                        "kind": "train",
+                        "step": self.step,
+                        "phase": plan.phase.name,
+                        "loss": float(np.mean(losses)),
+                        "arch": archs[0].short(),
+                        "lr": scheduler.get_last_lr()[0],
+                        "exploit_p": self.sng.exploit_probability(),
+                        "eta_s": rate * (end - self.step),
+                    }
+                )
+            phase_end = self.step == plan.start + plan.steps
+            if phase_end:
+                self.evaluate_representatives(plan.phase.name)
+            if self.step % c.checkpoint_every == 0 or phase_end or self._stop:
+                self._save_checkpoint(optimizer, scheduler)
+            if self._stop:
+                self.say(f"SIGTERM at step {self.step}: checkpoint saved; rerun with --resume")
+                raise KeyboardInterrupt
+        if self.step >= self.total_steps:
+            self._finish()
+
+    def _sample(self, plan: PhasePlan) -> list[Arch]:
+        c = self.config
+        if c.sampling == "sandwich":
+            sub_space = self.space_of(plan)
+            out = [sub_space.max_arch(), sub_space.min_arch()]
+            out += [self.sng.sample(plan.sub, uniform=True)[0] for _ in range(c.sandwich_random)]
+            return out
+        if c.sng.exploit_explore:
+            arch, codes, exploit = self.sng.sample_exploit_explore(plan.sub)
+        else:
+            arch, codes = self.sng.sample(plan.sub, uniform=True)
+            exploit = False
+        self.candidates.append((codes, exploit))
+        return [arch]
+
+    def space_of(self, plan: PhasePlan):
+        from dataclasses import replace
+
+        s = self.space
+        return replace(
+            s,
+            depth_choices=tuple(s.depth_choices[i] for i in plan.sub.allowed[0]),
+            head_choices=tuple(sorted({s.cells[i][0] for i in plan.sub.allowed[1]})),
+            ffn_choices=tuple(sorted({s.cells[i][1] for i in plan.sub.allowed[1]})),
+        )
+
+    def _loss(self, model, batch, t_out):
+        inputs = {k: v for k, v in batch.items() if k != "labels"}
+        if self.config.kd.hidden_mse > 0 and t_out is not None:
+            logits, hidden = model(**inputs, output_hidden=True)
+            t_hidden = t_out.hidden_states[: len(hidden)]
+        else:
+            logits, hidden, t_hidden = model(**inputs), None, None
+        t_logits = t_out.logits if t_out is not None else None
+        return distill_loss(
+            logits,
+            t_logits,
+            batch["labels"],
+            self.config.kd,
+            self.data.task.num_labels,
+            hidden,
+            t_hidden,
+        )
+
+    def _maybe_update_theta(self, model, batch, t_out, plan: PhasePlan) -> None:
+        """Every lambda steps: score the lambda candidates on this one batch; update theta
+        with those drawn from p_theta."""
+        if len(self.candidates) < self.config.sng.lam:
+            return
+        chosen = [codes for codes, exploit in self.candidates if exploit]
+        self.candidates = []
+        if len(chosen) < 2:
+            return
+        model.eval()
+        losses = []
+        with torch.no_grad():
+            for codes in chosen:
+                self.super_bert.set_active(self.space.decode(codes))
+                losses.append(float(self._loss(model, batch, t_out)))
+        self.sng.update(chosen, losses, plan.sub)
+
+    # ---- evaluation -----------------------------------------------------------------------
+
+    @torch.no_grad()
+    def evaluate(self, arch: Arch, split: str = "dev") -> dict[str, float]:
+        enc = (
+            self.dev_enc
+            if split == "dev"
+            else encode(self.tokenizer, self.data.search, self.config.max_seq_len)
+        )
+        n = len(enc["labels"])
+        if split == "dev" and self.config.max_eval:
+            n = min(n, self.config.max_eval)
+        self.super_bert.set_active(arch)
+        self.super_bert.eval()
+        outs = []
+        for i in range(0, n, self.config.eval_batch_size):
+            part = {
+                k: torch.from_numpy(v[i : i + self.config.eval_batch_size])
+                for k, v in enc.items()
+                if k != "labels"
+            }
+            outs.append(self.super_bert(**part).float().numpy())
+        return compute_metrics(self.data.task, np.concatenate(outs), enc["labels"][:n])
+
+    def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
+        rows = []
+        for name, arch in representative_archs(self.space).items():
+            metrics = self.evaluate(arch)
+            flops = arch_costs(arch, self.space.dims, self.config.max_seq_len).flops
+            row = {
+                "kind": "eval",
+                "step": self.step,
+                "phase": phase,
+                "name": name,
+                "arch": arch.to_dict(),
+                "flops": flops,
+                **metrics,
+            }
+            self._log(row)
+            rows.append(row)
+        return rows
+
+    # ---- logs, checkpoints, results ---------------------------------------------------------
+
+    def _log(self, row: dict[str, Any]) -> None:
+        if not self.accelerator.is_main_process:
+            return
+        with open(self.out / "log.jsonl", "a") as f:
+            f.write(json.dumps(row) + "\n")
+        if row["kind"] == "train":
+            self.say(
+                f"step {row['step']}/{self.total_steps} [{row['phase']}] "
+                f"loss {row['loss']:.4f} lr {row['lr']:.2e} ETA {row['eta_s'] / 60:.1f} min"
+            )
+        else:
+            metric = self.data.task.metric if self.data.task.metric in row else "accuracy"
+            self.say(f"eval [{row['phase']}] {row['name']}: {metric} {row.get(metric, 0):.4f}")
+
+    def _save_checkpoint(self, optimizer, scheduler) -> None:
+        from safetensors.torch import save_file
+
+        if not self.accelerator.is_main_process:
+            return
+        tmp = self.out / "checkpoint.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir()
+        state = {
+            k: v.detach().cpu().contiguous()
+            for k, v in self.accelerator.unwrap_model(self.super_bert).model.state_dict().items()
+        }
+        save_file(state, tmp / "model.safetensors")
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
+        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
+        meta = {
+            "step": self.step,
+            "sng": self.sng.state_dict(),
+            "python_rng": repr(self.rng.getstate()),
+            "candidates": [(c.tolist(), e) for c, e in self.candidates],
+            "config": self.config.model_dump(mode="json"),
+        }
+        (tmp / "state.json").write_text(json.dumps(meta))
+        final = self.out / "checkpoint"
+        old = self.out / "checkpoint.old"
+        if final.exists():
+            final.rename(old)
+        tmp.rename(final)
+        shutil.rmtree(old, ignore_errors=True)
+
+    def _load_checkpoint(self, optimizer, scheduler) -> None:
+        from safetensors.torch import load_file
+
+        ckpt = self.out / "checkpoint"
+        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
+            ckpt = self.out / "checkpoint.old"  # interrupted while replacing the checkpoint
+        if not ckpt.exists():
+            raise TrainError(f"nothing to resume in {self.out} (no checkpoint/)")
+        meta = json.loads((ckpt / "state.json").read_text())
+        saved = meta["config"]
+        if {k: v for k, v in saved.items() if k != "output_dir"} != {
+            k: v for k, v in self.config.model_dump(mode="json").items() if k != "output_dir"
+        }:
+            raise TrainError(
+                f"{self.out} was started with another config; resume with the same config file"
+            )
+        self.super_bert.model.load_state_dict(load_file(ckpt / "model.safetensors"))
+        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
+        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
+        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
+        self.sng.load_state_dict(meta["sng"])
+        import ast
+
+        self.rng.setstate(ast.literal_eval(meta["python_rng"]))
+        self.candidates = [(np.asarray(c), e) for c, e in meta["candidates"]]
+        self.step = meta["step"]
+        self.say(f"resumed at step {self.step}/{self.total_steps}")
+
+    def _importance_batches(self, n_batches: int = 4):
+        for step in range(n_batches):
+            yield self.batch_at(step)
+
+    def _finish(self) -> None:
+        """The final super-BERT: a plain BERT checkpoint plus yoco_supernet.json (space,
+        theta, task): usable as --model by export, search and ship."""
+        if not self.accelerator.is_main_process:
+            return
+        final = self.out / "final"
+        model = self.accelerator.unwrap_model(self.super_bert)
+        model.model.save_pretrained(final)
+        self.tokenizer.save_pretrained(final)
+        meta = {
+            "task": self.data.task.name,
+            "space": self.space.to_dict(),
+            "sng": self.sng.state_dict(),
+            "steps": self.step,
+            "config": self.config.model_dump(mode="json"),
+        }
+        (final / SUPERNET_META).write_text(json.dumps(meta, indent=1))
+        rows = self.evaluate_representatives("final")
+        plot_metric_vs_flops(rows, self.out / "metric_vs_flops.png", self.data.task.metric)
+        self.say(f"final super-BERT in {final}")
+
+
+def plot_metric_vs_flops(rows: list[dict], path: Path, metric: str) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    key = metric if rows and metric in rows[0] else "accuracy"
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    xs = [r["flops"] / 1e9 for r in rows]
+    ax.plot(xs, [r[key] for r in rows], "o")
+    for r, x in zip(rows, xs, strict=True):
+        ax.annotate(r["name"], (x, r[key]), textcoords="offset points", xytext=(4, 4))
+    ax.set_xlabel("GFLOPs (batch 1)")
+    ax.set_ylabel(f"dev {key}")
+    ax.set_title("sub-BERTs of the trained super-BERT")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
