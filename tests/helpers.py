@@ -83,3 +83,51 @@ class FakeBackend:
     def time_one(self, handle, feeds):
         self.calls += 1
         return self.base_ms(handle) * self.drift(self.calls)
+
+
+POSITIVE = ("good", "great", "fine", "lovely", "superb", "happy")
+NEGATIVE = ("bad", "awful", "poor", "dull", "sad", "boring")
+NEUTRAL = ("the", "movie", "was", "plot", "actors", "and", "quite", "really", "film", "story")
+
+
+def tiny_vocab() -> list[str]:
+    return ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *POSITIVE, *NEGATIVE, *NEUTRAL]
+
+
+def tiny_sentences(n: int, seed: int) -> list[tuple[str, int]]:
+    """Sentences whose label is the majority sentiment of their sentiment words."""
+    import random
+
+    rng = random.Random(seed)
+    out = []
+    for _ in range(n):
+        label = rng.randint(0, 1)
+        major, minor = (POSITIVE, NEGATIVE) if label else (NEGATIVE, POSITIVE)
+        words = [rng.choice(NEUTRAL) for _ in range(rng.randint(3, 8))]
+        words += [rng.choice(major) for _ in range(2)] + [
+            rng.choice(minor) for _ in range(rng.randint(0, 1))
+        ]
+        rng.shuffle(words)
+        out.append((" ".join(words), label))
+    return out
+
+
+def write_tiny_task(root, n_train: int = 240, n_dev: int = 60):
+    """A tiny model directory with a tokenizer, and SST-2-format TSV data."""
+    from pathlib import Path
+
+    from transformers import BertTokenizerFast
+
+    root = Path(root)
+    model_dir, data_dir = root / "tiny-bert", root / "data"
+    model_dir.mkdir(parents=True, exist_ok=True)
+    data_dir.mkdir(parents=True, exist_ok=True)
+    vocab = model_dir / "vocab.txt"
+    vocab.write_text("\n".join(tiny_vocab()) + "\n")
+    words = tiny_vocab()
+    BertTokenizerFast(vocab={w: i for i, w in enumerate(words)}).save_pretrained(model_dir)
+    tiny_bert(vocab_size=len(tiny_vocab()), num_labels=2).save_pretrained(model_dir)
+    for name, n, seed in (("train", n_train, 0), ("dev", n_dev, 1)):
+        rows = ["sentence\tlabel"] + [f"{s}\t{y}" for s, y in tiny_sentences(n, seed)]
+        (data_dir / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    return model_dir, data_dir

@@ -42,7 +42,7 @@ def test_runner_then_import(bundle, tmp_path):
     profile = tmp_path / "profiles" / "pi"
     added = import_bundle(bundle, profile, "pi")
     rows = [json.loads(line) for line in (bundle / "results/measurements.jsonl").open()]
-    assert added == len(rows) and sum(r["kind"] == "model" for r in rows) == 4
+    assert added == len(rows) and len({r["key"] for r in rows if r["kind"] == "model"}) == 4
     assert import_bundle(bundle, profile, "pi") == 0  # re-import adds nothing
     assert read_device(profile)["name"] == "pi"
     data, _ = load_training_data(profile)
@@ -87,4 +87,4 @@ def test_runner_works_with_only_onnxruntime_and_numpy(bundle, tmp_path):
     )
     assert done.returncode == 0, done.stderr[-2000:]
     rows = (bundle / "results" / "measurements.jsonl").read_text().splitlines()
-    assert sum(json.loads(r)["kind"] == "model" for r in rows) == 4
+    assert len({json.loads(r)["key"] for r in rows if json.loads(r)["kind"] == "model"}) == 4

@@ -70,6 +70,7 @@ def arch_arg(text: str):
 @contextlib.contextmanager
 def progress_bar(description: str):
     """A rich progress bar with ETA, as a ``(done, total, eta_s, label)`` callback."""
+    from rich.console import Console
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -88,7 +89,7 @@ def progress_bar(description: str):
         TimeRemainingColumn(),
         TextColumn("{task.fields[label]}"),
     )
-    with Progress(*columns, transient=False) as bar:
+    with Progress(*columns, console=Console(stderr=True)) as bar:
         task = bar.add_task(description, total=None, label="")
 
         def update(done: int, total: int, eta_s: float | None, label: str) -> None:

@@ -270,7 +270,7 @@ class Trainer:
                 self.super_bert.set_active(arch)
                 loss = self._loss(model, batch, t_out)
                 self.accelerator.backward(loss / len(archs))
-                losses.append(float(loss))
+                losses.append(float(loss.detach()))
             self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
@@ -301,6 +301,8 @@ class Trainer:
                 raise KeyboardInterrupt
         if self.step >= self.total_steps:
             self._finish()
+        else:  # stopped early on request: leave a checkpoint to resume from
+            self._save_checkpoint(optimizer, scheduler)
 
     def _sample(self, plan: PhasePlan) -> list[Arch]:
         c = self.config

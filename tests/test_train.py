@@ -1,0 +1,141 @@
+import json
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from yoco_deploy.data import DataError, compute_metrics, get_task, load_task
+from yoco_deploy.train_config import ConfigError, load_config, parse_config
+from yoco_deploy.trainer import Trainer
+
+from helpers import write_tiny_task
+
+
+@pytest.fixture(scope="module")
+def tiny_task(tmp_path_factory):
+    """A random tiny BERT, generated sentences, and a teacher fine-tuned by the CLI."""
+    from test_cli import run
+
+    root = tmp_path_factory.mktemp("task")
+    model_dir, data_dir = write_tiny_task(root)
+    result = run(
+        "finetune", "--model", model_dir, "--task", "sst2", "--data-dir", data_dir,
+        "--out", root / "teacher", "--epochs", 4, "--lr", 1e-3, "--batch-size", 8,
+        "--max-seq-len", 16,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    return model_dir, data_dir, root / "teacher" / "final"
+
+
+def tiny_config(model_dir, data_dir, teacher, out, **overrides):
+    paths = {"model": model_dir, "data_dir": data_dir, "teacher": teacher, "output_dir": out}
+    return load_config("configs/tiny.yaml", {**{k: str(v) for k, v in paths.items()}, **overrides})
+
+
+def loss_of(trainer, arch):
+    batch = {k: torch.from_numpy(v[:128]) for k, v in trainer.train_enc.items()}
+    trainer.super_bert.eval()
+    trainer.super_bert.set_active(arch)
+    with torch.no_grad():
+        logits = trainer.super_bert(**{k: v for k, v in batch.items() if k != "labels"})
+    return float(torch.nn.functional.cross_entropy(logits, batch["labels"]))
+
+
+def test_teacher_was_fine_tuned(tiny_task, tmp_path):
+    teacher = Trainer(
+        tiny_config(*tiny_task, tmp_path / "t", model=str(tiny_task[2])), log=lambda s: None
+    )
+    assert teacher.evaluate(teacher.space.max_arch())["accuracy"] >= 0.8
+
+
+def test_training_lowers_the_loss_of_max_and_min(tiny_task, tmp_path):
+    trainer = Trainer(tiny_config(*tiny_task, tmp_path / "run"), log=lambda s: None)
+    space = trainer.space
+    before = {
+        n: loss_of(trainer, a) for n, a in (("max", space.max_arch()), ("min", space.min_arch()))
+    }
+    trainer.train()
+    after = {
+        n: loss_of(trainer, a) for n, a in (("max", space.max_arch()), ("min", space.min_arch()))
+    }
+    assert after["max"] < 0.8 * before["max"] and after["min"] < 0.8 * before["min"]
+    out = tmp_path / "run"
+    assert (out / "final" / "yoco_supernet.json").is_file()
+    assert (out / "metric_vs_flops.png").is_file()
+    rows = [json.loads(line) for line in (out / "log.jsonl").open()]
+    evals = {(r["phase"], r["name"]) for r in rows if r["kind"] == "eval"}
+    assert ("layer0", "min") in evals and ("final", "max") in evals
+    meta = json.loads((out / "final" / "yoco_supernet.json").read_text())
+    assert len(meta["sng"]["theta"]) == 1 + space.dims.num_layers
+
+
+def test_resumed_run_equals_uninterrupted_run(tiny_task, tmp_path):
+    straight = Trainer(tiny_config(*tiny_task, tmp_path / "a"), log=lambda s: None)
+    straight.train()
+    first = Trainer(tiny_config(*tiny_task, tmp_path / "b"), log=lambda s: None)
+    first.train(stop_at=7)  # mid-phase, between two SNG updates: checkpoints and returns
+    resumed = Trainer(tiny_config(*tiny_task, tmp_path / "b"), log=lambda s: None)
+    resumed.train(resume=True)
+    a = load_file(tmp_path / "a" / "checkpoint" / "model.safetensors")
+    b = load_file(tmp_path / "b" / "checkpoint" / "model.safetensors")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    ta = json.loads((tmp_path / "a" / "final" / "yoco_supernet.json").read_text())["sng"]["theta"]
+    tb = json.loads((tmp_path / "b" / "final" / "yoco_supernet.json").read_text())["sng"]["theta"]
+    assert ta == tb
+
+
+def test_misspelt_config_key_is_a_clear_error(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate'"):
+        parse_config({"model": "m", "task": "sst2", "output_dir": "o", "lerning_rate": 1})
+    with pytest.raises(ConfigError, match=r"did you mean 'temperature'"):
+        parse_config({"model": "m", "task": "sst2", "output_dir": "o", "kd": {"temprature": 2}})
+    bad = tmp_path / "c.yaml"
+    bad.write_text("model: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config(bad)
+
+
+def test_glue_tsv_pair_task(tmp_path):
+    rows = [
+        "index\tsentence1\tsentence2\tlabel",
+        "0\tA man sleeps.\tSomeone rests.\tentailment",
+        '1\tIt is "sunny".\tIt rains.\tnot_entailment',
+        "2\tbroken line",
+    ]
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.tsv").write_text("\n".join(rows) + "\n")
+    data = load_task("rte", tmp_path, search_fraction=0.5, seed=0)
+    assert len(data.train) + len(data.search) == 2 and len(data.dev) == 2  # malformed skipped
+    assert data.dev.text_b == ("Someone rests.", "It rains.")
+    assert data.dev.labels.tolist() == [0, 1] and data.dev.text_a[1] == 'It is "sunny".'
+
+
+def test_csv_with_named_columns(tmp_path):
+    for name in ("train", "dev"):
+        (tmp_path / f"{name}.csv").write_text(
+            "review,stars\n" + "".join(f'"text number {i}, good",{i % 2}\n' for i in range(20))
+        )
+    data = load_task("sst2", tmp_path, text_columns=["review"], label_column="stars", seed=1)
+    assert len(data.train) == 18 and len(data.search) == 2 and len(data.dev) == 20
+    assert data.dev.text_a[0] == "text number 0, good" and data.dev.text_b is None
+    with pytest.raises(DataError, match="missing column"):
+        load_task("sst2", tmp_path, text_columns=["text"], label_column="stars")
+
+
+def test_search_split_is_seeded_and_disjoint(tiny_task):
+    _, data_dir, _ = tiny_task
+    a = load_task("sst2", data_dir, seed=3)
+    b = load_task("sst2", data_dir, seed=3)
+    assert a.search.text_a == b.search.text_a
+    assert len(a.search) == 24 and len(a.train) == 216
+
+
+def test_metrics():
+    logits = np.array([[0.1, 0.9], [0.8, 0.2], [0.3, 0.7], [0.6, 0.4]])
+    labels = np.array([1, 0, 0, 0])
+    assert compute_metrics(get_task("sst2"), logits, labels) == {"accuracy": 0.75}
+    assert set(compute_metrics(get_task("mrpc"), logits, labels)) == {"accuracy", "f1"}
+    assert set(compute_metrics(get_task("cola"), logits, labels)) == {"accuracy", "mcc"}
+    sts = compute_metrics(get_task("stsb"), np.array([[1.0], [2.0], [3.0]]), np.array([1, 2, 4.0]))
+    assert sts["spearman"] == pytest.approx(1.0)
