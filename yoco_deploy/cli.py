@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from yoco_deploy import cli_profile, cli_train
+from yoco_deploy import cli_deploy, cli_profile, cli_train
 from yoco_deploy.cli_common import ArchOpt, ModelOpt, SpaceOpt, user_errors
 from yoco_deploy.cli_common import arch_arg as _arch
 from yoco_deploy.cli_common import quiet_transformers as _quiet_transformers
@@ -212,7 +212,7 @@ def quickstart(
         )
 
 
-for _name, _fn in {**cli_profile.COMMANDS, **cli_train.COMMANDS}.items():
+for _name, _fn in {**cli_profile.COMMANDS, **cli_train.COMMANDS, **cli_deploy.COMMANDS}.items():
     app.command(_name)(_fn)
 
 

@@ -1,0 +1,153 @@
+import itertools
+import json
+
+import numpy as np
+import pytest
+from transformers import BertConfig
+
+from yoco_deploy.arch import Arch, LayerSpec
+from yoco_deploy.budgets import BudgetError, CostModel, Target, parse_target
+from yoco_deploy.search import Search, SearchError, SearchSettings
+
+from helpers import TINY
+
+SPACE = __import__("yoco_deploy.space", fromlist=["SearchSpace"]).SearchSpace.from_config(
+    BertConfig(**TINY)
+)
+
+
+class Additive:
+    """A synthetic objective: a seeded value per (layer, cell), summed over layers."""
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.value = rng.uniform(0.1, 1.0, size=(SPACE.dims.num_layers, len(SPACE.cells)))
+        self.calls = 0
+
+    def evaluate(self, arch, split):
+        self.calls += 1
+        return float(
+            sum(
+                self.value[i, SPACE.cells.index((la.heads, la.ffn))]
+                for i, la in enumerate(arch.layers)
+            )
+        )
+
+
+def all_archs():
+    for depth in SPACE.depth_choices:
+        for cells in itertools.product(SPACE.cells, repeat=depth):
+            yield Arch(tuple(LayerSpec(*c) for c in cells))
+
+
+def exact_optimum(objective, cost):
+    """Brute force over the whole space (22,464 sub-BERTs): the knapsack's true optimum."""
+    best = max(
+        (a for a in all_archs() if cost.feasible(a)), key=lambda a: objective.evaluate(a, "search")
+    )
+    return best, objective.evaluate(best, "search")
+
+
+@pytest.fixture(scope="module")
+def knapsack():
+    cost = CostModel(Target("t", {"params_non_embedding": 0.55 * _max_body()}), SPACE)
+    objective = Additive(seed=1)
+    return cost, objective, exact_optimum(objective, cost)
+
+
+def _max_body():
+    from yoco_deploy.costs import arch_costs
+
+    return arch_costs(SPACE.max_arch(), SPACE.dims).params_non_embedding
+
+
+def test_esng_finds_the_constrained_optimum(knapsack):
+    cost, _, (best, value) = knapsack
+    found = 0
+    for seed in range(5):
+        settings = SearchSettings(
+            algo="esng", evaluations=600, seed=seed, lam=8, delta=0.5, rescore_top=1
+        )
+        result = Search(SPACE, cost, Additive(seed=1), settings).run()
+        assert cost.feasible(result.best.arch)
+        found += result.best.arch == best
+        assert result.best.fitness >= 0.97 * value
+    assert found >= 3, f"ESNG found the exact optimum in {found}/5 seeds"
+
+
+@pytest.mark.parametrize("algo", ["random", "evolution", "esng"])
+def test_every_algorithm_respects_budgets_and_logs(algo, knapsack, tmp_path):
+    cost, _, (_, value) = knapsack
+    log = tmp_path / "s.jsonl"
+    settings = SearchSettings(algo=algo, evaluations=60, seed=0)
+    result = Search(SPACE, cost, Additive(seed=1), settings, log).run()
+    assert result.evaluations == 60 and len(result.history) == 60
+    assert all(cost.feasible(c.arch) for c in result.ranked)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    evals = [r for r in rows if r["kind"] == "eval"]
+    assert len(evals) == 60 and [r["n"] for r in evals] == list(range(1, 61))
+    assert all(r["best_so_far"] >= q["best_so_far"] for q, r in itertools.pairwise(evals))
+    assert {r["kind"] for r in rows} == {"eval", "rescore"}
+    assert result.best.fitness <= value + 1e-9
+
+
+def test_infeasible_candidates_are_not_evaluated_by_default(knapsack):
+    cost, _, _ = knapsack
+    objective = Additive(seed=1)
+    result = Search(SPACE, cost, objective, SearchSettings(evaluations=40, seed=0)).run()
+    assert objective.calls == 40 + min(5, len(result.ranked))  # search + re-scoring only
+    penal = Additive(seed=1)
+    Search(SPACE, cost, penal, SearchSettings(evaluations=40, seed=0, infeasible="penalize")).run()
+
+
+def test_impossible_budget_names_the_smallest_cost():
+    cost = CostModel(Target("t", {"params": 1000}), SPACE)
+    with pytest.raises(BudgetError, match=r"below the smallest achievable .*the min sub-BERT"):
+        Search(SPACE, cost, Additive(), SearchSettings()).run()
+
+
+def test_resumed_search_equals_uninterrupted(knapsack, tmp_path):
+    cost, _, _ = knapsack
+
+    class Crash(Additive):
+        def evaluate(self, arch, split):
+            if self.calls == 23:
+                raise KeyboardInterrupt
+            return super().evaluate(arch, split)
+
+    for algo in ("esng", "evolution"):
+        settings = SearchSettings(algo=algo, evaluations=50, seed=3)
+        straight = Search(SPACE, cost, Additive(1), settings, tmp_path / f"a-{algo}.jsonl").run()
+        log = tmp_path / f"b-{algo}.jsonl"
+        with pytest.raises(KeyboardInterrupt):
+            Search(SPACE, cost, Crash(1), settings, log).run()
+        resumed_objective = Additive(1)
+        resumed = Search(SPACE, cost, resumed_objective, settings, log).run()
+        assert resumed_objective.calls < straight.evaluations  # the log served the first 23
+        assert [c.arch for c in resumed.ranked] == [c.arch for c in straight.ranked]
+        assert resumed.history == straight.history
+
+
+@pytest.mark.parametrize(
+    "text, budgets",
+    [
+        ("cpu:latency=20ms", {"latency": 20.0}),
+        (
+            "edge:latency=0.5s,params=30M,flops=2G,size=60MB",
+            {"latency": 500.0, "params": 30e6, "flops": 2e9, "size": 60.0},
+        ),
+    ],
+)
+def test_parse_target(text, budgets):
+    assert parse_target(text) == Target(text.split(":")[0], budgets)
+
+
+@pytest.mark.parametrize("text", ["cpu", "cpu:latency=20xs", "cpu:speed=1ms", "cpu:latency=-1ms"])
+def test_bad_targets(text):
+    with pytest.raises(BudgetError):
+        parse_target(text)
+
+
+def test_unknown_algo():
+    with pytest.raises(SearchError, match="unknown --algo"):
+        SearchSettings(algo="bayes")

@@ -1,0 +1,229 @@
+"""CLI commands for stage II: search (and ship) for many targets at once, or ship one arch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yoco_deploy.cli_common import arch_arg, progress_bar, quiet_transformers, user_errors
+
+SupernetOpt = Annotated[
+    str, typer.Option(help="Trained super-BERT (OUTPUT_DIR/final of `train`), or any BERT.")
+]
+TargetOpt = Annotated[
+    list[str],
+    typer.Option(
+        "--target",
+        "-t",
+        help="NAME:latency=20ms[,params=30M][,flops=2G][,size=60MB]; "
+        "repeat for many targets. Latency needs predictors/NAME.json.",
+    ),
+]
+TaskOpt = Annotated[str | None, typer.Option(help="Task, if the checkpoint does not say.")]
+DataDirOpt = Annotated[Path | None, typer.Option(help="Local data (else the training's).")]
+PredictorsOpt = Annotated[Path, typer.Option(help="Where NAME.json predictors live.")]
+BundlesOpt = Annotated[Path, typer.Option(help="Where bundles are written.")]
+FormatOpt = Annotated[str, typer.Option("--format", help="fp32, fused or int8 (CPU default).")]
+ThreadsOpt = Annotated[int, typer.Option(min=1, help="Threads for timing on this device.")]
+
+
+def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int):
+    from yoco_deploy.export import ExportOptions
+    from yoco_deploy.ship import ShipSettings
+
+    ExportOptions.for_format(fmt)  # validates the name
+    return ShipSettings(fmt=fmt, threads=threads, seq_len=seq_len, batch=batch)
+
+
+def _summary(shipped, bundles: Path) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from yoco_deploy.deploy import pareto_plot
+
+    table = Table(title="shipped bundles")
+    for col in (
+        "target",
+        "arch",
+        "params",
+        "GFLOPs",
+        "predicted ms",
+        "measured ms (p90)",
+        "metric",
+        "bundle",
+    ):
+        table.add_column(col)
+    rows = []
+    for s in shipped:
+        m = s.manifest
+        lat = m["measured_latency_ms"]
+        pred = m["predicted_latency_ms"]
+        table.add_row(
+            m["target"],
+            Arch_short(m["arch"]),
+            f"{m['params'] / 1e6:.1f}M",
+            f"{m['flops'] / 1e9:.2f}",
+            f"{pred:.2f}" if pred else "-",
+            f"{lat['median']:.2f} ({lat['p90']:.2f})",
+            f"{m['metric']['name']} {m['metric']['value']:.3f}",
+            s.path.name,
+        )
+        rows.append(
+            {
+                "bundle": str(s.path),
+                **{
+                    k: m[k]
+                    for k in (
+                        "target",
+                        "arch_id",
+                        "params",
+                        "flops",
+                        "predicted_latency_ms",
+                        "measured_latency_ms",
+                        "metric",
+                    )
+                },
+            }
+        )
+    Console(stderr=True).print(table)
+    bundles.mkdir(parents=True, exist_ok=True)
+    (bundles / "summary.json").write_text(json.dumps(rows, indent=1))
+    if shipped:
+        plot = pareto_plot(shipped, bundles / "pareto.png")
+        typer.echo(f"summary: {bundles / 'summary.json'}; Pareto plot: {plot}", err=True)
+
+
+def Arch_short(arch: dict) -> str:
+    from yoco_deploy.arch import Arch
+
+    return Arch.from_dict(arch).short()
+
+
+def search(
+    supernet: SupernetOpt,
+    target: TargetOpt,
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    algo: Annotated[str, typer.Option(help="esng, random or evolution.")] = "esng",
+    evaluations: Annotated[int, typer.Option(min=1, help="Accuracy evaluations per target.")] = 100,
+    cold: Annotated[
+        bool, typer.Option(help="ESNG from uniform theta, not the trained one.")
+    ] = False,
+    infeasible: Annotated[str, typer.Option(help="skip (default) or penalize (YOCO).")] = "skip",
+    seed: int = 0,
+    out: Annotated[Path, typer.Option(help="Search logs and results.")] = Path("runs/search"),
+    predictors_dir: PredictorsOpt = Path("predictors"),
+    ship: Annotated[bool, typer.Option(help="Ship each target's winner as a bundle.")] = True,
+    bundles: BundlesOpt = Path("bundles"),
+    fmt: FormatOpt = "int8",
+    threads: ThreadsOpt = 2,
+    seq_len: Annotated[int, typer.Option(min=1)] = 128,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Find the best sub-BERT for each target (YOCO stage II) and ship it.
+
+    Each search is logged to OUT/TARGET/search-ALGO-seedN.jsonl; rerunning resumes it.
+    Example: yoco-deploy search --supernet runs/sst2/final -t x86-2c-ort-cpu-minilm:latency=8ms
+    """
+    with user_errors():
+        from yoco_deploy.budgets import parse_target
+        from yoco_deploy.deploy import cost_model_for, load_supernet, search_target, ship_result
+        from yoco_deploy.search import SearchSettings
+
+        targets = [parse_target(t) for t in target]
+        ship_settings = _ship_settings(fmt, threads, seq_len, batch)
+        quiet_transformers()
+        net = load_supernet(supernet, task, data_dir)
+        theta = None if cold else net.theta
+        settings = SearchSettings(
+            algo=algo, evaluations=evaluations, seed=seed, warm_theta=theta, infeasible=infeasible
+        )
+        models = {t: cost_model_for(t, net, predictors_dir, seq_len, batch) for t in targets}
+        for cm in models.values():
+            cm.check_achievable()  # every target, before any long work
+        shipped = []
+        for t in targets:
+            with progress_bar(f"search {t.label()}") as update:
+                result = search_target(
+                    net,
+                    t,
+                    models[t],
+                    settings,
+                    out,
+                    progress=lambda d, n, e, u=update: u(d, n, e, ""),
+                )
+            best = result.best
+            typer.echo(
+                f"{t.label()}: best {best.arch.short()} search {best.fitness:.4f} "
+                f"rescore {best.rescore}",
+                err=True,
+            )
+            if ship:
+                shipped.append(
+                    ship_result(
+                        net,
+                        t,
+                        models[t],
+                        result,
+                        bundles,
+                        ship_settings,
+                        say=lambda s: typer.echo(s, err=True),
+                    )
+                )
+        if ship:
+            _summary(shipped, bundles)
+
+
+def ship(
+    supernet: SupernetOpt,
+    target: Annotated[str, typer.Option("--target", "-t", help="NAME:latency=20ms,...")],
+    arch: Annotated[str | None, typer.Option(help="An explicit arch (file or JSON).")] = None,
+    from_search: Annotated[
+        Path | None, typer.Option(help="A result.json written by `search`.")
+    ] = None,
+    task: TaskOpt = None,
+    data_dir: DataDirOpt = None,
+    predictors_dir: PredictorsOpt = Path("predictors"),
+    bundles: BundlesOpt = Path("bundles"),
+    fmt: FormatOpt = "int8",
+    threads: ThreadsOpt = 2,
+    seq_len: Annotated[int, typer.Option(min=1)] = 128,
+    batch: Annotated[int, typer.Option(min=1)] = 1,
+) -> None:
+    """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
+    with user_errors():
+        from yoco_deploy.arch import Arch
+        from yoco_deploy.budgets import BudgetError, parse_target
+        from yoco_deploy.deploy import cost_model_for, load_supernet
+        from yoco_deploy.ship import ship_target
+
+        if (arch is None) == (from_search is None):
+            raise BudgetError("pass exactly one of --arch and --from-search")
+        t = parse_target(target)
+        settings = _ship_settings(fmt, threads, seq_len, batch)
+        quiet_transformers()
+        net = load_supernet(supernet, task, data_dir)
+        if arch is not None:
+            candidates = [net.super_bert.space.validate(arch_arg(arch))]
+        else:
+            ranked = json.loads(Path(from_search).read_text())["ranked"]
+            candidates = [Arch.from_dict(r["arch"]) for r in ranked]
+        cm = cost_model_for(t, net, predictors_dir, seq_len, batch)
+        shipped = ship_target(
+            net.super_bert,
+            net.tokenizer,
+            net.data,
+            t,
+            cm,
+            candidates,
+            bundles,
+            settings,
+            say=lambda s: typer.echo(s, err=True),
+        )
+        _summary([shipped], bundles)
+
+
+COMMANDS = {"search": search, "ship": ship}

@@ -1,0 +1,190 @@
+"""Compress once, deploy everywhere: search and ship every target from one super-BERT."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.budgets import CostModel, Target, load_predictor_for
+from yoco_deploy.data import TaskData, compute_metrics, encode, load_task
+from yoco_deploy.search import Search, SearchResult, SearchSettings
+from yoco_deploy.ship import Shipped, ShipSettings, ship_target
+from yoco_deploy.super_bert import SuperBert
+from yoco_deploy.trainer import SUPERNET_META
+
+
+@dataclass
+class Supernet:
+    super_bert: SuperBert
+    tokenizer: Any
+    data: TaskData
+    theta: list | None
+    max_seq_len: int
+
+
+def load_supernet(
+    ref: str, task: str | None = None, data_dir: Path | None = None, max_seq_len: int | None = None
+) -> Supernet:
+    """A trained super-BERT (``final/`` of `train`, with its theta and split), or any BERT
+    classifier (cold start; ``task`` needed)."""
+    from yoco_deploy.data import DataError
+    from yoco_deploy.loading import load_tokenizer, resolve
+
+    meta_path = Path(resolve(ref)) / SUPERNET_META
+    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
+    config = meta.get("config", {})
+    task = task or meta.get("task")
+    if task is None:
+        raise DataError(f"{ref} is not a trained super-BERT (no {SUPERNET_META}): pass --task")
+    data = load_task(
+        task,
+        data_dir or config.get("data_dir"),
+        config.get("search_fraction", 0.1),
+        config.get("seed", 0),
+        config.get("text_columns"),
+        config.get("label_column"),
+        config.get("max_train"),
+    )
+    super_bert = SuperBert.from_pretrained(ref, data.task.num_labels, config.get("space")).eval()
+    theta = meta.get("sng", {}).get("theta")
+    return Supernet(
+        super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)
+    )
+
+
+class SuperBertEvaluator:
+    """Task metric with inherited weights on the search split: its first half drives the
+    search, its second half re-scores the top candidates."""
+
+    def __init__(self, supernet: Supernet, batch_size: int = 128, seed: int = 0):
+        self.sb, self.task = supernet.super_bert, supernet.data.task
+        enc = encode(supernet.tokenizer, supernet.data.search, supernet.max_seq_len)
+        order = np.random.default_rng(seed).permutation(len(enc["labels"]))
+        half = len(order) // 2
+        self.splits = {
+            "search": {k: v[order[:half]] for k, v in enc.items()},
+            "rescore": {k: v[order[half:]] for k, v in enc.items()},
+        }
+        self.batch_size = batch_size
+
+    @torch.no_grad()
+    def evaluate(self, arch: Arch, split: str) -> float:
+        enc = self.splits[split]
+        self.sb.eval()
+        self.sb.set_active(arch)
+        outs = []
+        for i in range(0, len(enc["labels"]), self.batch_size):
+            part = {
+                k: torch.from_numpy(v[i : i + self.batch_size])
+                for k, v in enc.items()
+                if k != "labels"
+            }
+            outs.append(self.sb(**part).float().numpy())
+        metrics = compute_metrics(self.task, np.concatenate(outs), enc["labels"])
+        return metrics.get(self.task.metric, metrics.get("accuracy"))
+
+
+def cost_model_for(
+    target: Target, supernet: Supernet, predictors_dir: Path, seq_len: int, batch: int
+) -> CostModel:
+    space = supernet.super_bert.space
+    predictor = None
+    if "latency" in target.budgets:
+        predictor = load_predictor_for(target.name, predictors_dir, space)
+    return CostModel(target, space, predictor, seq_len, batch)
+
+
+def search_target(
+    supernet: Supernet,
+    target: Target,
+    cost_model: CostModel,
+    settings: SearchSettings,
+    out_dir: Path,
+    evaluator=None,
+    progress=None,
+) -> SearchResult:
+    evaluator = evaluator or SuperBertEvaluator(supernet, seed=settings.seed)
+    log = Path(out_dir) / _slug(target) / f"search-{settings.algo}-seed{settings.seed}.jsonl"
+    result = Search(supernet.super_bert.space, cost_model, evaluator, settings, log, progress).run()
+    summary = [
+        {
+            "arch": c.arch.to_dict(),
+            "arch_id": c.arch.arch_id,
+            "fitness": c.fitness,
+            "rescore": c.rescore,
+            "costs": c.costs,
+        }
+        for c in result.ranked
+    ]
+    (log.parent / "result.json").write_text(
+        json.dumps(
+            {"target": target.label(), "evaluations": result.evaluations, "ranked": summary},
+            indent=1,
+        )
+    )
+    return result
+
+
+def _slug(target: Target) -> str:
+    return target.label().replace(":", "_").replace(",", "_").replace("=", "-")
+
+
+def ship_result(
+    supernet: Supernet,
+    target: Target,
+    cost_model: CostModel,
+    result: SearchResult,
+    bundles: Path,
+    settings: ShipSettings,
+    say=print,
+) -> Shipped:
+    return ship_target(
+        supernet.super_bert,
+        supernet.tokenizer,
+        supernet.data,
+        target,
+        cost_model,
+        [c.arch for c in result.ranked],
+        bundles,
+        settings,
+        say,
+    )
+
+
+def pareto_plot(shipped: list[Shipped], path: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.2))
+    by_device: dict[str, list[tuple[float, float, str]]] = {}
+    for s in shipped:
+        m = s.manifest
+        point = (m["measured_latency_ms"]["median"], m["metric"]["value"], m["target"])
+        by_device.setdefault(m["device"], []).append(point)
+    for device, points in by_device.items():
+        points.sort()
+        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=device)
+        for x, y, label in points:
+            ax.annotate(
+                label.split(":", 1)[1],
+                (x, y),
+                textcoords="offset points",
+                xytext=(4, -10),
+                fontsize=7,
+            )
+    ax.set_xlabel("measured latency (ms, median)")
+    ax.set_ylabel("dev metric (ONNX Runtime)")
+    ax.set_title("shipped sub-BERTs per device")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path

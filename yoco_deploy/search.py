@@ -1,0 +1,309 @@
+"""YOCO stage II: find the best sub-BERT under budgets, without retraining.
+
+Three algorithms behind one interface and one log format, at equal evaluation budgets:
+``esng`` (SNG over p_theta, warm-started from the super-BERT's theta or cold), ``random``
+(uniform with rejection of infeasible samples) and ``evolution`` (HAT's: population,
+parents, mutation, crossover). The search only knows what is injected: a cost model
+(budgets, cheap) and an evaluator (task metric on the search split, expensive).
+
+Infeasible candidates are not evaluated by default: their costs are known, and for the
+SNG ranking they sort below every feasible one, by how far they break the budgets
+(``infeasible="penalize"`` restores YOCO's evaluate-and-penalise reward). Every
+evaluation is appended to a JSONL log with the best so far; a rerun with the same log
+replays the deterministic trajectory from the log's cached evaluations, so an
+interrupted search resumes exactly where it stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from yoco_deploy.arch import Arch, LayerSpec
+from yoco_deploy.errors import YocoError
+from yoco_deploy.sng import CategoricalSNG
+from yoco_deploy.space import INACTIVE, SearchSpace
+
+ALGOS = ("esng", "random", "evolution")
+
+
+class SearchError(YocoError):
+    """A search cannot run as asked."""
+
+
+class Evaluator(Protocol):
+    def evaluate(self, arch: Arch, split: str) -> float:
+        """The task metric of ``arch`` (higher is better) on split 'search' or 'rescore'."""
+
+
+@dataclass(frozen=True)
+class SearchSettings:
+    algo: str = "esng"
+    evaluations: int = 100
+    seed: int = 0
+    lam: int = 4
+    delta: float = 1.0
+    warm_theta: list | None = None
+    infeasible: str = "skip"  # or "penalize": YOCO's evaluate-and-penalise reward
+    population: int = 16
+    parents: int = 4
+    mutation_prob: float = 0.3
+    rescore_top: int = 5
+    max_attempts: int = 200_000
+
+    def __post_init__(self) -> None:
+        if self.algo not in ALGOS:
+            raise SearchError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
+        if self.infeasible not in ("skip", "penalize"):
+            raise SearchError("infeasible must be 'skip' or 'penalize'")
+        if self.evaluations < 1:
+            raise SearchError("the evaluation budget must be at least 1")
+
+
+@dataclass
+class Scored:
+    arch: Arch
+    fitness: float
+    costs: dict[str, float]
+    rescore: float | None = None
+
+
+@dataclass
+class SearchResult:
+    ranked: list[Scored]  # feasible, best first (by the re-scored metric)
+    evaluations: int
+    log_path: Path | None
+    history: list[float] = field(default_factory=list)  # best feasible fitness after each eval
+
+    @property
+    def best(self) -> Scored:
+        return self.ranked[0]
+
+
+class _Budget(Exception):
+    """The evaluation budget is spent."""
+
+
+class Search:
+    def __init__(
+        self,
+        space: SearchSpace,
+        cost_model,
+        evaluator: Evaluator,
+        settings: SearchSettings,
+        log_path: Path | None = None,
+        progress: Callable[[int, int, float | None], None] | None = None,
+    ):
+        self.space, self.cost, self.evaluator, self.s = space, cost_model, evaluator, settings
+        self.rng = np.random.default_rng(settings.seed)
+        self.log_path = Path(log_path) if log_path else None
+        self.progress = progress
+        self.cache = self._read_log()
+        self.done: dict[str, Scored] = {}
+        self.history: list[float] = []
+        self.best_fitness = -math.inf
+
+    # ---- evaluation, logging, resuming --------------------------------------------------
+
+    def _read_log(self) -> dict[tuple[str, str], float]:
+        if not self.log_path or not self.log_path.exists():
+            return {}
+        cache = {}
+        for number, line in enumerate(self.log_path.read_text().splitlines(), 1):
+            try:
+                row = json.loads(line)
+                cache[(row["arch_id"], row["split"])] = float(row["fitness"])
+            except (ValueError, KeyError):
+                raise SearchError(
+                    f"{self.log_path}: line {number} is unreadable; move the "
+                    "log away to start the search afresh"
+                ) from None
+        return cache
+
+    def _append(self, row: dict[str, Any]) -> None:
+        if self.log_path is None:
+            return
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        line = (json.dumps(row) + "\n").encode()
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            os.write(fd, line)
+        finally:
+            os.close(fd)
+
+    def _metric(self, arch: Arch, split: str) -> tuple[float, bool]:
+        key = (arch.arch_id, split)
+        if key in self.cache:
+            return self.cache[key], True
+        value = float(self.evaluator.evaluate(arch, split))
+        self.cache[key] = value
+        return value, False
+
+    def evaluate(self, arch: Arch) -> float:
+        """Fitness on the search split; counts once per distinct sub-BERT."""
+        if arch.arch_id in self.done:
+            return self.done[arch.arch_id].fitness
+        if len(self.done) >= self.s.evaluations:
+            raise _Budget
+        fitness, cached = self._metric(arch, "search")
+        costs = self.cost.costs(arch)
+        feasible = self.cost.feasible(arch)
+        self.done[arch.arch_id] = Scored(arch, fitness, costs)
+        if feasible:
+            self.best_fitness = max(self.best_fitness, fitness)
+        self.history.append(self.best_fitness)
+        if not cached:
+            self._append(
+                {
+                    "kind": "eval",
+                    "split": "search",
+                    "n": len(self.done),
+                    "algo": self.s.algo,
+                    "arch_id": arch.arch_id,
+                    "arch": arch.to_dict(),
+                    "fitness": fitness,
+                    "feasible": feasible,
+                    "costs": costs,
+                    "best_so_far": self.best_fitness,
+                    "t": time.time(),
+                }
+            )
+        if self.progress:
+            self.progress(len(self.done), self.s.evaluations, None)
+        return fitness
+
+    def objective(self, arch: Arch) -> float:
+        """For ranking (lower is better): infeasible below every feasible candidate."""
+        violation = self.cost.violation(arch)
+        if violation == 0:
+            return -self.evaluate(arch)
+        if self.s.infeasible == "penalize":
+            return -self.evaluate(arch) * max(0.0, 1 - violation) ** 2
+        return 1.0 + violation
+
+    # ---- algorithms ---------------------------------------------------------------------
+
+    def run(self) -> SearchResult:
+        self.cost.check_achievable()
+        algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
+        with contextlib.suppress(_Budget):  # the normal end: the evaluation budget is spent
+            algo[self.s.algo]()
+        return self._finish()
+
+    def _esng(self) -> None:
+        sng = CategoricalSNG(
+            self.space, delta=self.s.delta, lam=self.s.lam, seed=int(self.rng.integers(2**31))
+        )
+        if self.s.warm_theta is not None:
+            sng.load_state_dict(
+                {"theta": self.s.warm_theta, "delta": self.s.delta, "lam": self.s.lam}
+            )
+        for _ in range(self.s.max_attempts // self.s.lam):
+            codes = [sng.sample_codes() for _ in range(self.s.lam)]
+            values = [self.objective(self.space.decode(c)) for c in codes]
+            sng.update(codes, values)
+        raise SearchError("ESNG stopped after its attempt limit without spending its budget")
+
+    def _feasible_sample(self, draw: Callable[[], Arch]) -> Arch:
+        for _ in range(self.s.max_attempts):
+            arch = draw()
+            if self.cost.feasible(arch):
+                return arch
+        raise SearchError(
+            f"no feasible sub-BERT in {self.s.max_attempts} samples: the budgets "
+            "leave almost nothing of the space"
+        )
+
+    def _uniform(self) -> Arch:
+        s = self.space
+        depth = int(self.rng.choice(s.depth_choices))
+        cells = self.rng.integers(0, len(s.cells), size=depth)
+        return Arch(tuple(LayerSpec(*s.cells[int(c)]) for c in cells))
+
+    def _random(self) -> None:
+        for _ in range(self.s.max_attempts):
+            self.evaluate(self._feasible_sample(self._uniform))
+        raise SearchError("random search stopped after its attempt limit")
+
+    def _mutate(self, arch: Arch) -> Arch:
+        codes = self.space.encode(arch)
+        p = self.s.mutation_prob
+        if self.rng.random() < p:
+            codes[0] = self.rng.integers(len(self.space.depth_choices))
+        depth = self.space.depth_choices[codes[0]]
+        for i in range(1, 1 + depth):
+            if codes[i] == INACTIVE or self.rng.random() < p:
+                codes[i] = self.rng.integers(len(self.space.cells))
+        codes[1 + depth :] = INACTIVE
+        return self.space.decode(codes)
+
+    def _crossover(self, a: Arch, b: Arch) -> Arch:
+        ca, cb = self.space.encode(a), self.space.encode(b)
+        pick = self.rng.random(len(ca)) < 0.5
+        child = np.where(pick, ca, cb)
+        depth = self.space.depth_choices[child[0]]
+        for i in range(1, 1 + depth):  # a layer one parent lacks comes from the other
+            if child[i] == INACTIVE:
+                child[i] = ca[i] if ca[i] != INACTIVE else cb[i]
+            if child[i] == INACTIVE:
+                child[i] = self.rng.integers(len(self.space.cells))
+        child[1 + depth :] = INACTIVE
+        return self.space.decode(child)
+
+    def _evolution(self) -> None:
+        s = self.s
+        population = []
+        for _ in range(s.population):
+            arch = self._feasible_sample(self._uniform)
+            population.append((self.evaluate(arch), arch))
+        for _ in range(s.max_attempts):
+            population.sort(key=lambda x: -x[0])
+            parents = [a for _, a in population[: s.parents]]
+            children = []
+            for k in range(s.population - s.parents):
+                if k % 2 == 0:
+                    parent = parents[self.rng.integers(len(parents))]
+                    draw = lambda parent=parent: self._mutate(parent)  # noqa: E731
+                else:
+                    i, j = self.rng.choice(len(parents), 2, replace=len(parents) < 2)
+                    a, b = parents[i], parents[j]
+                    draw = lambda a=a, b=b: self._mutate(self._crossover(a, b))  # noqa: E731
+                arch = self._feasible_sample(draw)
+                children.append((self.evaluate(arch), arch))
+            population = population[: s.parents] + children
+        raise SearchError("evolution stopped after its attempt limit")
+
+    # ---- re-scoring and the result ------------------------------------------------------
+
+    def _finish(self) -> SearchResult:
+        feasible = [c for c in self.done.values() if self.cost.feasible(c.arch)]
+        if not feasible:
+            raise SearchError("the search evaluated no feasible sub-BERT; raise --evaluations")
+        feasible.sort(key=lambda c: -c.fitness)
+        top = feasible[: self.s.rescore_top]
+        for c in top:  # a second, disjoint part of the search split picks among the best
+            c.rescore, cached = self._metric(c.arch, "rescore")
+            if not cached:
+                self._append(
+                    {
+                        "kind": "rescore",
+                        "split": "rescore",
+                        "arch_id": c.arch.arch_id,
+                        "arch": c.arch.to_dict(),
+                        "fitness": c.rescore,
+                        "search_fitness": c.fitness,
+                        "t": time.time(),
+                    }
+                )
+        top.sort(key=lambda c: -(c.rescore if c.rescore is not None else c.fitness))
+        ranked = top + feasible[self.s.rescore_top :]
+        return SearchResult(ranked, len(self.done), self.log_path, self.history)

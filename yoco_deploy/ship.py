@@ -1,0 +1,202 @@
+"""Ship: from a chosen sub-BERT to a validated, re-timed ONNX bundle that meets its budget.
+
+For each candidate in order: extract, export in the deploy format (validated against
+PyTorch), time the file on this device, check every budget against what was *measured*
+(latency) or *written* (size), evaluate the ONNX model with ONNX Runtime on the task's
+dev set, and write the bundle. A candidate that breaks a budget is skipped for the next;
+when none fits, the error names the smallest latency achieved. Nothing that breaks its
+budget is written.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoco_deploy import runner
+from yoco_deploy.arch import Arch
+from yoco_deploy.budgets import BudgetError, CostModel, Target
+from yoco_deploy.costs import arch_costs
+
+MANIFEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ShipSettings:
+    fmt: str = "int8"
+    provider: str = "cpu"
+    threads: int | None = 2
+    seq_len: int = 128
+    batch: int = 1
+    max_candidates: int = 5
+    protocol: runner.Protocol = field(default_factory=runner.Protocol)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    path: Path
+    manifest: dict[str, Any]
+    rejected: list[dict[str, Any]]
+
+
+def sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def onnx_metric(path: Path, data, tokenizer, seq_len: int, threads: int | None) -> dict:
+    """The task metric of an ONNX file on the dev set, with ONNX Runtime."""
+    from yoco_deploy.data import compute_metrics, encode
+
+    enc = encode(tokenizer, data.dev, seq_len)
+    session = runner.OrtBackend("cpu", threads).load(path)
+    outs = []
+    for i in range(0, len(enc["labels"]), 64):
+        feeds = {k: v[i : i + 64] for k, v in enc.items() if k != "labels"}
+        outs.append(session.run(None, feeds)[0])
+    metrics = compute_metrics(data.task, np.concatenate(outs), enc["labels"])
+    return {
+        "name": data.task.metric if data.task.metric in metrics else "accuracy",
+        "values": metrics,
+        "split": "dev",
+        "n": len(enc["labels"]),
+    }
+
+
+def bundle_name(target: Target, measured_ms: float, metric: dict, arch: Arch) -> str:
+    value = metric["values"][metric["name"]]
+    return f"{target.name}@{measured_ms:.1f}ms_{metric['name']}@{value:.3f}_{arch.arch_id}"
+
+
+def library_versions() -> dict[str, str]:
+    import onnx
+    import onnxruntime
+    import torch
+    import transformers
+
+    import yoco_deploy
+
+    return {
+        "yoco_deploy": yoco_deploy.__version__,
+        "onnxruntime": onnxruntime.__version__,
+        "onnx": onnx.__version__,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
+def ship_target(
+    super_bert,
+    tokenizer,
+    data,
+    target: Target,
+    cost_model: CostModel,
+    candidates: list[Arch],
+    out_dir: Path,
+    settings: ShipSettings = ShipSettings(),
+    say=print,
+) -> Shipped:
+    from yoco_deploy.export import ExportOptions, export_sub_bert
+    from yoco_deploy.extract import extract, save_extracted
+
+    backend = runner.OrtBackend(settings.provider, settings.threads)
+    feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
+    rejected: list[dict[str, Any]] = []
+    options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
+    for arch in candidates[: settings.max_candidates]:
+        if not cost_model.feasible(arch):
+            rejected.append({"arch_id": arch.arch_id, "why": "predicted costs break a budget"})
+            continue
+        with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
+            report = export_sub_bert(
+                super_bert, arch, Path(tmp), options, tokenizer, settings.seq_len, settings.batch
+            )
+            onnx_path = report.deploy_file
+            stats = runner.measure(backend, backend.load(onnx_path), feeds, settings.protocol)
+            size_mb = onnx_path.stat().st_size / 1e6
+            broken = []
+            if "latency" in target.budgets and stats["median_ms"] > target.budgets["latency"]:
+                broken.append(
+                    f"measured {stats['median_ms']:.2f} ms > {target.budgets['latency']:g} ms"
+                )
+            if "size" in target.budgets and size_mb > target.budgets["size"]:
+                broken.append(f"file {size_mb:.1f} MB > {target.budgets['size']:g} MB")
+            if broken:
+                rejected.append(
+                    {
+                        "arch_id": arch.arch_id,
+                        "why": "; ".join(broken),
+                        "measured_ms": stats["median_ms"],
+                    }
+                )
+                say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
+                continue
+            metric = onnx_metric(onnx_path, data, tokenizer, settings.seq_len, settings.threads)
+            bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
+            if bundle.exists():
+                shutil.rmtree(bundle)
+            bundle.mkdir(parents=True)
+            shutil.copyfile(onnx_path, bundle / "model.onnx")
+            save_extracted(extract(super_bert, arch), Path(tmp) / "hf", tokenizer)
+            for f in (Path(tmp) / "hf").iterdir():
+                if f.name != "model.safetensors":  # the ONNX file carries the weights
+                    shutil.copyfile(f, bundle / f.name)
+            manifest = make_manifest(
+                arch, target, cost_model, report, stats, metric, settings, bundle / "model.onnx"
+            )
+            (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            return Shipped(bundle, manifest, rejected)
+    measured = [r["measured_ms"] for r in rejected if "measured_ms" in r]
+    smallest = f"; the smallest measured latency was {min(measured):.2f} ms" if measured else ""
+    raise BudgetError(
+        f"target {target.label()}: none of the {len(candidates[: settings.max_candidates])} "
+        f"candidates meets its budgets on this device{smallest}"
+    )
+
+
+def make_manifest(arch, target, cost_model, report, stats, metric, settings, onnx_path) -> dict:
+    costs = arch_costs(arch, cost_model.space.dims, settings.seq_len, settings.batch)
+    predicted = cost_model.costs(arch).get("latency")
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "target": target.label(),
+        "arch": arch.to_dict(),
+        "arch_id": arch.arch_id,
+        "params": costs.params,
+        "params_non_embedding": costs.params_non_embedding,
+        "flops": costs.flops,
+        "budgets": target.budgets,
+        "budget_ms": target.budgets.get("latency"),
+        "predicted_latency_ms": predicted,
+        "measured_latency_ms": {
+            "median": stats["median_ms"],
+            "p90": stats["p90_ms"],
+            "cv": stats["cv"],
+            "runs": stats["runs"],
+        },
+        "device": target.name,
+        "machine": runner.device_fingerprint(settings.provider, settings.threads),
+        "provider": runner.PROVIDERS.get(settings.provider, settings.provider),
+        "threads": settings.threads,
+        "seq_len": settings.seq_len,
+        "batch": settings.batch,
+        "format": settings.fmt,
+        "metric": {"name": metric["name"], "value": metric["values"][metric["name"]], **metric},
+        "validation": report.validation,
+        "int8": report.int8,
+        "onnx_sha256": sha256(onnx_path),
+        "size_mb": onnx_path.stat().st_size / 1e6,
+        "libraries": library_versions(),
+        "created": time.time(),
+    }
