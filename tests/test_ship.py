@@ -72,11 +72,10 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
     cm = cost_model(net, target)
     settings = SearchSettings(evaluations=12, seed=0)
     result = search_target(
-        supernet, target, cm, settings, tmp_path / "search", SuperBertEvaluator(supernet)
+        supernet, cm, settings, tmp_path / "search", SuperBertEvaluator(supernet)
     )
     shipped = ship_result(
         supernet,
-        target,
         cm,
         result,
         tmp_path / "bundles",

@@ -2,7 +2,9 @@
 
 Syntax: ``NAME:latency=20ms,params=30M,flops=2G,size=60MB,params_non_embedding=10M``.
 Latency needs a predictor for NAME (``predictors/NAME.json``); the other budgets are
-closed-form. A cost equal to its budget is feasible (YOCO's code used ``<``).
+closed-form. ``latency=50%`` means half the predicted latency of the largest sub-BERT on
+that device (budgets that travel between machines). A cost equal to its budget is
+feasible (YOCO's code used ``<``).
 """
 
 from __future__ import annotations
@@ -39,8 +41,18 @@ class Target:
         parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
         return f"{self.name}:" + ",".join(parts)
 
+    def resolved(self, max_latency_ms: float | None) -> Target:
+        """``latency=50%`` becomes milliseconds: a share of the largest sub-BERT's."""
+        if "latency_share" not in self.budgets:
+            return self
+        budgets = {k: v for k, v in self.budgets.items() if k != "latency_share"}
+        budgets["latency"] = round(self.budgets["latency_share"] * max_latency_ms, 2)
+        return Target(self.name, budgets)
+
 
 def _fmt(kind: str, value: float) -> str:
+    if kind == "latency_share":
+        return f"{value:.0%}"
     if kind == "latency":
         return f"{value:g}ms"
     if kind == "size":
@@ -63,7 +75,10 @@ def parse_target(text: str) -> Target:
         key = key.strip().lower()
         if not eq or key not in _UNITS:
             raise BudgetError(f"target {text!r}: unknown budget {item!r}; use {', '.join(_UNITS)}")
-        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z]*)\s*", value)
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z%]*)\s*", value)
+        if key == "latency" and m and m.group(2) == "%":
+            budgets["latency_share"] = float(m.group(1)) / 100
+            continue
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS[key]:
             raise BudgetError(
@@ -98,14 +113,18 @@ class CostModel:
         batch: int = 1,
         reference_ms: float | None = None,
     ):
-        if "latency" in target.budgets and predictor is None:
+        wants_latency = {"latency", "latency_share"} & set(target.budgets)
+        if wants_latency and predictor is None:
             raise BudgetError(f"target {target.name!r} has a latency budget but no predictor")
         if predictor is not None and predictor.space != space.to_dict():
             raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
-        self.target, self.space, self.predictor = target, space, predictor
+        self.space, self.predictor = space, predictor
         self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms
         self.fmt = predictor.reference.get("format", "int8") if predictor else "int8"
         self._cache: dict[str, dict[str, float]] = {}
+        self.target = target
+        if "latency_share" in target.budgets:
+            self.target = target.resolved(self.costs(space.max_arch())["latency"])
 
     def costs(self, arch: Arch) -> dict[str, float]:
         if arch.arch_id not in self._cache:

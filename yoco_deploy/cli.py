@@ -13,7 +13,7 @@ from typing import Annotated
 
 import typer
 
-from yoco_deploy import cli_deploy, cli_profile, cli_train
+from yoco_deploy import cli_deploy, cli_pipeline, cli_profile, cli_train
 from yoco_deploy.cli_common import ArchOpt, ModelOpt, SpaceOpt, user_errors
 from yoco_deploy.cli_common import arch_arg as _arch
 from yoco_deploy.cli_common import quiet_transformers as _quiet_transformers
@@ -160,59 +160,13 @@ def _print_export(report) -> None:
     console.print(table)
 
 
-@app.command()
-def quickstart(
-    model: Annotated[
-        str, typer.Option("--model", "-m", help="Hub id, local directory, or 'minilm'.")
-    ] = "minilm",
-    out: Annotated[Path, typer.Option("--out", "-o", help="Output directory.")] = Path(
-        "quickstart-out"
-    ),
-    samples: Annotated[int, typer.Option(min=1, help="Sub-BERTs to sample.")] = 5,
-    seed: Annotated[int, typer.Option(help="Seed of the architecture sampler.")] = 0,
-) -> None:
-    """The end-to-end tour, offline by default (what `make demo` runs).
-
-    Samples sub-BERTs of MiniLM, shows their costs, extracts the median one and exports
-    it to validated fp32, fused and int8 ONNX.
-    """
-    with user_errors():
-        from rich.console import Console
-        from rich.table import Table
-
-        from yoco_deploy.costs import arch_costs
-        from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
-
-        console = Console(stderr=True)
-        prepare_out_dir(out)
-        _quiet_transformers()
-        with console.status(f"loading {model}"):
-            sb, tokenizer = _load_super_bert(model, None, None)
-        s = sb.space
-        console.print(
-            f"[bold]{model}[/]: {s.size:.2e} sub-BERTs; depth {list(s.depth_choices)}, "
-            f"heads {list(s.head_choices)}, FFN {list(s.ffn_choices)}"
-        )
-        archs = [s.max_arch(), s.min_arch(), *s.sampler(seed).sample_many(samples)]
-        table = Table(title="sampled sub-BERTs (seq 128, batch 1)")
-        for col in ("arch id", "layers (heads/FFN)", "params", "FLOPs"):
-            table.add_column(col)
-        rows = sorted(((arch_costs(a, s.dims), a) for a in archs), key=lambda r: r[0].flops)
-        for c, a in rows:
-            table.add_row(a.arch_id, a.short(), f"{c.params / 1e6:.2f}M", f"{c.flops / 1e9:.3f}G")
-        console.print(table)
-        chosen = rows[len(rows) // 2][1]
-        console.print(f"exporting the median-FLOPs sub-BERT {chosen.arch_id} to {out} ...")
-        options = ExportOptions(optimize=True, quantize="int8")
-        report = export_sub_bert(sb, chosen, out, options, tokenizer)
-        _print_export(report)
-        console.print(
-            f"[green]done[/]: {out / 'model.opt.onnx'} (fp32, fused) and "
-            f"{out / 'model.int8.onnx'}; details in {out / 'export.json'}"
-        )
-
-
-for _name, _fn in {**cli_profile.COMMANDS, **cli_train.COMMANDS, **cli_deploy.COMMANDS}.items():
+_COMMANDS = {
+    **cli_profile.COMMANDS,
+    **cli_train.COMMANDS,
+    **cli_deploy.COMMANDS,
+    **cli_pipeline.COMMANDS,
+}
+for _name, _fn in _COMMANDS.items():
     app.command(_name)(_fn)
 
 

@@ -146,33 +146,21 @@ def search(
             cm.check_achievable()  # every target, before any long work
         shipped = []
         for t in targets:
-            with progress_bar(f"search {t.label()}") as update:
+            cm = models[t]
+            label = cm.target.label()
+            with progress_bar(f"search {label}") as update:
                 result = search_target(
-                    net,
-                    t,
-                    models[t],
-                    settings,
-                    out,
-                    progress=lambda d, n, e, u=update: u(d, n, e, ""),
+                    net, cm, settings, out, progress=lambda d, n, e, u=update: u(d, n, e, "")
                 )
             best = result.best
             typer.echo(
-                f"{t.label()}: best {best.arch.short()} search {best.fitness:.4f} "
+                f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
                 f"rescore {best.rescore}",
                 err=True,
             )
             if ship:
-                shipped.append(
-                    ship_result(
-                        net,
-                        t,
-                        models[t],
-                        result,
-                        bundles,
-                        ship_settings,
-                        say=lambda s: typer.echo(s, err=True),
-                    )
-                )
+                say = lambda s: typer.echo(s, err=True)  # noqa: E731
+                shipped.append(ship_result(net, cm, result, bundles, ship_settings, say=say))
         if ship:
             _summary(shipped, bundles)
 
@@ -216,7 +204,7 @@ def ship(
             net.super_bert,
             net.tokenizer,
             net.data,
-            t,
+            cm.target,
             cm,
             candidates,
             bundles,

@@ -95,20 +95,21 @@ def cost_model_for(
 ) -> CostModel:
     space = supernet.super_bert.space
     predictor = None
-    if "latency" in target.budgets:
+    if {"latency", "latency_share"} & set(target.budgets):
         predictor = load_predictor_for(target.name, predictors_dir, space)
     return CostModel(target, space, predictor, seq_len, batch)
 
 
 def search_target(
     supernet: Supernet,
-    target: Target,
     cost_model: CostModel,
     settings: SearchSettings,
     out_dir: Path,
     evaluator=None,
     progress=None,
 ) -> SearchResult:
+    """Search the cost model's target (relative latency budgets already resolved)."""
+    target = cost_model.target
     evaluator = evaluator or SuperBertEvaluator(supernet, seed=settings.seed)
     log = Path(out_dir) / _slug(target) / f"search-{settings.algo}-seed{settings.seed}.jsonl"
     result = Search(supernet.super_bert.space, cost_model, evaluator, settings, log, progress).run()
@@ -137,7 +138,6 @@ def _slug(target: Target) -> str:
 
 def ship_result(
     supernet: Supernet,
-    target: Target,
     cost_model: CostModel,
     result: SearchResult,
     bundles: Path,
@@ -148,7 +148,7 @@ def ship_result(
         supernet.super_bert,
         supernet.tokenizer,
         supernet.data,
-        target,
+        cost_model.target,
         cost_model,
         [c.arch for c in result.ranked],
         bundles,

@@ -1,0 +1,66 @@
+import json
+
+import pytest
+
+from yoco_deploy.pipeline import PipelineError, Runner, load_pipeline
+
+from helpers import write_tiny_task
+
+
+@pytest.fixture
+def pipeline(tmp_path):
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=160, n_dev=40)
+    return load_pipeline(
+        "configs/pipeline-tiny.yaml",
+        {"model": str(model_dir), "data_dir": str(data_dir), "workdir": str(tmp_path / "work")},
+    )
+
+
+def test_run_skips_what_is_up_to_date_and_reruns_what_depends_on_a_change(pipeline):
+    log = []
+    first = Runner(pipeline, say=log.append).run()
+    keys = [k for k, _ in first]
+    assert keys == [
+        "teacher",
+        "train",
+        "profile:tiny-dev",
+        "fit:tiny-dev",
+        "search-ship:tiny-dev:latency=80%",
+    ]
+    assert all(status == "ran" for _, status in first)
+    bundles = Runner(pipeline).bundles()
+    assert len(bundles) == 1
+    manifest = json.loads((bundles[0] / "manifest.json").read_text())
+    assert manifest["measured_latency_ms"]["median"] <= manifest["budget_ms"]
+
+    again = Runner(pipeline, say=log.append).run()
+    assert all(status == "skipped" for _, status in again)
+
+    (pipeline.workdir / "predictors" / "tiny-dev.json").unlink()
+    plan = dict(Runner(pipeline).plan())
+    assert plan["teacher"] == plan["train"] == plan["profile:tiny-dev"] == "up to date"
+    third = dict(Runner(pipeline, say=log.append).run())
+    assert [k for k, s in third.items() if s == "ran"] == [
+        "fit:tiny-dev",
+        "search-ship:tiny-dev:latency=80%",
+    ]
+
+
+def test_dry_run_prints_the_plan(pipeline):
+    from typer.testing import CliRunner
+
+    from yoco_deploy.cli import app
+
+    path = pipeline.workdir.parent / "p.yaml"
+    path.write_text(json.dumps(pipeline.model_dump(mode="json")))
+    result = CliRunner().invoke(app, ["run", str(path), "--dry-run"])
+    assert result.exit_code == 0, result.output
+    assert "teacher" in result.output and "will run (never run)" in result.output
+    assert not (pipeline.workdir / "teacher").exists()  # nothing ran
+
+
+def test_bad_pipeline_is_a_clear_error(tmp_path):
+    bad = tmp_path / "p.yaml"
+    bad.write_text("model: m\ntask: sst2\nworkdir: w\ntargets: []\nsearh: {}\n")
+    with pytest.raises(PipelineError, match="searh"):
+        load_pipeline(bad)

@@ -1,0 +1,112 @@
+"""CLI commands for whole runs: `run PIPELINE.yaml` and the offline `quickstart`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from yoco_deploy.cli_common import quiet_transformers, user_errors
+
+QUICKSTART = Path(__file__).parent / "data" / "quickstart.yaml"
+
+
+def _drive(pipeline, dry_run: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from yoco_deploy.pipeline import Runner
+
+    runner = Runner(pipeline, say=lambda s: typer.echo(s, err=True))
+    if dry_run:
+        table = Table(title=f"plan for {pipeline.workdir}")
+        table.add_column("stage")
+        table.add_column("status")
+        for key, status in runner.plan():
+            table.add_row(key, status if status == "up to date" else f"will run ({status})")
+        Console(stderr=True).print(table)
+        return
+    quiet_transformers()
+    runner.run()
+    _print_summary(runner.bundles())
+
+
+def _print_summary(bundles: list[Path]) -> None:
+    import json
+
+    from rich.console import Console
+    from rich.table import Table
+
+    from yoco_deploy.arch import Arch
+
+    table = Table(title="shipped bundles")
+    for col in (
+        "target",
+        "arch",
+        "params",
+        "GFLOPs",
+        "predicted ms",
+        "measured ms (p90)",
+        "metric",
+        "bundle",
+    ):
+        table.add_column(col)
+    for b in bundles:
+        m = json.loads((b / "manifest.json").read_text())
+        lat, pred = m["measured_latency_ms"], m["predicted_latency_ms"]
+        table.add_row(
+            m["target"],
+            Arch.from_dict(m["arch"]).short(),
+            f"{m['params'] / 1e6:.1f}M",
+            f"{m['flops'] / 1e9:.2f}",
+            f"{pred:.2f}" if pred else "-",
+            f"{lat['median']:.2f} ({lat['p90']:.2f})",
+            f"{m['metric']['name']} {m['metric']['value']:.3f}",
+            str(b),
+        )
+    Console(stderr=True).print(table)
+
+
+def run(
+    pipeline: Annotated[Path, typer.Argument(help="Pipeline YAML (see configs/pipeline-*.yaml).")],
+    dry_run: Annotated[
+        bool, typer.Option(help="Print the plan: what runs, what is up to date.")
+    ] = False,
+) -> None:
+    """Teacher -> super-BERT -> profile -> fit -> search -> ship, for every target.
+
+    Stages whose outputs are up to date are skipped; interrupted stages resume.
+    """
+    with user_errors():
+        from yoco_deploy.pipeline import load_pipeline
+
+        _drive(load_pipeline(pipeline), dry_run)
+
+
+def quickstart(
+    model: Annotated[str, typer.Option("--model", "-m", help="Base model.")] = "minilm",
+    task: Annotated[str | None, typer.Option(help="A GLUE task (hub); default: built-in.")] = None,
+    out: Annotated[Path, typer.Option("--out", "-o", help="Work directory.")] = Path(
+        "quickstart-out"
+    ),
+    dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
+) -> None:
+    """The whole pipeline offline in minutes (what `make demo` runs).
+
+    MiniLM and a built-in sentiment task of generated English sentences: fine-tunes the
+    teacher, trains the super-BERT, profiles this machine, fits its latency predictor,
+    searches two latency budgets (45% and 70% of the full model's latency) and ships a
+    checked bundle for each. `--model bert-base-uncased --task sst2` runs the real thing
+    where the hub is reachable.
+    """
+    with user_errors():
+        from yoco_deploy.pipeline import load_pipeline
+
+        overrides = {"model": model, "workdir": out}
+        if task is not None:
+            overrides.update(task=task, builtin_task=False, max_seq_len=128)
+        _drive(load_pipeline(QUICKSTART, overrides), dry_run)
+
+
+COMMANDS = {"run": run, "quickstart": quickstart}
