@@ -89,6 +89,20 @@ def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) 
     }
 
 
+def measurement_span_s(profile_dir: Path) -> float:
+    """Wall time the profile took, from its own timestamps (a resumed run's second
+    invocation alone would understate it)."""
+    times = [json.loads(line)["t"] for line in (profile_dir / "measurements.jsonl").open()]
+    return round(max(times) - min(times), 1)
+
+
+def add_spans(result: dict) -> dict:
+    for r in result["spaces"]:
+        r["profile_span_s"] = measurement_span_s(ROOT / "profiles" / r["device"])
+        r["heldout_span_s"] = measurement_span_s(ROOT / "profiles" / f"{r['device']}-heldout")
+    return result
+
+
 def markdown(result: dict) -> str:
     lines = [
         "| space | profiled (wall) | held-out | model | ±10% | ±5% | MAPE | Kendall τ | "
@@ -99,7 +113,7 @@ def markdown(result: dict) -> str:
         t = r["test"]
         m, b = t[r["chosen_model"]], t["flops_baseline"]
         lines.append(
-            f"| {r['space']} | {r['profiled']} ({r['profile_wall_s'] / 60:.0f} min) | "
+            f"| {r['space']} | {r['profiled']} ({r['profile_span_s'] / 60:.1f} min) | "
             f"{r['heldout']} | {r['chosen_model']} | {m['within10']:.0%} | {m['within5']:.0%} | "
             f"{m['mape']:.1%} | {m['kendall_tau']:.3f} | {m['mean_signed_error']:+.1%} | "
             f"{b['within10']:.0%} / {b['mape']:.1%} / {b['kendall_tau']:.3f} |"
@@ -118,7 +132,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--table-only", action="store_true")
     args = parser.parse_args(argv)
     if args.table_only:
-        print(markdown(json.loads(args.out.read_text())))
+        result = add_spans(json.loads(args.out.read_text()))
+        args.out.write_text(json.dumps(result, indent=2) + "\n")
+        args.out.with_suffix(".md").write_text(markdown(result))
+        print(markdown(result))
         return 0
     result = {"benchmark": "predictor_accuracy", "command": " ".join(sys.argv), "spaces": []}
     if args.out.exists():  # keep other spaces' results when re-running one space
@@ -128,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
         result["spaces"].append(run_space(space, args.n, args.test_n, args.until, args.threads))
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.write_text(json.dumps(result, indent=2) + "\n")
+    add_spans(result)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
     table = markdown(result)
     args.out.with_suffix(".md").write_text(table)
     print(table)
