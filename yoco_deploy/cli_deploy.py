@@ -39,67 +39,25 @@ def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int):
 
 
 def _summary(shipped, bundles: Path) -> None:
-    from rich.console import Console
-    from rich.table import Table
-
+    from yoco_deploy.cli_pipeline import print_summary
     from yoco_deploy.deploy import pareto_plot
 
-    table = Table(title="shipped bundles")
-    for col in (
+    print_summary([s.path for s in shipped])
+    keys = (
         "target",
-        "arch",
+        "arch_id",
         "params",
-        "GFLOPs",
-        "predicted ms",
-        "measured ms (p90)",
+        "flops",
+        "predicted_latency_ms",
+        "measured_latency_ms",
         "metric",
-        "bundle",
-    ):
-        table.add_column(col)
-    rows = []
-    for s in shipped:
-        m = s.manifest
-        lat = m["measured_latency_ms"]
-        pred = m["predicted_latency_ms"]
-        table.add_row(
-            m["target"],
-            Arch_short(m["arch"]),
-            f"{m['params'] / 1e6:.1f}M",
-            f"{m['flops'] / 1e9:.2f}",
-            f"{pred:.2f}" if pred else "-",
-            f"{lat['median']:.2f} ({lat['p90']:.2f})",
-            f"{m['metric']['name']} {m['metric']['value']:.3f}",
-            s.path.name,
-        )
-        rows.append(
-            {
-                "bundle": str(s.path),
-                **{
-                    k: m[k]
-                    for k in (
-                        "target",
-                        "arch_id",
-                        "params",
-                        "flops",
-                        "predicted_latency_ms",
-                        "measured_latency_ms",
-                        "metric",
-                    )
-                },
-            }
-        )
-    Console(stderr=True).print(table)
+    )
+    rows = [{"bundle": str(s.path), **{k: s.manifest[k] for k in keys}} for s in shipped]
     bundles.mkdir(parents=True, exist_ok=True)
     (bundles / "summary.json").write_text(json.dumps(rows, indent=1))
     if shipped:
         plot = pareto_plot(shipped, bundles / "pareto.png")
         typer.echo(f"summary: {bundles / 'summary.json'}; Pareto plot: {plot}", err=True)
-
-
-def Arch_short(arch: dict) -> str:
-    from yoco_deploy.arch import Arch
-
-    return Arch.from_dict(arch).short()
 
 
 def search(

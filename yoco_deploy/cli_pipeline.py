@@ -29,10 +29,10 @@ def _drive(pipeline, dry_run: bool) -> None:
         return
     quiet_transformers()
     runner.run()
-    _print_summary(runner.bundles())
+    print_summary(runner.bundles())
 
 
-def _print_summary(bundles: list[Path]) -> None:
+def print_summary(bundles: list[Path]) -> None:
     import json
 
     from rich.console import Console

@@ -65,21 +65,12 @@ def time_interleaved(
     return {name: LatencyStats.from_samples(s) for name, s in samples.items()}
 
 
-def cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def machine_info() -> dict[str, object]:
     """What a timing depends on: CPU, cores, OS, load and library versions."""
     import onnxruntime
     import torch
+
+    from yoco_deploy.runner import cpu_model
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
