@@ -274,7 +274,8 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def device_fingerprint(provider: str, threads: int | None) -> dict:
+def host_fingerprint() -> dict:
+    """The machine a timing depends on: CPU, cores, OS, Python, onnxruntime."""
     import onnxruntime as ort
 
     return {
@@ -284,6 +285,12 @@ def device_fingerprint(provider: str, threads: int | None) -> dict:
         "os": f"{platform.system()} {platform.release()}",
         "python": platform.python_version(),
         "onnxruntime": ort.__version__,
+    }
+
+
+def device_fingerprint(provider: str, threads: int | None) -> dict:
+    return {
+        **host_fingerprint(),
         "provider": PROVIDERS.get(provider.lower(), provider),
         "threads": threads,
         "ort_spinning": False,

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import platform
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -66,20 +65,14 @@ def time_interleaved(
 
 
 def machine_info() -> dict[str, object]:
-    """What a timing depends on: CPU, cores, OS, load and library versions."""
-    import onnxruntime
+    """What a timing depends on: the host, torch, and the load while it ran."""
     import torch
 
-    from yoco_deploy.runner import cpu_model
+    from yoco_deploy.runner import host_fingerprint
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {
-        "cpu": cpu_model(),
-        "machine": platform.machine(),
-        "logical_cores": os.cpu_count(),
-        "os": f"{platform.system()} {platform.release()}",
-        "python": platform.python_version(),
+        **host_fingerprint(),
         "torch": torch.__version__,
-        "onnxruntime": onnxruntime.__version__,
         "loadavg_1_5_15": [round(x, 2) for x in load],
     }
