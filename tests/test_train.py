@@ -139,3 +139,23 @@ def test_metrics():
     assert set(compute_metrics(get_task("cola"), logits, labels)) == {"accuracy", "mcc"}
     sts = compute_metrics(get_task("stsb"), np.array([[1.0], [2.0], [3.0]]), np.array([1, 2, 4.0]))
     assert sts["spearman"] == pytest.approx(1.0)
+
+
+def test_trimmed_padding_gives_the_same_logits():
+    from yoco_deploy.data import to_tensors, trim_padding
+    from yoco_deploy.super_bert import SuperBert
+
+    from helpers import tiny_bert
+
+    sb = SuperBert(tiny_bert()).eval()
+    sb.set_active(sb.space.min_arch())
+    lengths = np.array([5, 9, 3])
+    mask = (np.arange(16)[None, :] < lengths[:, None]).astype(np.int64)
+    ids = np.where(mask == 1, np.random.default_rng(0).integers(5, 90, mask.shape), 0)
+    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+    trimmed = trim_padding({**batch, "labels": np.array([0, 1, 0])})
+    assert trimmed["input_ids"].shape == (3, 9) and trimmed["labels"].shape == (3,)
+    with torch.no_grad():
+        full = sb(**to_tensors(batch))
+        short = sb(**to_tensors({k: v for k, v in trimmed.items() if k != "labels"}))
+    torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)

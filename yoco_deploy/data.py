@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -280,6 +281,23 @@ def compute_metrics(task: Task, predictions: np.ndarray, labels: np.ndarray) -> 
     if task.metric == "mcc":
         out["mcc"] = float(matthews_corrcoef(labels, pred))
     return out
+
+
+def trim_padding(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Drop the trailing columns that are padding in every row of the batch.
+
+    The outputs do not change (padding is masked), but a batch of short sentences stops
+    paying for ``max_seq_len``: on SST-2 at 64 tokens this is most of the compute.
+    """
+    used = np.flatnonzero(np.asarray(batch["attention_mask"]).any(axis=0))
+    width = int(used[-1]) + 1 if len(used) else 1
+    return {k: (v[:, :width] if np.ndim(v) == 2 else v) for k, v in batch.items()}
+
+
+def to_tensors(batch: Mapping[str, np.ndarray]) -> dict:
+    import torch
+
+    return {k: torch.from_numpy(np.ascontiguousarray(v)) for k, v in batch.items()}
 
 
 def encode(tokenizer, examples: Examples, max_len: int) -> dict[str, np.ndarray]:

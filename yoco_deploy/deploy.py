@@ -12,7 +12,14 @@ import torch
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.budgets import CostModel, Target, load_predictor_for
-from yoco_deploy.data import TaskData, compute_metrics, encode, load_task
+from yoco_deploy.data import (
+    TaskData,
+    compute_metrics,
+    encode,
+    load_task,
+    to_tensors,
+    trim_padding,
+)
 from yoco_deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.super_bert import SuperBert
@@ -67,9 +74,11 @@ class SuperBertEvaluator:
         enc = encode(supernet.tokenizer, supernet.data.search, supernet.max_seq_len)
         order = np.random.default_rng(seed).permutation(len(enc["labels"]))
         half = len(order) // 2
+        lengths = enc["attention_mask"].sum(axis=1)
+        # Sorted by length within each half, batches carry little padding to trim.
         self.splits = {
-            "search": {k: v[order[:half]] for k, v in enc.items()},
-            "rescore": {k: v[order[half:]] for k, v in enc.items()},
+            name: {k: v[idx[np.argsort(lengths[idx], kind="stable")]] for k, v in enc.items()}
+            for name, idx in (("search", order[:half]), ("rescore", order[half:]))
         }
         self.batch_size = batch_size
 
@@ -80,12 +89,10 @@ class SuperBertEvaluator:
         self.sb.set_active(arch)
         outs = []
         for i in range(0, len(enc["labels"]), self.batch_size):
-            part = {
-                k: torch.from_numpy(v[i : i + self.batch_size])
-                for k, v in enc.items()
-                if k != "labels"
-            }
-            outs.append(self.sb(**part).float().numpy())
+            part = trim_padding(
+                {k: v[i : i + self.batch_size] for k, v in enc.items() if k != "labels"}
+            )
+            outs.append(self.sb(**to_tensors(part)).float().numpy())
         metrics = compute_metrics(self.task, np.concatenate(outs), enc["labels"])
         return metrics.get(self.task.metric, metrics.get("accuracy"))
 

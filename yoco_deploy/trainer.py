@@ -31,7 +31,7 @@ import torch.nn.functional as F
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.data import TaskData, compute_metrics, encode, load_task
+from yoco_deploy.data import TaskData, compute_metrics, encode, load_task, to_tensors, trim_padding
 from yoco_deploy.errors import YocoError
 from yoco_deploy.sng import CategoricalSNG, SubSpace
 from yoco_deploy.super_bert import SuperBert
@@ -211,7 +211,7 @@ class Trainer:
             len(self.data.train)
         )
         idx = order[k * self.config.batch_size : (k + 1) * self.config.batch_size]
-        return {key: torch.from_numpy(v[idx]) for key, v in self.train_enc.items()}
+        return to_tensors(trim_padding({key: v[idx] for key, v in self.train_enc.items()}))
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -381,12 +381,10 @@ class Trainer:
         self.super_bert.eval()
         outs = []
         for i in range(0, n, self.config.eval_batch_size):
-            part = {
-                k: torch.from_numpy(v[i : i + self.config.eval_batch_size])
-                for k, v in enc.items()
-                if k != "labels"
-            }
-            outs.append(self.super_bert(**part).float().numpy())
+            part = trim_padding(
+                {k: v[i : i + self.config.eval_batch_size] for k, v in enc.items() if k != "labels"}
+            )
+            outs.append(self.super_bert(**to_tensors(part)).float().numpy())
         return compute_metrics(self.data.task, np.concatenate(outs), enc["labels"][:n])
 
     def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
