@@ -86,3 +86,18 @@ def test_export_pipeline_writes_everything(tiny_super, tmp_path):
     assert report.validation["optimized"]["max_abs_diff"] <= 1e-4
     assert report.fused_operators["Attention"] == 3
     assert report.arch_id == HETERO.arch_id and report.int8["samples"] == 64
+
+
+def test_fp16_halves_the_file_keeps_io_types_and_validates(tiny_super, tmp_path):
+    import onnx
+
+    report = export_sub_bert(tiny_super, HETERO, tmp_path, ExportOptions.for_format("fp16"))
+    half, fused = tmp_path / "model.fp16.onnx", tmp_path / "model.opt.onnx"
+    assert report.deploy_file == half
+    assert half.stat().st_size < 0.6 * fused.stat().st_size
+    assert 0.0 < report.validation["fp16"]["max_abs_diff"] <= report.validation["fp16"]["atol"]
+    graph = onnx.load(str(half)).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.INT64
+    assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+    weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
+    assert len(weights) > 10

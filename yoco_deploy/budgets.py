@@ -92,9 +92,11 @@ def parse_target(text: str) -> Target:
 
 
 def size_mb(arch: Arch, dims: ModelDims, fmt: str = "int8") -> float:
-    """ONNX file size estimate: int8 stores matmul weights in 1 byte (embeddings,
-    LayerNorms and biases stay fp32)."""
+    """ONNX file size estimate: fp16 stores everything in 2 bytes; int8 stores matmul
+    weights in 1 byte (embeddings, LayerNorms and biases stay fp32)."""
     costs = arch_costs(arch, dims)
+    if fmt == "fp16":
+        return costs.params * 2 / 1e6
     if fmt != "int8":
         return costs.params * 4 / 1e6
     body = costs.params_non_embedding

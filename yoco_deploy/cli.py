@@ -98,7 +98,10 @@ def export(
         bool, typer.Option("--optimize", help="Apply ONNX Runtime BERT fusions (validated).")
     ] = False,
     quantize: Annotated[
-        str | None, typer.Option("--quantize", help="'int8': dynamic int8 quantization.")
+        str | None,
+        typer.Option(
+            "--quantize", help="'int8': dynamic int8 (CPU targets); 'fp16': half precision (GPU)."
+        ),
     ] = None,
     num_labels: Annotated[
         int | None, typer.Option(min=1, help="Classifier outputs, if the model has no head yet.")
@@ -108,8 +111,9 @@ def export(
     """Extract a sub-BERT and export it to validated ONNX.
 
     Writes OUT/model/ (loads with plain transformers, trust_remote_code=True),
-    OUT/model.onnx, and with --optimize / --quantize int8 also OUT/model.opt.onnx and
-    OUT/model.int8.onnx, each validated against PyTorch; OUT/export.json records it all.
+    OUT/model.onnx, and with --optimize / --quantize int8|fp16 also OUT/model.opt.onnx and
+    OUT/model.int8.onnx or OUT/model.fp16.onnx, each validated against PyTorch;
+    OUT/export.json records it all.
 
     Example: yoco-deploy export -m minilm --arch arch.json --out out/ --optimize --quantize int8
     """

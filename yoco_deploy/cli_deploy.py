@@ -26,7 +26,9 @@ TaskOpt = Annotated[str | None, typer.Option(help="Task, if the checkpoint does 
 DataDirOpt = Annotated[Path | None, typer.Option(help="Local data (else the training's).")]
 PredictorsOpt = Annotated[Path, typer.Option(help="Where NAME.json predictors live.")]
 BundlesOpt = Annotated[Path, typer.Option(help="Where bundles are written.")]
-FormatOpt = Annotated[str, typer.Option("--format", help="fp32, fused or int8 (CPU default).")]
+FormatOpt = Annotated[
+    str, typer.Option("--format", help="fp32, fused, int8 (CPU default) or fp16 (GPU).")
+]
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="Threads for timing on this device.")]
 
 

@@ -30,7 +30,10 @@ ProviderOpt = Annotated[
 ]
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="Intra-op threads (set explicitly).")]
 FormatOpt = Annotated[
-    str, typer.Option("--format", help="What ships, hence what is timed: fp32, fused, int8.")
+    str,
+    typer.Option(
+        "--format", help="What ships, hence what is timed: fp32, fused, int8 (CPU), fp16 (GPU)."
+    ),
 ]
 ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 

@@ -6,6 +6,7 @@ Layout of the output directory::
     model.onnx         fp32 export, validated against PyTorch
     model.opt.onnx     with ONNX Runtime fusions (--optimize), validated
     model.int8.onnx    dynamic int8 (--quantize int8), drift reported
+    model.fp16.onnx    half precision for GPUs (--quantize fp16), validated
     export.json        arch, costs, validation, fused-operator counts, int8 drift
 """
 
@@ -21,14 +22,16 @@ from yoco_deploy.costs import arch_costs
 from yoco_deploy.errors import ExportError
 from yoco_deploy.extract import extract, save_extracted
 from yoco_deploy.onnx_export import OnnxSpec, export_onnx, validate_onnx
-from yoco_deploy.onnx_optimize import optimize_fused, quantize_int8
+from yoco_deploy.onnx_optimize import convert_fp16, optimize_fused, quantize_int8
 from yoco_deploy.super_bert import SuperBert
 
-QUANT_MODES = ("int8",)
+QUANT_MODES = ("int8", "fp16")
+# int8 for CPU targets, fp16 for GPU targets (ORT's CPU kernels gain nothing from fp16).
 FORMATS = {
     "fp32": {"optimize": False, "quantize": None},
     "fused": {"optimize": True, "quantize": None},
     "int8": {"optimize": True, "quantize": "int8"},
+    "fp16": {"optimize": True, "quantize": "fp16"},
 }
 
 
@@ -66,8 +69,8 @@ class ExportReport:
 
     @property
     def deploy_file(self) -> Path:
-        """The most optimized file written: int8, else fused, else plain fp32."""
-        for key in ("int8", "optimized", "fp32"):
+        """The most optimized file written: int8 or fp16, else fused, else plain fp32."""
+        for key in ("int8", "fp16", "optimized", "fp32"):
             if key in self.files:
                 return Path(self.out_dir) / self.files[key]
         raise ExportError("export wrote no ONNX file")
@@ -129,6 +132,10 @@ def export_sub_bert(
             source, q, dense, options.int8_samples, min_agreement=options.int8_min_agreement
         ).to_dict()
         files["int8"] = q.name
+    elif options.quantize == "fp16":
+        half = out_dir / "model.fp16.onnx"
+        validation["fp16"] = convert_fp16(source, half, dense, spec)
+        files["fp16"] = half.name
 
     report = ExportReport(
         out_dir=str(out_dir),
