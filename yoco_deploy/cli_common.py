@@ -68,8 +68,12 @@ def arch_arg(text: str):
 
 
 @contextlib.contextmanager
-def progress_bar(description: str):
-    """A rich progress bar with ETA, as a ``(done, total, eta_s, label)`` callback."""
+def progress_bar(description: str, enabled: bool = True):
+    """A rich progress bar with ETA, as a ``(done, total, eta_s, label)`` callback; with
+    ``enabled=False`` (non-main processes) a callback that draws nothing."""
+    if not enabled:
+        yield lambda done, total, eta_s, label: None
+        return
     from rich.console import Console
     from rich.progress import (
         BarColumn,

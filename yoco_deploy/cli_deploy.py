@@ -87,10 +87,21 @@ def search(
 
     Each search is logged to OUT/TARGET/search-ALGO-seedN.jsonl; rerunning resumes it.
     Example: yoco-deploy search --supernet runs/sst2/final -t x86-2c-ort-cpu-minilm:latency=8ms
+
+    On several GPUs: accelerate launch --multi_gpu --num_processes 4 cli.py search ... (each
+    generation's candidates are evaluated in parallel; one process logs and ships).
     """
     with user_errors():
+        from accelerate import Accelerator
+
         from yoco_deploy.budgets import parse_target
-        from yoco_deploy.deploy import cost_model_for, load_supernet, search_target, ship_result
+        from yoco_deploy.deploy import (
+            cost_model_for,
+            load_supernet,
+            make_evaluator,
+            search_target,
+            ship_result,
+        )
         from yoco_deploy.search import SearchSettings
 
         targets = [parse_target(t) for t in target]
@@ -104,14 +115,25 @@ def search(
         models = {t: cost_model_for(t, net, predictors_dir, seq_len, batch) for t in targets}
         for cm in models.values():
             cm.check_achievable()  # every target, before any long work
+        accelerator = Accelerator()
+        main = accelerator.is_main_process
+        evaluator = make_evaluator(net, seed, accelerator)
         shipped = []
         for t in targets:
             cm = models[t]
             label = cm.target.label()
-            with progress_bar(f"search {label}") as update:
+            with progress_bar(f"search {label}", enabled=main) as update:
                 result = search_target(
-                    net, cm, settings, out, progress=lambda d, n, e, u=update: u(d, n, e, "")
+                    net,
+                    cm,
+                    settings,
+                    out,
+                    evaluator,
+                    progress=lambda d, n, e, u=update: u(d, n, e, ""),
+                    main_process=main,
                 )
+            if not main:
+                continue
             best = result.best
             typer.echo(
                 f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
@@ -121,7 +143,7 @@ def search(
             if ship:
                 say = lambda s: typer.echo(s, err=True)  # noqa: E731
                 shipped.append(ship_result(net, cm, result, bundles, ship_settings, say=say))
-        if ship:
+        if ship and main:
             _summary(shipped, bundles)
 
 

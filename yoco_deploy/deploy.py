@@ -69,8 +69,11 @@ class SuperBertEvaluator:
     """Task metric with inherited weights on the search split: its first half drives the
     search, its second half re-scores the top candidates."""
 
-    def __init__(self, supernet: Supernet, batch_size: int = 128, seed: int = 0):
-        self.sb, self.task = supernet.super_bert, supernet.data.task
+    def __init__(
+        self, supernet: Supernet, batch_size: int = 128, seed: int = 0, device: str = "cpu"
+    ):
+        self.sb, self.task = supernet.super_bert.to(device), supernet.data.task
+        self.device = torch.device(device)
         enc = encode(supernet.tokenizer, supernet.data.search, supernet.max_seq_len)
         order = np.random.default_rng(seed).permutation(len(enc["labels"]))
         half = len(order) // 2
@@ -92,9 +95,41 @@ class SuperBertEvaluator:
             part = trim_padding(
                 {k: v[i : i + self.batch_size] for k, v in enc.items() if k != "labels"}
             )
-            outs.append(self.sb(**to_tensors(part)).float().numpy())
+            inputs = {k: v.to(self.device) for k, v in to_tensors(part).items()}
+            outs.append(self.sb(**inputs).float().cpu().numpy())
         metrics = compute_metrics(self.task, np.concatenate(outs), enc["labels"])
         return metrics.get(self.task.metric, metrics.get("accuracy"))
+
+
+class ParallelEvaluator:
+    """Several processes (one per GPU, started by ``accelerate launch``) run the same
+    seeded search; each generation's candidates are dealt round-robin to the processes,
+    and every process gathers all the results, so all follow one trajectory."""
+
+    def __init__(self, inner, accelerator):
+        self.inner, self.acc = inner, accelerator
+
+    def evaluate(self, arch: Arch, split: str) -> float:
+        return self.inner.evaluate(arch, split)
+
+    def evaluate_many(self, archs: list[Arch], split: str) -> list[float]:
+        from accelerate.utils import gather_object
+
+        n, rank = self.acc.num_processes, self.acc.process_index
+        mine = [(i, self.inner.evaluate(a, split)) for i, a in enumerate(archs) if i % n == rank]
+        scored = dict(gather_object(mine) if n > 1 else mine)
+        return [scored[i] for i in range(len(archs))]
+
+
+def make_evaluator(supernet: Supernet, seed: int = 0, accelerator=None):
+    """The search-split evaluator on this process's device; under ``accelerate launch``
+    with several processes, one that splits each generation between them."""
+    if accelerator is None:
+        from accelerate import Accelerator
+
+        accelerator = Accelerator()
+    inner = SuperBertEvaluator(supernet, seed=seed, device=str(accelerator.device))
+    return ParallelEvaluator(inner, accelerator)
 
 
 def cost_model_for(
@@ -114,12 +149,20 @@ def search_target(
     out_dir: Path,
     evaluator=None,
     progress=None,
+    main_process: bool = True,
 ) -> SearchResult:
-    """Search the cost model's target (relative latency budgets already resolved)."""
+    """Search the cost model's target (relative latency budgets already resolved).
+
+    Only the main process writes the log and result (the others follow the same
+    trajectory under ``accelerate launch``)."""
     target = cost_model.target
-    evaluator = evaluator or SuperBertEvaluator(supernet, seed=settings.seed)
+    evaluator = evaluator or make_evaluator(supernet, settings.seed)
     log = Path(out_dir) / _slug(target) / f"search-{settings.algo}-seed{settings.seed}.jsonl"
-    result = Search(supernet.super_bert.space, cost_model, evaluator, settings, log, progress).run()
+    space = supernet.super_bert.space
+    # Every process reads the log (a resumed parallel search stays in step); one writes.
+    result = Search(space, cost_model, evaluator, settings, log, progress, main_process).run()
+    if not main_process:
+        return result
     summary = [
         {
             "arch": c.arch.to_dict(),

@@ -41,8 +41,14 @@ class SearchError(YocoError):
 
 
 class Evaluator(Protocol):
-    def evaluate(self, arch: Arch, split: str) -> float:
-        """The task metric of ``arch`` (higher is better) on split 'search' or 'rescore'."""
+    """The task metric of a sub-BERT (higher is better) on split 'search' or 'rescore'.
+
+    An evaluator may also offer ``evaluate_many(archs, split) -> list[float]``: the search
+    then hands it each generation's new candidates at once (one batch per generation, so
+    several GPUs can score them in parallel: see ``deploy.ParallelEvaluator``).
+    """
+
+    def evaluate(self, arch: Arch, split: str) -> float: ...
 
 
 @dataclass(frozen=True)
@@ -102,12 +108,15 @@ class Search:
         settings: SearchSettings,
         log_path: Path | None = None,
         progress: Callable[[int, int, float | None], None] | None = None,
+        write_log: bool = True,
     ):
         self.space, self.cost, self.evaluator, self.s = space, cost_model, evaluator, settings
         self.rng = np.random.default_rng(settings.seed)
         self.log_path = Path(log_path) if log_path else None
+        self.write_log = write_log  # False on the non-main processes of a parallel search
         self.progress = progress
         self.cache = self._read_log()
+        self.fresh: dict[tuple[str, str], float] = {}  # batch-evaluated, not yet logged
         self.done: dict[str, Scored] = {}
         self.history: list[float] = []
         self.best_fitness = -math.inf
@@ -130,7 +139,7 @@ class Search:
         return cache
 
     def _append(self, row: dict[str, Any]) -> None:
-        if self.log_path is None:
+        if self.log_path is None or not self.write_log:
             return
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         line = (json.dumps(row) + "\n").encode()
@@ -144,9 +153,38 @@ class Search:
         key = (arch.arch_id, split)
         if key in self.cache:
             return self.cache[key], True
-        value = float(self.evaluator.evaluate(arch, split))
+        if key in self.fresh:
+            value = self.fresh.pop(key)
+        else:
+            value = float(self.evaluator.evaluate(arch, split))
         self.cache[key] = value
         return value, False
+
+    def _prefetch(self, archs: list[Arch], split: str = "search") -> None:
+        """Score the new candidates among ``archs`` in one batch when the evaluator can;
+        the sequential bookkeeping (budget, log, history) stays in ``evaluate``, so the
+        trajectory is the same with or without batching."""
+        many = getattr(self.evaluator, "evaluate_many", None)
+        if many is None:
+            return
+        todo: dict[str, Arch] = {}
+        for arch in archs:
+            key = (arch.arch_id, split)
+            if key in self.cache or key in self.fresh or arch.arch_id in todo:
+                continue
+            if split == "search":
+                if arch.arch_id in self.done:
+                    continue
+                if self.s.infeasible == "skip" and not self.cost.feasible(arch):
+                    continue
+            todo[arch.arch_id] = arch
+        batch = list(todo.values())
+        if split == "search":
+            batch = batch[: max(0, self.s.evaluations - len(self.done))]
+        if batch:
+            values = many(batch, split)
+            for arch, value in zip(batch, values, strict=True):
+                self.fresh[(arch.arch_id, split)] = float(value)
 
     def evaluate(self, arch: Arch) -> float:
         """Fitness on the search split; counts once per distinct sub-BERT."""
@@ -209,7 +247,9 @@ class Search:
             )
         for _ in range(self.s.max_attempts // self.s.lam):
             codes = [sng.sample_codes() for _ in range(self.s.lam)]
-            values = [self.objective(self.space.decode(c)) for c in codes]
+            archs = [self.space.decode(c) for c in codes]
+            self._prefetch(archs)
+            values = [self.objective(a) for a in archs]
             sng.update(codes, values)
         raise SearchError("ESNG stopped after its attempt limit without spending its budget")
 
@@ -230,8 +270,11 @@ class Search:
         return Arch(tuple(LayerSpec(*s.cells[int(c)]) for c in cells))
 
     def _random(self) -> None:
-        for _ in range(self.s.max_attempts):
-            self.evaluate(self._feasible_sample(self._uniform))
+        for _ in range(self.s.max_attempts // self.s.lam):
+            archs = [self._feasible_sample(self._uniform) for _ in range(self.s.lam)]
+            self._prefetch(archs)
+            for arch in archs:
+                self.evaluate(arch)
         raise SearchError("random search stopped after its attempt limit")
 
     def _mutate(self, arch: Arch) -> Arch:
@@ -261,14 +304,13 @@ class Search:
 
     def _evolution(self) -> None:
         s = self.s
-        population = []
-        for _ in range(s.population):
-            arch = self._feasible_sample(self._uniform)
-            population.append((self.evaluate(arch), arch))
+        first = [self._feasible_sample(self._uniform) for _ in range(s.population)]
+        self._prefetch(first)
+        population = [(self.evaluate(arch), arch) for arch in first]
         for _ in range(s.max_attempts):
             population.sort(key=lambda x: -x[0])
             parents = [a for _, a in population[: s.parents]]
-            children = []
+            drawn = []
             for k in range(s.population - s.parents):
                 if k % 2 == 0:
                     parent = parents[self.rng.integers(len(parents))]
@@ -277,8 +319,9 @@ class Search:
                     i, j = self.rng.choice(len(parents), 2, replace=len(parents) < 2)
                     a, b = parents[i], parents[j]
                     draw = lambda a=a, b=b: self._mutate(self._crossover(a, b))  # noqa: E731
-                arch = self._feasible_sample(draw)
-                children.append((self.evaluate(arch), arch))
+                drawn.append(self._feasible_sample(draw))
+            self._prefetch(drawn)
+            children = [(self.evaluate(arch), arch) for arch in drawn]
             population = population[: s.parents] + children
         raise SearchError("evolution stopped after its attempt limit")
 
@@ -290,6 +333,7 @@ class Search:
             raise SearchError("the search evaluated no feasible sub-BERT; raise --evaluations")
         feasible.sort(key=lambda c: -c.fitness)
         top = feasible[: self.s.rescore_top]
+        self._prefetch([c.arch for c in top], "rescore")
         for c in top:  # a second, disjoint part of the search split picks among the best
             c.rescore, cached = self._metric(c.arch, "rescore")
             if not cached:
