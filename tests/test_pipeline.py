@@ -62,5 +62,10 @@ def test_dry_run_prints_the_plan(pipeline):
 def test_bad_pipeline_is_a_clear_error(tmp_path):
     bad = tmp_path / "p.yaml"
     bad.write_text("model: m\ntask: sst2\nworkdir: w\ntargets: []\nsearh: {}\n")
-    with pytest.raises(PipelineError, match="searh"):
+    with pytest.raises(PipelineError, match=r"unknown key 'searh' \(did you mean 'search'"):
+        load_pipeline(bad)
+    bad.write_text(
+        "model: m\ntask: sst2\nworkdir: w\ntargets: []\ndevices: [{name: d, thread: 2}]\n"
+    )
+    with pytest.raises(PipelineError, match=r"devices.0.thread' \(did you mean 'threads'"):
         load_pipeline(bad)

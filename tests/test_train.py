@@ -90,6 +90,8 @@ def test_misspelt_config_key_is_a_clear_error(tmp_path):
         parse_config({"model": "m", "task": "sst2", "output_dir": "o", "lerning_rate": 1})
     with pytest.raises(ConfigError, match=r"did you mean 'temperature'"):
         parse_config({"model": "m", "task": "sst2", "output_dir": "o", "kd": {"temprature": 2}})
+    with pytest.raises(ConfigError, match=r"phases.0.epoch' \(did you mean 'epochs'"):
+        parse_config({"model": "m", "task": "sst2", "output_dir": "o", "phases": [{"epoch": 1}]})
     bad = tmp_path / "c.yaml"
     bad.write_text("model: [unclosed")
     with pytest.raises(ConfigError, match="not valid YAML"):

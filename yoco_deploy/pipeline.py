@@ -20,6 +20,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from yoco_deploy.errors import YocoError
+from yoco_deploy.train_config import validation_problems
 
 
 class PipelineError(YocoError):
@@ -42,7 +43,7 @@ class DeviceStage(_Strict):
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
     threads: int = Field(2, gt=0)
-    format: str = Field("int8", description="fp32, fused or int8.")
+    format: str = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
 
 
@@ -87,7 +88,7 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
     try:
         return Pipeline(**data)
     except ValidationError as err:
-        problems = [f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in err.errors()]
+        problems = validation_problems(err, Pipeline)
         raise PipelineError(f"{path}: " + "; ".join(problems)) from None
 
 

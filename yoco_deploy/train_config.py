@@ -118,20 +118,40 @@ def parse_config(data: dict, where: str = "config") -> TrainConfig:
     try:
         return TrainConfig(**data)
     except ValidationError as err:
-        problems = []
-        for e in err.errors():
-            loc = ".".join(str(x) for x in e["loc"])
-            if e["type"] == "extra_forbidden":
-                problems.append(f"unknown key {loc!r}{_suggest(e['loc'])}")
-            else:
-                problems.append(f"{loc}: {e['msg']}")
-        raise ConfigError(f"{where}: " + "; ".join(problems)) from None
+        raise ConfigError(f"{where}: " + "; ".join(validation_problems(err, TrainConfig))) from None
 
 
-def _suggest(loc: tuple) -> str:
+def validation_problems(err: ValidationError, root: type[BaseModel]) -> list[str]:
+    """One line per problem; an unknown key names the closest valid key at its level."""
+    problems = []
+    for e in err.errors():
+        loc = ".".join(str(x) for x in e["loc"])
+        if e["type"] == "extra_forbidden":
+            problems.append(f"unknown key {loc!r}{_suggest(e['loc'], root)}")
+        else:
+            problems.append(f"{loc}: {e['msg']}")
+    return problems
+
+
+def _suggest(loc: tuple, root: type[BaseModel]) -> str:
     import difflib
 
-    models = {"kd": Distillation, "sng": SNGSettings, "phases": Phase}
-    model = models.get(str(loc[0]), TrainConfig) if len(loc) > 1 else TrainConfig
+    model = root
+    for part in loc[:-1]:  # walk down to the model that owns the misspelt key
+        if isinstance(part, str) and part in model.model_fields:
+            model = _submodel(model.model_fields[part].annotation) or model
     close = difflib.get_close_matches(str(loc[-1]), list(model.model_fields), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _submodel(annotation) -> type[BaseModel] | None:
+    """The pydantic model inside an annotation such as ``Phase``, ``list[Phase]``, ``X | None``."""
+    import typing
+
+    if typing.get_origin(annotation) is None:
+        is_model = isinstance(annotation, type) and issubclass(annotation, BaseModel)
+        return annotation if is_model else None
+    for arg in typing.get_args(annotation):
+        if (found := _submodel(arg)) is not None:
+            return found
+    return None
