@@ -112,15 +112,14 @@ def search(
         settings = SearchSettings(
             algo=algo, evaluations=evaluations, seed=seed, warm_theta=theta, infeasible=infeasible
         )
-        models = {t: cost_model_for(t, net, predictors_dir, seq_len, batch) for t in targets}
-        for cm in models.values():
+        models = [cost_model_for(t, net, predictors_dir, seq_len, batch) for t in targets]
+        for cm in models:
             cm.check_achievable()  # every target, before any long work
         accelerator = Accelerator()
         main = accelerator.is_main_process
         evaluator = make_evaluator(net, seed, accelerator)
         shipped = []
-        for t in targets:
-            cm = models[t]
+        for cm in models:
             label = cm.target.label()
             with progress_bar(f"search {label}", enabled=main) as update:
                 result = search_target(

@@ -1,0 +1,141 @@
+"""Every command in the README runs: the README's own text, in its order, on a tiny BERT.
+
+The walkthrough takes each command from README.md's bash blocks and runs it in a scratch
+directory after a few stated substitutions (a tiny random BERT for MiniLM, tiny data for
+SST-2, fewer profiled sub-BERTs, a tiny architecture). A command added to the README
+without a way to run it here fails `test_every_readme_command_is_walked`.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shlex
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from helpers import write_tiny_task
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+# Run by CI and `make demo` themselves, not from inside the test suite.
+NOT_HERE = {"make demo", "make test"}
+
+MINILM_ARCH = json.dumps(
+    {"layers": [{"heads": 8, "ffn": 768}, {"heads": 4, "ffn": 1536}, {"heads": 12, "ffn": 384}]}
+)
+TINY_ARCH = json.dumps(
+    {"layers": [{"heads": 4, "ffn": 48}, {"heads": 2, "ffn": 96}, {"heads": 6, "ffn": 24}]}
+)
+
+
+def readme_commands() -> list[str]:
+    """Commands of the README's bash blocks: continuations joined, comments dropped."""
+    text = (ROOT / "README.md").read_text()
+    commands = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in re.sub(r"\\\n\s*", " ", block).splitlines():
+            line = re.sub(r"\s{2,}#.*$", "", line).strip()
+            if line and not line.startswith("#"):
+                commands.append(re.sub(r"\s+", " ", line))
+    return commands
+
+
+def substitutions(work: Path, model: Path, data: Path) -> list[tuple[str, str]]:
+    return [
+        ("--model minilm", f"--model {model}"),
+        ("../shared/data/glue/SST-2", str(data)),
+        ("--n 150", "--n 12"),
+        ("--max-train 20000 --max-seq-len 64 --epochs 2", "--max-seq-len 16 --epochs 1"),
+        ("configs/sst2-minilm-cpu.yaml", str(work / "train-tiny.yaml")),
+        ("configs/pipeline-sst2-minilm.yaml", str(work / "pipeline-tiny.yaml")),
+        ("x86-2c-ort-cpu-minilm", "my-laptop"),  # the predictor fitted earlier in the walk
+        ("--evaluations 100", "--evaluations 20"),
+        (MINILM_ARCH, TINY_ARCH),
+        ("[--calibrate]", "--calibrate"),
+    ]
+
+
+def tiny_command(command: str, work: Path, model: Path, data: Path) -> str:
+    for old, new in substitutions(work, model, data):
+        command = command.replace(old, new)
+    if "<bundle>" in command:
+        bundle = next(p for p in (work / "bundles").iterdir() if p.is_dir())
+        command = command.replace("bundles/<bundle>", str(bundle))
+    return command
+
+
+def prepare(work: Path, model: Path, data: Path) -> None:
+    """The files the README assumes the user has written."""
+    import yaml
+
+    train = yaml.safe_load((ROOT / "configs/tiny.yaml").read_text())
+    train.update(
+        model="runs/sst2-minilm-teacher/final",
+        teacher="runs/sst2-minilm-teacher/final",
+        data_dir=str(data),
+        output_dir="runs/sst2-minilm-super",
+    )
+    (work / "train-tiny.yaml").write_text(yaml.safe_dump(train))
+    pipeline = yaml.safe_load((ROOT / "configs/pipeline-tiny.yaml").read_text())
+    pipeline.update(model=str(model), data_dir=str(data), workdir=str(work / "pipeline"))
+    (work / "pipeline-tiny.yaml").write_text(yaml.safe_dump(pipeline))
+    (work / "my_space.yaml").write_text("heads: [2, 6]\nffn: [48, 96]\n")
+
+
+def run(command: str, work: Path) -> subprocess.CompletedProcess:
+    argv = shlex.split(command)
+    if argv[0] == "echo":  # the README's `echo ... > arch.json`
+        (work / argv[-1]).write_text(argv[1] + "\n")
+        return subprocess.CompletedProcess(argv, 0, "", "")
+    if argv[0] == "yoco-deploy":
+        argv[0] = str(BIN / "yoco-deploy")
+    elif argv[0] == "python":
+        argv[0] = sys.executable
+        if argv[1].startswith("examples/"):
+            argv[1] = str(ROOT / argv[1])
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.run(argv, cwd=work, env=env, capture_output=True, text=True, timeout=600)
+
+
+def test_every_readme_command_is_walked(tmp_path):
+    commands = readme_commands()
+    assert len(commands) > 15 and "yoco-deploy export" in " ".join(commands)
+    model, data = tmp_path / "m", tmp_path / "d"
+    for command in commands:
+        if command in NOT_HERE:
+            continue
+        first = shlex.split(command)[0]
+        assert first in {"yoco-deploy", "python", "echo"}, f"README command not walked: {command}"
+        tiny = tiny_command(command, tmp_path, model, data) if "<bundle>" not in command else ""
+        assert "minilm" not in tiny.replace("sst2-minilm", ""), f"no tiny stand-in: {command}"
+        assert "../shared" not in tiny
+
+
+def test_substitutions_only_shrink_the_run():
+    text = " ".join(readme_commands())
+    for old, _ in substitutions(Path("w"), Path("m"), Path("d")):
+        assert old in text, f"stale substitution {old!r}: the README no longer says it"
+
+
+@pytest.mark.slow
+def test_readme_walkthrough(tmp_path):
+    model, data = write_tiny_task(tmp_path / "assets")
+    work = tmp_path / "work"
+    work.mkdir()
+    prepare(work, model, data)
+    for command in readme_commands():
+        if command in NOT_HERE:
+            continue
+        tiny = tiny_command(command, work, model, data)
+        done = run(tiny, work)
+        assert done.returncode == 0, f"{command}\n-> {tiny}\n{done.stderr[-3000:]}"
+    manifests = [json.loads(p.read_text()) for p in (work / "bundles").glob("*/manifest.json")]
+    assert manifests and all(
+        m["measured_latency_ms"]["median"] <= m["budgets"]["latency"] for m in manifests
+    )
