@@ -70,18 +70,24 @@ class SuperBertEvaluator:
     search, its second half re-scores the top candidates."""
 
     def __init__(
-        self, supernet: Supernet, batch_size: int = 128, seed: int = 0, device: str = "cpu"
+        self,
+        supernet: Supernet,
+        batch_size: int = 128,
+        seed: int = 0,
+        device: str = "cpu",
+        max_examples: int | None = None,
     ):
         self.sb, self.task = supernet.super_bert.to(device), supernet.data.task
         self.device = torch.device(device)
         enc = encode(supernet.tokenizer, supernet.data.search, supernet.max_seq_len)
         order = np.random.default_rng(seed).permutation(len(enc["labels"]))
         half = len(order) // 2
+        cap = half if max_examples is None else min(half, max_examples)  # per half
         lengths = enc["attention_mask"].sum(axis=1)
         # Sorted by length within each half, batches carry little padding to trim.
         self.splits = {
             name: {k: v[idx[np.argsort(lengths[idx], kind="stable")]] for k, v in enc.items()}
-            for name, idx in (("search", order[:half]), ("rescore", order[half:]))
+            for name, idx in (("search", order[:cap]), ("rescore", order[half : half + cap]))
         }
         self.batch_size = batch_size
 
