@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Tests and the demo never reach the model hub: bundled weights and local data only.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-slow lint format bench-export bench-predictor clean
+.PHONY: demo test test-slow lint format bench-export bench-predictor bench-train bench-search clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,13 @@ bench-export: $(VENV)/.demo
 
 bench-predictor: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/predictor_accuracy.py --until within10=0.97
+
+# about 1 h on 2 cores; leaves the trained super-BERT in runs/ for bench-search
+bench-train: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/train_sst2.py
+
+bench-search: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/search.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

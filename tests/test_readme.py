@@ -51,7 +51,7 @@ def substitutions(work: Path, model: Path, data: Path) -> list[tuple[str, str]]:
         ("--model minilm", f"--model {model}"),
         ("../shared/data/glue/SST-2", str(data)),
         ("--n 150", "--n 12"),
-        ("--max-train 20000 --max-seq-len 64 --epochs 2", "--max-seq-len 16 --epochs 1"),
+        ("--max-train 20000 --max-seq-len 64 --epochs 1", "--max-seq-len 16 --epochs 1"),
         ("configs/sst2-minilm-cpu.yaml", str(work / "train-tiny.yaml")),
         ("configs/pipeline-sst2-minilm.yaml", str(work / "pipeline-tiny.yaml")),
         ("x86-2c-ort-cpu-minilm", "my-laptop"),  # the predictor fitted earlier in the walk
