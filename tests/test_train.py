@@ -161,3 +161,52 @@ def test_trimmed_padding_gives_the_same_logits():
         full = sb(**to_tensors(batch))
         short = sb(**to_tensors({k: v for k, v in trimmed.items() if k != "labels"}))
     torch.testing.assert_close(short, full, atol=1e-5, rtol=1e-5)
+
+
+DDP_SCRIPT = """
+import hashlib, json, sys
+sys.path.insert(0, {tests!r})
+from yoco_deploy.train_config import load_config
+from yoco_deploy.trainer import Trainer
+
+cfg = load_config("configs/tiny.yaml", {overrides!r})
+trainer = Trainer(cfg, log=lambda s: None)
+trainer.train()
+weights = hashlib.sha256()
+for name, p in sorted(trainer.super_bert.state_dict().items()):
+    weights.update(name.encode() + p.detach().cpu().numpy().tobytes())
+rank = trainer.accelerator.process_index
+json.dump({{"world": trainer.world, "steps_per_epoch": trainer.steps_per_epoch,
+           "theta": trainer.sng.state_dict()["theta"], "weights": weights.hexdigest()}},
+          open({out!r} + f"/rank{{rank}}.json", "w"))
+"""
+
+
+def test_two_process_ddp_training_stays_in_sync(tiny_task, tmp_path):
+    """What `accelerate launch --multi_gpu` runs, on CPU (torchrun + gloo): each process
+    takes its own slice of the batch, and weights and theta stay identical."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    model_dir, data_dir, teacher = tiny_task
+    overrides = {
+        "model": str(model_dir), "data_dir": str(data_dir), "teacher": str(teacher),
+        "output_dir": str(tmp_path / "run"),
+    }  # fmt: skip
+    script = tmp_path / "ddp.py"
+    tests = str(Path(__file__).parent)
+    script.write_text(DDP_SCRIPT.format(tests=tests, overrides=overrides, out=str(tmp_path)))
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node"]
+    cmd += ["2", str(script)]
+    # ACCELERATE_USE_CPU is what `accelerate launch --cpu` sets: gloo instead of nccl
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "1"}
+    root = Path(tests).parent
+    done = subprocess.run(cmd, cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    a, b = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1))
+    single = Trainer(tiny_config(*tiny_task, tmp_path / "single"), log=lambda s: None)
+    assert a["world"] == 2 and a["steps_per_epoch"] == single.steps_per_epoch // 2
+    assert a["weights"] == b["weights"] and a["theta"] == b["theta"]
+    assert (tmp_path / "run" / "final" / "yoco_supernet.json").is_file()

@@ -128,7 +128,17 @@ class Trainer:
 
         self.config = c = config
         self.say = log
-        self.accelerator = Accelerator(mixed_precision=c.mixed_precision)
+        from accelerate.state import AcceleratorState
+        from accelerate.utils import DistributedDataParallelKwargs
+
+        # One process may train twice with different precisions (the pipeline's teacher,
+        # then its super-BERT), but accelerate keeps one global precision: start each
+        # training from a fresh one (the device and process group are kept).
+        AcceleratorState._reset_state(reset_partial_state=False)
+
+        # Layers beyond a sub-BERT's depth get no gradient in that step: DDP must allow it.
+        ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
+        self.accelerator = Accelerator(mixed_precision=c.mixed_precision, kwargs_handlers=[ddp])
         torch.manual_seed(c.seed)
         self.data = data or load_task(
             c.task,
@@ -154,7 +164,9 @@ class Trainer:
         self.space = self.super_bert.space
         self.train_enc = encode(self.tokenizer, self.data.train, c.max_seq_len)
         self.dev_enc = encode(self.tokenizer, self.data.dev, c.max_seq_len)
-        self.steps_per_epoch = max(1, len(self.data.train) // c.batch_size)
+        # batch_size is per process: a step consumes batch_size x processes examples.
+        self.world = self.accelerator.num_processes
+        self.steps_per_epoch = max(1, len(self.data.train) // (c.batch_size * self.world))
         self.plans = plan_phases(c, self.space, self.steps_per_epoch)
         self.total_steps = sum(p.steps for p in self.plans)
         self.sng = CategoricalSNG(self.space, c.sng.delta, c.sng.lam, c.seed)
@@ -205,13 +217,20 @@ class Trainer:
         return self.plans[-1]
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
-        """Pure function of (seed, step): resuming replays exactly the same batches."""
+        """Pure function of (seed, step, process): resuming replays exactly the same
+        batches; under DDP each process takes its own slice of the step's global batch.
+        On the CPU (importance reordering moves them where needed)."""
         epoch, k = divmod(step, self.steps_per_epoch)
         order = np.random.default_rng(self.config.seed + 7919 * epoch).permutation(
             len(self.data.train)
         )
-        idx = order[k * self.config.batch_size : (k + 1) * self.config.batch_size]
+        size = self.config.batch_size
+        start = (k * self.world + self.accelerator.process_index) * size
+        idx = order[start : start + size]
         return to_tensors(trim_padding({key: v[idx] for key, v in self.train_enc.items()}))
+
+    def _on_device(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {k: v.to(self.accelerator.device) for k, v in batch.items()}
 
     # ---- the loop -------------------------------------------------------------------------
 
@@ -233,7 +252,9 @@ class Trainer:
         model, optimizer, scheduler = self.accelerator.prepare(
             self.super_bert, optimizer, scheduler
         )
-        teacher = self.accelerator.prepare(self.teacher) if self.teacher is not None else None
+        teacher = None
+        if self.teacher is not None:  # frozen: on the device, never wrapped in DDP
+            teacher = self.accelerator.prepare_model(self.teacher, evaluation_mode=True)
         previous = signal.getsignal(signal.SIGTERM)
         signal.signal(signal.SIGTERM, self._on_sigterm)
         try:
@@ -255,7 +276,7 @@ class Trainer:
         started, first = time.monotonic(), self.step
         while self.step < end:
             plan = self.plan_at(self.step)
-            batch = self.batch_at(self.step)
+            batch = self._on_device(self.batch_at(self.step))
             model.train()
             t_out = None
             if teacher is not None:
@@ -362,7 +383,9 @@ class Trainer:
         with torch.no_grad():
             for codes in chosen:
                 self.super_bert.set_active(self.space.decode(codes))
-                losses.append(float(self._loss(model, batch, t_out)))
+                loss = self._loss(model, batch, t_out).detach()
+                # every process must take the same theta step: rank on the global batch
+                losses.append(float(self.accelerator.reduce(loss, "mean")))
         self.sng.update(chosen, losses, plan.sub)
 
     # ---- evaluation -----------------------------------------------------------------------
@@ -381,10 +404,9 @@ class Trainer:
         self.super_bert.eval()
         outs = []
         for i in range(0, n, self.config.eval_batch_size):
-            part = trim_padding(
-                {k: v[i : i + self.config.eval_batch_size] for k, v in enc.items() if k != "labels"}
-            )
-            outs.append(self.super_bert(**to_tensors(part)).float().numpy())
+            end = min(i + self.config.eval_batch_size, n)
+            part = trim_padding({k: v[i:end] for k, v in enc.items() if k != "labels"})
+            outs.append(self.super_bert(**self._on_device(to_tensors(part))).float().cpu().numpy())
         return compute_metrics(self.data.task, np.concatenate(outs), enc["labels"][:n])
 
     def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
