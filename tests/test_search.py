@@ -221,3 +221,26 @@ def test_parallel_search_splits_candidates_between_processes(knapsack, tmp_path)
         assert rank["history"] == single.history
     assert ranks[0]["calls"] + ranks[1]["calls"] == single_obj.calls
     assert 0 < ranks[0]["calls"] < single_obj.calls
+
+
+@pytest.mark.parametrize("algo", ["esng", "evolution"])
+def test_resumed_batched_search_scores_nothing_twice(algo, knapsack, tmp_path):
+    cost, _, _ = knapsack
+
+    class Crash(Batched):
+        def evaluate(self, arch, split):
+            if self.calls == 23:
+                raise KeyboardInterrupt
+            return super().evaluate(arch, split)
+
+    settings = SearchSettings(algo=algo, evaluations=50, seed=3)
+    straight_objective = Batched(1)
+    straight = Search(SPACE, cost, straight_objective, settings).run()
+    log = tmp_path / "s.jsonl"
+    with pytest.raises(KeyboardInterrupt):
+        Search(SPACE, cost, Crash(1), settings, log).run()
+    logged = len(log.read_text().splitlines())
+    resumed_objective = Batched(1)
+    resumed = Search(SPACE, cost, resumed_objective, settings, log).run()
+    assert resumed.history == straight.history
+    assert resumed_objective.calls == straight_objective.calls - logged

@@ -118,8 +118,8 @@ def search(
         accelerator = Accelerator()
         main = accelerator.is_main_process
         evaluator = make_evaluator(net, seed, accelerator)
-        shipped = []
-        for cm in models:
+        results = []
+        for cm in models:  # every process searches (same trajectory); then one ships
             label = cm.target.label()
             with progress_bar(f"search {label}", enabled=main) as update:
                 result = search_target(
@@ -131,19 +131,24 @@ def search(
                     progress=lambda d, n, e, u=update: u(d, n, e, ""),
                     main_process=main,
                 )
-            if not main:
-                continue
-            best = result.best
-            typer.echo(
-                f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
-                f"rescore {best.rescore}",
-                err=True,
-            )
-            if ship:
-                say = lambda s: typer.echo(s, err=True)  # noqa: E731
-                shipped.append(ship_result(net, cm, result, bundles, ship_settings, say=say))
-        if ship and main:
-            _summary(shipped, bundles)
+            results.append(result)
+            if main:
+                best = result.best
+                typer.echo(
+                    f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
+                    f"rescore {best.rescore}",
+                    err=True,
+                )
+        # no collective call after this point: the main process ships alone
+        accelerator.wait_for_everyone()
+        if not (ship and main):
+            return
+        say = lambda s: typer.echo(s, err=True)  # noqa: E731
+        shipped = [
+            ship_result(net, cm, result, bundles, ship_settings, say=say)
+            for cm, result in zip(models, results, strict=True)
+        ]
+        _summary(shipped, bundles)
 
 
 def ship(

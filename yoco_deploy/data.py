@@ -289,9 +289,11 @@ def trim_padding(batch: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
     The outputs do not change (padding is masked), but a batch of short sentences stops
     paying for ``max_seq_len``: on SST-2 at 64 tokens this is most of the compute.
     """
-    used = np.flatnonzero(np.asarray(batch["attention_mask"]).any(axis=0))
+    mask = np.asarray(batch["attention_mask"])
+    used = np.flatnonzero(mask.any(axis=0))
     width = int(used[-1]) + 1 if len(used) else 1
-    return {k: (v[:, :width] if np.ndim(v) == 2 else v) for k, v in batch.items()}
+    # only the token-aligned arrays (same shape as the mask), never e.g. (n, k) labels
+    return {k: (v[:, :width] if np.shape(v) == mask.shape else v) for k, v in batch.items()}
 
 
 def to_tensors(batch: Mapping[str, np.ndarray]) -> dict:

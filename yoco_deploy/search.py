@@ -167,20 +167,18 @@ class Search:
         many = getattr(self.evaluator, "evaluate_many", None)
         if many is None:
             return
-        todo: dict[str, Arch] = {}
+        todo: dict[str, Arch] = {}  # in order: the ones evaluate() will count
         for arch in archs:
-            key = (arch.arch_id, split)
-            if key in self.cache or key in self.fresh or arch.arch_id in todo:
+            if arch.arch_id in todo or (split == "search" and arch.arch_id in self.done):
                 continue
-            if split == "search":
-                if arch.arch_id in self.done:
-                    continue
-                if self.s.infeasible == "skip" and not self.cost.feasible(arch):
-                    continue
+            if split == "search" and self.s.infeasible == "skip" and not self.cost.feasible(arch):
+                continue
             todo[arch.arch_id] = arch
-        batch = list(todo.values())
-        if split == "search":
-            batch = batch[: max(0, self.s.evaluations - len(self.done))]
+        ordered = list(todo.values())
+        if split == "search":  # logged ones count against the budget too
+            ordered = ordered[: max(0, self.s.evaluations - len(self.done))]
+        known = self.cache.keys() | self.fresh.keys()
+        batch = [a for a in ordered if (a.arch_id, split) not in known]
         if batch:
             values = many(batch, split)
             for arch, value in zip(batch, values, strict=True):
