@@ -69,3 +69,20 @@ def test_bad_pipeline_is_a_clear_error(tmp_path):
     )
     with pytest.raises(PipelineError, match=r"devices.0.thread' \(did you mean 'threads'"):
         load_pipeline(bad)
+
+
+def test_pipeline_checks_train_overrides_and_formats_at_load(tmp_path):
+    from typing import get_args
+
+    from yoco_deploy.export import FORMATS
+    from yoco_deploy.pipeline import Format
+
+    assert set(get_args(Format)) == set(FORMATS)
+    head = "model: m\ntask: sst2\nworkdir: w\ntargets: []\n"
+    bad = tmp_path / "p.yaml"
+    bad.write_text(head + "train: {kd: {temprature: 2}}\n")
+    with pytest.raises(PipelineError, match=r"kd.temprature' \(did you mean 'temperature'"):
+        load_pipeline(bad)
+    bad.write_text(head + "ship: {format: int4}\n")
+    with pytest.raises(PipelineError, match=r"ship\.format"):
+        load_pipeline(bad)

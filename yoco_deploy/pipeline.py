@@ -15,12 +15,12 @@ import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from yoco_deploy.errors import YocoError
-from yoco_deploy.train_config import validation_problems
+from yoco_deploy.train_config import ConfigError, parse_config, validation_problems
 
 
 class PipelineError(YocoError):
@@ -29,6 +29,9 @@ class PipelineError(YocoError):
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+Format = Literal["fp32", "fused", "int8", "fp16"]  # export.FORMATS, checked by a test
 
 
 class TeacherStage(_Strict):
@@ -43,19 +46,19 @@ class DeviceStage(_Strict):
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
     threads: int = Field(2, gt=0)
-    format: str = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
+    format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
 
 
 class SearchStage(_Strict):
-    algo: str = "esng"
+    algo: Literal["esng", "random", "evolution"] = "esng"
     evaluations: int = Field(100, gt=0)
     seed: int = 0
     cold: bool = False
 
 
 class ShipStage(_Strict):
-    format: str = "int8"
+    format: Format = "int8"
     threads: int = 2
 
 
@@ -86,10 +89,17 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         raise PipelineError(f"{path} is not valid YAML: {err}") from None
     data.update(overrides or {})
     try:
-        return Pipeline(**data)
+        pipeline = Pipeline(**data)
     except ValidationError as err:
         problems = validation_problems(err, Pipeline)
         raise PipelineError(f"{path}: " + "; ".join(problems)) from None
+    try:  # the train overrides now, not after an hour of teacher fine-tuning
+        parse_config(
+            {"model": "m", "task": pipeline.task, "output_dir": "o", **pipeline.train}, "train"
+        )
+    except ConfigError as err:
+        raise PipelineError(f"{path}: {err}") from None
+    return pipeline
 
 
 # ---- up-to-date checks ---------------------------------------------------------------------
