@@ -194,6 +194,8 @@ result = Search(SPACE, cost, ParallelEvaluator(inner, acc), SearchSettings(evalu
 out = {{"calls": inner.calls, "ranked": [c.arch.arch_id for c in result.ranked],
        "history": result.history}}
 open({out!r} + f"/rank{{acc.process_index}}.json", "w").write(json.dumps(out))
+acc.wait_for_everyone()
+acc.end_training()
 """
 
 
@@ -244,3 +246,17 @@ def test_resumed_batched_search_scores_nothing_twice(algo, knapsack, tmp_path):
     resumed = Search(SPACE, cost, resumed_objective, settings, log).run()
     assert resumed.history == straight.history
     assert resumed_objective.calls == straight_objective.calls - logged
+
+
+def test_latency_budget_refuses_a_predictor_timed_in_another_format():
+    from types import SimpleNamespace
+
+    predictor = SimpleNamespace(reference={"format": "int8"}, space=SPACE.to_dict())
+    target = Target("gpu", {"latency": 5.0})
+    with pytest.raises(BudgetError, match="profiled with int8 files, but the target ships fp16"):
+        CostModel(target, SPACE, predictor, fmt="fp16")
+    assert CostModel(target, SPACE, predictor, fmt="int8").fmt == "int8"
+    edge = Target("edge", {"size": 1.0})
+    half = CostModel(edge, SPACE, fmt="fp16").costs(SPACE.max_arch())["size"]
+    full = CostModel(edge, SPACE, fmt="fp32").costs(SPACE.max_arch())["size"]
+    assert half == pytest.approx(0.5 * full)

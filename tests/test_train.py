@@ -179,6 +179,8 @@ rank = trainer.accelerator.process_index
 json.dump({{"world": trainer.world, "steps_per_epoch": trainer.steps_per_epoch,
            "theta": trainer.sng.state_dict()["theta"], "weights": weights.hexdigest()}},
           open({out!r} + f"/rank{{rank}}.json", "w"))
+trainer.accelerator.wait_for_everyone()
+trainer.accelerator.end_training()
 """
 
 

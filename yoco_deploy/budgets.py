@@ -114,6 +114,7 @@ class CostModel:
         seq_len: int = 128,
         batch: int = 1,
         reference_ms: float | None = None,
+        fmt: str | None = None,
     ):
         wants_latency = {"latency", "latency_share"} & set(target.budgets)
         if wants_latency and predictor is None:
@@ -122,7 +123,13 @@ class CostModel:
             raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
         self.space, self.predictor = space, predictor
         self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms
-        self.fmt = predictor.reference.get("format", "int8") if predictor else "int8"
+        timed = predictor.reference.get("format", "int8") if predictor else None
+        if wants_latency and fmt is not None and timed != fmt:
+            raise BudgetError(
+                f"predictor for {target.name!r} was profiled with {timed} files, but the "
+                f"target ships {fmt}: profile the device with --format {fmt}, or ship {timed}"
+            )
+        self.fmt = fmt or timed or "int8"  # what the size budget is estimated for
         self._cache: dict[str, dict[str, float]] = {}
         self.target = target
         if "latency_share" in target.budgets:

@@ -32,12 +32,19 @@ FormatOpt = Annotated[
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="Threads for timing on this device.")]
 
 
-def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int):
+ProviderOpt = Annotated[
+    str, typer.Option(help="Where bundles are timed and scored: cpu, cuda, tensorrt, ...")
+]
+
+
+def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int, provider: str = "cpu"):
     from yoco_deploy.export import ExportOptions
+    from yoco_deploy.runner import resolve_provider
     from yoco_deploy.ship import ShipSettings
 
     ExportOptions.for_format(fmt)  # validates the name
-    return ShipSettings(fmt=fmt, threads=threads, seq_len=seq_len, batch=batch)
+    resolve_provider(provider)  # an unavailable provider fails now, not after the search
+    return ShipSettings(fmt=fmt, provider=provider, threads=threads, seq_len=seq_len, batch=batch)
 
 
 def _summary(shipped, bundles: Path) -> None:
@@ -79,6 +86,7 @@ def search(
     ship: Annotated[bool, typer.Option(help="Ship each target's winner as a bundle.")] = True,
     bundles: BundlesOpt = Path("bundles"),
     fmt: FormatOpt = "int8",
+    provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = 2,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
@@ -105,14 +113,14 @@ def search(
         from yoco_deploy.search import SearchSettings
 
         targets = [parse_target(t) for t in target]
-        ship_settings = _ship_settings(fmt, threads, seq_len, batch)
+        ship_settings = _ship_settings(fmt, threads, seq_len, batch, provider)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         theta = None if cold else net.theta
         settings = SearchSettings(
             algo=algo, evaluations=evaluations, seed=seed, warm_theta=theta, infeasible=infeasible
         )
-        models = [cost_model_for(t, net, predictors_dir, seq_len, batch) for t in targets]
+        models = [cost_model_for(t, net, predictors_dir, seq_len, batch, fmt) for t in targets]
         for cm in models:
             cm.check_achievable()  # every target, before any long work
         accelerator = Accelerator()
@@ -141,6 +149,7 @@ def search(
                 )
         # no collective call after this point: the main process ships alone
         accelerator.wait_for_everyone()
+        accelerator.end_training()
         if not (ship and main):
             return
         say = lambda s: typer.echo(s, err=True)  # noqa: E731
@@ -163,6 +172,7 @@ def ship(
     predictors_dir: PredictorsOpt = Path("predictors"),
     bundles: BundlesOpt = Path("bundles"),
     fmt: FormatOpt = "int8",
+    provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = 2,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
@@ -177,7 +187,7 @@ def ship(
         if (arch is None) == (from_search is None):
             raise BudgetError("pass exactly one of --arch and --from-search")
         t = parse_target(target)
-        settings = _ship_settings(fmt, threads, seq_len, batch)
+        settings = _ship_settings(fmt, threads, seq_len, batch, provider)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:
@@ -185,7 +195,7 @@ def ship(
         else:
             ranked = json.loads(Path(from_search).read_text())["ranked"]
             candidates = [Arch.from_dict(r["arch"]) for r in ranked]
-        cm = cost_model_for(t, net, predictors_dir, seq_len, batch)
+        cm = cost_model_for(t, net, predictors_dir, seq_len, batch, fmt)
         shipped = ship_target(
             net.super_bert,
             net.tokenizer,

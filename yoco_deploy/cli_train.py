@@ -62,7 +62,7 @@ def finetune(
             }
         )
         quiet_transformers()
-        Trainer(config).train(resume=resume)
+        _train_and_end(Trainer(config), resume)
 
 
 def train(
@@ -86,7 +86,14 @@ def train(
         from yoco_deploy.trainer import Trainer
 
         quiet_transformers()
-        Trainer(cfg).train(resume=resume)
+        _train_and_end(Trainer(cfg), resume)
+
+
+def _train_and_end(trainer, resume: bool) -> None:
+    trainer.train(resume=resume)
+    # under accelerate launch: leave the process group cleanly (gloo aborts otherwise)
+    trainer.accelerator.wait_for_everyone()
+    trainer.accelerator.end_training()
 
 
 COMMANDS = {"finetune": finetune, "train": train}

@@ -139,13 +139,18 @@ def make_evaluator(supernet: Supernet, seed: int = 0, accelerator=None):
 
 
 def cost_model_for(
-    target: Target, supernet: Supernet, predictors_dir: Path, seq_len: int, batch: int
+    target: Target,
+    supernet: Supernet,
+    predictors_dir: Path,
+    seq_len: int,
+    batch: int,
+    fmt: str | None = None,
 ) -> CostModel:
     space = supernet.super_bert.space
     predictor = None
     if {"latency", "latency_share"} & set(target.budgets):
         predictor = load_predictor_for(target.name, predictors_dir, space)
-    return CostModel(target, space, predictor, seq_len, batch)
+    return CostModel(target, space, predictor, seq_len, batch, fmt=fmt)
 
 
 def search_target(

@@ -59,6 +59,7 @@ class SearchStage(_Strict):
 
 class ShipStage(_Strict):
     format: Format = "int8"
+    provider: str = Field("cpu", description="Where bundles are timed: cpu, cuda, ...")
     threads: int = 2
 
 
@@ -373,7 +374,7 @@ class Runner:
         net = load_supernet(str(self.super_dir))
         space = net.super_bert.space
         p = LatencyPredictor.load(predictor, space) if predictor and predictor.exists() else None
-        cost_model = CostModel(target, space, p, net.max_seq_len, 1)
+        cost_model = CostModel(target, space, p, net.max_seq_len, 1, fmt=self.p.ship.format)
         s = self.p.search
         settings = SearchSettings(
             algo=s.algo,
@@ -390,7 +391,10 @@ class Runner:
             result,
             out,
             ShipSettings(
-                fmt=self.p.ship.format, threads=self.p.ship.threads, seq_len=net.max_seq_len
+                fmt=self.p.ship.format,
+                provider=self.p.ship.provider,
+                threads=self.p.ship.threads,
+                seq_len=net.max_seq_len,
             ),
             say=self.say,
         )

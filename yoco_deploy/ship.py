@@ -55,15 +55,18 @@ def sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def onnx_metric(path: Path, data, tokenizer, seq_len: int, threads: int | None) -> dict:
-    """The task metric of an ONNX file on the dev set, with ONNX Runtime."""
-    from yoco_deploy.data import compute_metrics, encode
+def onnx_metric(
+    path: Path, data, tokenizer, seq_len: int, threads: int | None, provider: str = "cpu"
+) -> dict:
+    """The task metric of an ONNX file on the dev set, with ONNX Runtime on ``provider``
+    (the file's own kernels: for fp16 on a GPU, the GPU's)."""
+    from yoco_deploy.data import compute_metrics, encode, trim_padding
 
     enc = encode(tokenizer, data.dev, seq_len)
-    session = runner.OrtBackend("cpu", threads).load(path)
+    session = runner.OrtBackend(provider, threads).load(path)
     outs = []
     for i in range(0, len(enc["labels"]), 64):
-        feeds = {k: v[i : i + 64] for k, v in enc.items() if k != "labels"}
+        feeds = trim_padding({k: v[i : i + 64] for k, v in enc.items() if k != "labels"})
         outs.append(session.run(None, feeds)[0])
     metrics = compute_metrics(data.task, np.concatenate(outs), enc["labels"])
     return {
@@ -142,7 +145,9 @@ def ship_target(
                 )
                 say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
                 continue
-            metric = onnx_metric(onnx_path, data, tokenizer, settings.seq_len, settings.threads)
+            metric = onnx_metric(
+                onnx_path, data, tokenizer, settings.seq_len, settings.threads, settings.provider
+            )
             bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
             if bundle.exists():
                 shutil.rmtree(bundle)
