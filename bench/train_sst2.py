@@ -66,16 +66,19 @@ def evaluate(super_bert, arch, data, tokenizer, seq_len: int) -> float:
     return compute_metrics(data.task, np.concatenate(outs), enc["labels"])["accuracy"]
 
 
-def importance_batches(data, tokenizer, seq_len: int, n: int = 4, size: int = 32):
-    """The same Taylor-importance reordering the trainer applies before training, so the
-    baseline differs from the super-BERT only by the training itself."""
-    import torch
+def importance_batches(data, tokenizer, seq_len: int, seed: int, n: int = 4, size: int = 32):
+    """The batches the trainer's importance reordering uses (``Trainer.batch_at(0..3)``:
+    the first seeded shuffle of train, padding trimmed), so the baseline differs from the
+    super-BERT only by the training itself."""
+    import numpy as np
 
-    from yoco_deploy.data import encode
+    from yoco_deploy.data import encode, to_tensors, trim_padding
 
     enc = encode(tokenizer, data.train, seq_len)
-    for i in range(n):
-        yield {k: torch.from_numpy(v[i * size : (i + 1) * size]) for k, v in enc.items()}
+    order = np.random.default_rng(seed).permutation(len(data.train))
+    for k in range(n):
+        idx = order[k * size : (k + 1) * size]
+        yield to_tensors(trim_padding({key: v[idx] for key, v in enc.items()}))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -143,7 +146,9 @@ def main(argv: list[str] | None = None) -> int:
     tokenizer = load_tokenizer(str(teacher_run / "final"))
     teacher = SuperBert.from_pretrained(str(teacher_run / "final"), 2)
     reordered = SuperBert.from_pretrained(str(teacher_run / "final"), 2)
-    reordered.reorder_by_importance(importance_batches(data, tokenizer, cfg.max_seq_len))
+    reordered.reorder_by_importance(
+        importance_batches(data, tokenizer, cfg.max_seq_len, cfg.seed, size=cfg.batch_size)
+    )
     trained = SuperBert.from_pretrained(str(super_run / "final"), 2)
     space = trained.space
     full = arch_costs(space.max_arch(), space.dims, cfg.max_seq_len).flops

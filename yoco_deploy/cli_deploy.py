@@ -96,8 +96,9 @@ def search(
     Each search is logged to OUT/TARGET/search-ALGO-seedN.jsonl; rerunning resumes it.
     Example: yoco-deploy search --supernet runs/sst2/final -t x86-2c-ort-cpu-minilm:latency=8ms
 
-    On several GPUs: accelerate launch --multi_gpu --num_processes 4 cli.py search ... (each
-    generation's candidates are evaluated in parallel; one process logs and ships).
+    Several GPUs: accelerate launch --multi_gpu --num_processes 4 -m yoco_deploy.cli
+    search ... (each generation's candidates are evaluated in parallel; one process logs
+    and ships).
     """
     with user_errors():
         from accelerate import Accelerator
