@@ -40,14 +40,23 @@ class SharedCache:
     """Evaluations shared across algorithms and seeds: same sub-BERT, same split, same
     number; saves most of the compute when runs revisit sub-BERTs."""
 
-    def __init__(self, evaluator):
-        self.evaluator, self.cache, self.calls = evaluator, {}, 0
+    def __init__(self, evaluator, path: Path):
+        # kept on disk: a rerun after a crash spends no evaluation twice
+        self.evaluator, self.cache, self.calls, self.path = evaluator, {}, 0, path
+        if path.exists():
+            for line in path.read_text().splitlines():
+                row = json.loads(line)
+                self.cache[(row["arch_id"], row["split"])] = row["value"]
+        path.parent.mkdir(parents=True, exist_ok=True)
 
     def evaluate(self, arch, split):
         key = (arch.arch_id, split)
         if key not in self.cache:
             self.calls += 1
             self.cache[key] = self.evaluator.evaluate(arch, split)
+            row = {"arch_id": arch.arch_id, "split": split, "value": self.cache[key]}
+            with self.path.open("a") as f:
+                f.write(json.dumps(row) + "\n")
         return self.cache[key]
 
 
@@ -73,6 +82,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from yoco_deploy.budgets import CostModel, Target
+    from yoco_deploy.calibrate import time_reference
     from yoco_deploy.costs import arch_costs
     from yoco_deploy.deploy import (
         SuperBertEvaluator,
@@ -80,16 +90,21 @@ def main(argv: list[str] | None = None) -> int:
         load_supernet,
         ship_result,
     )
+    from yoco_deploy.errors import YocoError
     from yoco_deploy.search import Search, SearchSettings
     from yoco_deploy.ship import ShipSettings
     from yoco_deploy.timing import machine_info
 
     net = load_supernet(args.supernet)
     space = net.super_bert.space
-    evaluator = SharedCache(SuperBertEvaluator(net, max_examples=args.search_examples))
+    cache = ROOT / "runs" / "bench-search" / f"evaluations-{args.search_examples}.jsonl"
+    evaluator = SharedCache(SuperBertEvaluator(net, max_examples=args.search_examples), cache)
     probe = cost_model_for(
         Target(DEVICE, {"latency": 1e9}), net, ROOT / "predictors", LATENCY_SEQ, 1
     )
+    # This machine's speed drifts between the profile and today: calibrate predictions by
+    # the reference model timed now (what `search --calibrate` does).
+    reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ, 2)
     top = probe.costs(space.max_arch())["latency"]
     budgets = args.budgets_ms or [round(0.45 * top, 1), round(0.65 * top, 1)]
     marks = [m for m in (25, 50, 100, 200) if m <= args.evaluations]
@@ -100,6 +115,8 @@ def main(argv: list[str] | None = None) -> int:
         "seq_len": net.max_seq_len,
         "latency_seq_len": LATENCY_SEQ,
         "search_examples": args.search_examples,
+        "reference_ms_today": reference_ms,
+        "reference_ms_profiled": probe.predictor.reference["median_ms"],
         "evaluations": args.evaluations,
         "seeds": args.seeds,
         "runs": [],
@@ -109,7 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     dev_cache: dict[str, float] = {}
     for budget in budgets:
         target = Target(DEVICE, {"latency": budget})
-        cm = cost_model_for(target, net, ROOT / "predictors", LATENCY_SEQ, 1)
+        cm = cost_model_for(
+            target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=reference_ms
+        )
         for name, (algo, cold) in ALGOS.items():
             for seed in range(args.seeds):
                 settings = SearchSettings(
@@ -139,32 +158,44 @@ def main(argv: list[str] | None = None) -> int:
                     f"{budget} ms {name} seed {seed}: search {best.fitness:.4f} dev {dev:.4f}",
                     file=sys.stderr,
                 )
+                save(result, args.out)
         # ship the ESNG winner, and the best under a FLOPs budget equal to its FLOPs
         settings = SearchSettings(
             algo="esng", evaluations=args.evaluations, seed=0, warm_theta=net.theta
         )
-        ship = ShipSettings(seq_len=LATENCY_SEQ, threads=2)
+        ship = ShipSettings(seq_len=LATENCY_SEQ, threads=2, max_candidates=10)
+        bundles = ROOT / "bundles" / "bench"
         lat_run = Search(space, cm, evaluator, settings).run()
-        shipped = ship_result(net, cm, lat_run, ROOT / "bundles" / "bench", ship)
+        try:
+            shipped = ship_result(net, cm, lat_run, bundles, ship)
+        except YocoError as err:  # nothing shipped: say so in the results, go on
+            result["ships"].append(
+                {"budget_ms": budget, "kind": "latency budget", "error": str(err)}
+            )
+            save(result, args.out)
+            continue
         flops = arch_costs(Arch_of(shipped.manifest), space.dims, LATENCY_SEQ).flops
         ftarget = Target(DEVICE, {"flops": flops})
-        fcm = CostModel(ftarget, space, probe.predictor, LATENCY_SEQ, 1)
+        fcm = CostModel(ftarget, space, probe.predictor, LATENCY_SEQ, 1, reference_ms)
         flops_run = Search(space, fcm, evaluator, settings).run()
-        fshipped = ship_result(net, fcm, flops_run, ROOT / "bundles" / "bench", ship)
+        fshipped = ship_result(net, fcm, flops_run, bundles, ship)
         for kind, s in (("latency budget", shipped), ("FLOPs budget", fshipped)):
             m = s.manifest
             result["ships"].append(
                 {
                     "budget_ms": budget,
                     "kind": kind,
-                    "bundle": str(s.path),
+                    "bundle": s.path.name,
                     "flops": m["flops"],
                     "measured_ms": m["measured_latency_ms"],
                     "predicted_ms": m["predicted_latency_ms"],
                     "dev_metric": m["metric"]["value"],
                     "within_budget": m["measured_latency_ms"]["median"] <= budget,
+                    "rejected": s.rejected,
+                    "manifest": m,
                 }
             )
+        save(result, args.out)
     result["wall_s"] = round(time.time() - started, 1)
     result["machine"] = machine_info()
     result["distinct_evaluations"] = evaluator.calls
@@ -175,6 +206,12 @@ def main(argv: list[str] | None = None) -> int:
     plot(result, args.out.with_suffix(".png"))
     print(table)
     return 0
+
+
+def save(result: dict, out: Path) -> None:
+    """Partial results after every run: a crash loses nothing measured."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".partial.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
 def Arch_of(manifest):

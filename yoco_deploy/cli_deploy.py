@@ -47,6 +47,25 @@ def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int, provider: s
     return ShipSettings(fmt=fmt, provider=provider, threads=threads, seq_len=seq_len, batch=batch)
 
 
+def _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads):
+    from yoco_deploy.calibrate import time_reference
+    from yoco_deploy.deploy import cost_model_for
+
+    refs: dict[str, float] = {}  # one timing per device
+    out = []
+    for cm in models:
+        if cm.predictor is None:
+            out.append(cm)
+            continue
+        name = cm.target.name
+        if name not in refs:
+            refs[name] = time_reference(cm.predictor, batch, seq_len, threads)
+            typer.echo(f"{name}: reference model {refs[name]:.2f} ms here now", err=True)
+        t = cm.target
+        out.append(cost_model_for(t, net, predictors_dir, seq_len, batch, fmt, refs[name]))
+    return out
+
+
 def _summary(shipped, bundles: Path) -> None:
     from yoco_deploy.cli_pipeline import print_summary
     from yoco_deploy.deploy import pareto_plot
@@ -80,6 +99,13 @@ def search(
         bool, typer.Option(help="ESNG from uniform theta, not the trained one.")
     ] = False,
     infeasible: Annotated[str, typer.Option(help="skip (default) or penalize (YOCO).")] = "skip",
+    calibrate: Annotated[
+        bool,
+        typer.Option(
+            help="Scale latency predictions by the device's reference model timed here now "
+            "(when the target device is this machine and its speed drifts)."
+        ),
+    ] = False,
     seed: int = 0,
     out: Annotated[Path, typer.Option(help="Search logs and results.")] = Path("runs/search"),
     predictors_dir: PredictorsOpt = Path("predictors"),
@@ -122,6 +148,8 @@ def search(
             algo=algo, evaluations=evaluations, seed=seed, warm_theta=theta, infeasible=infeasible
         )
         models = [cost_model_for(t, net, predictors_dir, seq_len, batch, fmt) for t in targets]
+        if calibrate:
+            models = _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads)
         for cm in models:
             cm.check_achievable()  # every target, before any long work
         accelerator = Accelerator()

@@ -145,12 +145,13 @@ def cost_model_for(
     seq_len: int,
     batch: int,
     fmt: str | None = None,
+    reference_ms: float | None = None,
 ) -> CostModel:
     space = supernet.super_bert.space
     predictor = None
     if {"latency", "latency_share"} & set(target.budgets):
         predictor = load_predictor_for(target.name, predictors_dir, space)
-    return CostModel(target, space, predictor, seq_len, batch, fmt=fmt)
+    return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 
 
 def search_target(
