@@ -100,3 +100,13 @@ def progress_bar(description: str, enabled: bool = True):
             bar.update(task, completed=done, total=total, label=label)
 
         yield update
+
+
+def table_console():
+    """Rich console on stderr for tables; when stderr is not a terminal (a log file, CI)
+    rich would assume 80 columns and cut every cell, so give it room."""
+    import sys
+
+    from rich.console import Console
+
+    return Console(stderr=True, width=None if sys.stderr.isatty() else 200)

@@ -7,13 +7,12 @@ from typing import Annotated
 
 import typer
 
-from yoco_deploy.cli_common import quiet_transformers, user_errors
+from yoco_deploy.cli_common import quiet_transformers, table_console, user_errors
 
 QUICKSTART = Path(__file__).parent / "data" / "quickstart.yaml"
 
 
 def _drive(pipeline, dry_run: bool) -> None:
-    from rich.console import Console
     from rich.table import Table
 
     from yoco_deploy.pipeline import Runner
@@ -25,7 +24,7 @@ def _drive(pipeline, dry_run: bool) -> None:
         table.add_column("status")
         for key, status in runner.plan():
             table.add_row(key, status if status == "up to date" else f"will run ({status})")
-        Console(stderr=True).print(table)
+        table_console().print(table)
         return
     quiet_transformers()
     runner.run()
@@ -35,7 +34,6 @@ def _drive(pipeline, dry_run: bool) -> None:
 def print_summary(bundles: list[Path]) -> None:
     import json
 
-    from rich.console import Console
     from rich.table import Table
 
     from yoco_deploy.arch import Arch
@@ -65,7 +63,7 @@ def print_summary(bundles: list[Path]) -> None:
             f"{m['metric']['name']} {m['metric']['value']:.3f}",
             str(b),
         )
-    Console(stderr=True).print(table)
+    table_console().print(table)
 
 
 def run(

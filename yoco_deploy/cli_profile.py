@@ -15,6 +15,7 @@ from yoco_deploy.cli_common import (
     arch_arg,
     progress_bar,
     space_for,
+    table_console,
     user_errors,
 )
 
@@ -185,7 +186,6 @@ def fit(
     Example: yoco-deploy fit --profile profiles/my-laptop --out predictors/my-laptop.json
     """
     with user_errors():
-        from rich.console import Console
         from rich.table import Table
 
         from yoco_deploy.fit import fit_profile
@@ -216,7 +216,7 @@ def fit(
                 f"{r['kendall_tau']:.3f}",
                 f"{r['mean_signed_error']:+.1%}",
             )
-        Console(stderr=True).print(table)
+        table_console().print(table)
         if result.plot:
             typer.echo(f"plot: {result.plot}", err=True)
 
