@@ -54,6 +54,19 @@ def _tmp_name(dst: Path) -> Path:
     return dst.with_name(f".{dst.name}.tmp")
 
 
+@contextlib.contextmanager
+def _removed_on_failure(tmp: Path, step: str):
+    """A failed step leaves no temporary file behind and raises ExportError naming it."""
+    try:
+        yield
+    except ExportError:
+        tmp.unlink(missing_ok=True)
+        raise
+    except Exception as err:  # ONNX Runtime's tools raise assorted types
+        tmp.unlink(missing_ok=True)
+        raise ExportError(f"{step} failed: {type(err).__name__}: {err}") from err
+
+
 def _publish(tmp: Path, dst: Path) -> Path:
     os.replace(tmp, dst)
     return dst
@@ -77,17 +90,11 @@ def optimize_fused(
     from onnxruntime.transformers.optimizer import optimize_model
 
     tmp = _tmp_name(dst)
-    try:
+    with _removed_on_failure(tmp, "ONNX Runtime fusion"):
         with _quiet():
             optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0)
         optimized.save_model_to_file(str(tmp))
         validation = validate_onnx(tmp, model, spec, what="fused ONNX model")
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as err:  # the optimizer raises assorted types
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"ONNX Runtime fusion failed: {type(err).__name__}: {err}") from err
     counts = fused_operator_counts(tmp)
     _publish(tmp, dst)
     return validation, counts
@@ -112,19 +119,13 @@ def convert_fp16(
     from onnxruntime.transformers.onnx_model import OnnxModel
 
     tmp = _tmp_name(dst)
-    try:
+    with _removed_on_failure(tmp, "fp16 conversion"):
         with _quiet():
             converted = OnnxModel(onnx.load(str(src)))
             converted.convert_float_to_float16(keep_io_types=True)
         converted.save_model_to_file(str(tmp))
         loose = dataclasses.replace(spec, atol=max(spec.atol, FP16_ATOL))
         validation = validate_onnx(tmp, model, loose, what="fp16 ONNX model")
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"fp16 conversion failed: {type(err).__name__}: {err}") from err
     _publish(tmp, dst)
     return validation
 
@@ -156,7 +157,7 @@ def quantize_int8(
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     tmp = _tmp_name(dst)
-    try:
+    with _removed_on_failure(tmp, "int8 quantization"):
         with _quiet():
             quantize_dynamic(
                 str(src),
@@ -167,12 +168,6 @@ def quantize_int8(
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
         report = _int8_drift(tmp, model, samples, seq_len)
-    except ExportError:
-        tmp.unlink(missing_ok=True)
-        raise
-    except Exception as err:
-        tmp.unlink(missing_ok=True)
-        raise ExportError(f"int8 quantization failed: {type(err).__name__}: {err}") from err
     if min_agreement is not None and report.argmax_agreement < min_agreement:
         tmp.unlink(missing_ok=True)
         raise ExportError(
