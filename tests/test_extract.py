@@ -1,8 +1,4 @@
 import json
-import os
-import subprocess
-import sys
-import textwrap
 
 import pytest
 import torch
@@ -10,7 +6,7 @@ import torch
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.extract import arch_of, extract, load_extracted, save_extracted
 
-from helpers import batch_inputs, check_sub_bert, some_archs
+from helpers import batch_inputs, check_sub_bert, plain_transformers_logits, some_archs
 
 
 def test_min_max_and_random_archs_are_exact(tiny_super):
@@ -50,40 +46,9 @@ def test_loads_with_plain_transformers_without_yoco_deploy(tiny_super, tmp_path)
     dense = extract(tiny_super, arch)
     path = save_extracted(dense, tmp_path / "sub")
     x = batch_inputs(120, batch=2, seq=17)
-    torch.save({k: v for k, v in x.items()}, tmp_path / "inputs.pt")
     with torch.no_grad():
         expected = dense(**x).logits
-    script = textwrap.dedent(
-        f"""
-        import sys
-        class Block:  # make yoco_deploy unimportable, even through the editable install
-            def find_spec(self, name, path=None, target=None):
-                if name.split(".")[0] == "yoco_deploy":
-                    raise ModuleNotFoundError("blocked: " + name)
-        sys.meta_path.insert(0, Block())
-        try:
-            import yoco_deploy
-            sys.exit("yoco_deploy is importable")
-        except ModuleNotFoundError:
-            pass
-        import torch
-        from transformers import AutoModelForSequenceClassification
-        model = AutoModelForSequenceClassification.from_pretrained({str(path)!r},
-                                                                   trust_remote_code=True)
-        x = torch.load({str(tmp_path / "inputs.pt")!r}, weights_only=True)
-        with torch.no_grad():
-            logits = model.eval()(**x).logits
-        torch.save(logits, {str(tmp_path / "out.pt")!r})
-        assert "yoco_deploy" not in sys.modules
-        """
-    )
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["HF_MODULES_CACHE"] = str(tmp_path / "hf_modules")
-    result = subprocess.run(
-        [sys.executable, "-c", script], cwd=tmp_path, env=env, capture_output=True, text=True
-    )
-    assert result.returncode == 0, result.stderr[-2000:]
-    got = torch.load(tmp_path / "out.pt", weights_only=True)
+    got = plain_transformers_logits(path, x, tmp_path)
     assert (got - expected).abs().max().item() <= 1e-6
 
 

@@ -46,7 +46,7 @@ def test_teacher_was_fine_tuned(tiny_task, tmp_path):
     teacher = Trainer(
         tiny_config(*tiny_task, tmp_path / "t", model=str(tiny_task[2])), log=lambda s: None
     )
-    assert teacher.evaluate(teacher.space.max_arch())["accuracy"] >= 0.8
+    assert teacher.evaluate(teacher.space.max_arch()).metrics["accuracy"] >= 0.8
 
 
 def test_training_lowers_the_loss_of_max_and_min(tiny_task, tmp_path):
@@ -212,3 +212,86 @@ def test_two_process_ddp_training_stays_in_sync(tiny_task, tmp_path):
     assert a["world"] == 2 and a["steps_per_epoch"] == single.steps_per_epoch // 2
     assert a["weights"] == b["weights"] and a["theta"] == b["theta"]
     assert (tmp_path / "run" / "final" / "yoco_supernet.json").is_file()
+
+
+def test_sandwich_trains_max_min_and_sampled_and_learns_theta(tiny_task, tmp_path):
+    """The sandwich rule trains the phase's max, its min and k sampled sub-BERTs each
+    step, the latter distilled from the max in place; sub-BERTs drawn from p_theta still
+    move theta."""
+    config = tiny_config(*tiny_task, tmp_path / "sw", sampling="sandwich", sandwich_random=2)
+    trainer = Trainer(config, log=lambda s: None)
+    seen, soft_targets, updates = [], [], []
+    step, update = trainer._train_step, trainer.sng.update
+
+    def spy_step(model, batch, t_out, archs):
+        seen.append(list(archs))
+        return step(model, batch, t_out, archs)
+
+    def spy_loss(model, batch, t_out, arch, soft=None):
+        soft_targets.append(soft is not None)
+        return loss(model, batch, t_out, arch, soft)
+
+    def spy_update(codes, losses, sub=None):
+        updates.append(len(codes))
+        return update(codes, losses, sub)
+
+    loss = trainer._loss
+    trainer._train_step, trainer._loss, trainer.sng.update = spy_step, spy_loss, spy_update
+    space = trainer.space
+    before = [t.copy() for t in trainer.sng.theta]
+    trainer.train()
+    last = trainer.plans[-1]
+    assert all(len(archs) == 4 for archs in seen)
+    assert seen[-1][0] == space.max_arch() and seen[-1][1] == space.min_arch()
+    assert space.min_arch().depth < space.max_arch().depth and last.phase.depth == "all"
+    # per step: the max on labels and the teacher, then 3 in-place distilled (then theta's)
+    assert soft_targets[:4] == [False, True, True, True]
+    assert updates and all(n == trainer.config.sng.lam for n in updates)
+    assert any(not np.allclose(a, b) for a, b in zip(before, trainer.sng.theta, strict=True))
+
+
+def test_theta_candidates_are_scored_before_the_optimizer_step(tiny_task, tmp_path):
+    """The lambda candidates of an SNG update are ranked on the weights that produced
+    this step's gradients, not on weights just trained on the last of them."""
+    trainer = Trainer(tiny_config(*tiny_task, tmp_path / "order"), log=lambda s: None)
+    scored = []
+    update = trainer.sng.update
+    steps_at_update = []
+
+    def spy_update(codes, losses, sub=None):
+        # the weights at scoring time: compare with a snapshot taken before the step
+        steps_at_update.append(trainer.step)
+        scored.append(
+            {k: v.detach().clone() for k, v in trainer.super_bert.model.named_parameters()}
+        )
+        return update(codes, losses, sub)
+
+    snapshots = {}
+    step = trainer._train_step
+
+    def spy_step(model, batch, t_out, archs):
+        snapshots[trainer.step] = {
+            k: v.detach().clone() for k, v in trainer.super_bert.model.named_parameters()
+        }
+        return step(model, batch, t_out, archs)
+
+    trainer.sng.update, trainer._train_step = spy_update, spy_step
+    trainer.train(stop_at=12)
+    assert steps_at_update
+    for at, weights in zip(steps_at_update, scored, strict=True):
+        assert all(torch.equal(weights[k], snapshots[at][k]) for k in weights)
+
+
+def test_theta_updates_do_not_die_out_with_exploration(tiny_task, tmp_path):
+    """Exploit draws are collected until lambda are in hand, so theta keeps learning when
+    p(exploit) is low (they used to need lambda consecutive exploit draws)."""
+    trainer = Trainer(tiny_config(*tiny_task, tmp_path / "rare"), log=lambda s: None)
+    trainer.sng.exploit_probability = lambda: 0.3
+    updates = []
+    update = trainer.sng.update
+    trainer.sng.update = lambda codes, losses, sub=None: updates.append(1) or update(
+        codes, losses, sub
+    )
+    trainer.train(stop_at=40)
+    # 40 steps x 0.3 exploit draws / lambda 2: about 6 updates (0.3^2 x 20 = 1.8 before)
+    assert len(updates) >= 4

@@ -119,7 +119,7 @@ class CostModel:
         wants_latency = {"latency", "latency_share"} & set(target.budgets)
         if wants_latency and predictor is None:
             raise BudgetError(f"target {target.name!r} has a latency budget but no predictor")
-        if predictor is not None and predictor.space != space.to_dict():
+        if predictor is not None and predictor.space != space.shape_dict():
             raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
         self.space, self.predictor = space, predictor
         self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms

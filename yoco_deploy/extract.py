@@ -49,6 +49,8 @@ def sub_config(super_bert: SuperBert, arch: Arch) -> YocoBertConfig:
         layer_ffn=list(arch.ffn),
         max_position_embeddings=d.max_positions,
         type_vocab_size=d.type_vocab_size,
+        pooling=super_bert.pooling,
+        source_layers=list(super_bert.space.kept_layers(arch.depth)),
         **kwargs,
     )
     config.yoco_arch = arch.to_dict()
@@ -62,10 +64,20 @@ def extract(super_bert: SuperBert, arch: Arch) -> YocoBertForSequenceClassificat
     """A dense model with exactly the sub-BERT's (smaller) tensors, in eval mode."""
     dense = YocoBertForSequenceClassification(sub_config(super_bert, arch))
     shared = super_bert.model.state_dict()
+    kept = super_bert.space.kept_layers(arch.depth)
     for name, tensor in dense.state_dict().items():
-        source = shared[name]
+        source = shared[_source_name(name, kept)]
         tensor.copy_(source[tuple(slice(0, n) for n in tensor.shape)])
     return dense.eval()
+
+
+def _source_name(name: str, kept: tuple[int, ...]) -> str:
+    """Dense layer i holds the super-BERT's layer ``kept[i]``."""
+    prefix = "bert.encoder.layer."
+    if not name.startswith(prefix):
+        return name
+    index, rest = name[len(prefix) :].split(".", 1)
+    return f"{prefix}{kept[int(index)]}.{rest}"
 
 
 def arch_of(model: YocoBertForSequenceClassification) -> Arch:

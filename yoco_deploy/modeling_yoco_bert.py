@@ -45,8 +45,13 @@ class YocoBertConfig(PretrainedConfig):
         layer_norm_eps: float = 1e-12,
         pad_token_id: int = 0,
         classifier_dropout: float | None = None,
+        pooling: str = "cls",
+        source_layers: list[int] | None = None,
         **kwargs,
     ):
+        if pooling not in ("cls", "mean"):
+            raise ValueError(f"pooling must be 'cls' or 'mean', got {pooling!r}")
+        self.pooling = pooling
         self.vocab_size = vocab_size
         self.hidden_size = hidden_size
         self.head_dim = head_dim
@@ -54,6 +59,10 @@ class YocoBertConfig(PretrainedConfig):
         self.layer_ffn = list(layer_ffn if layer_ffn is not None else [3072] * 12)
         if len(self.layer_heads) != len(self.layer_ffn):
             raise ValueError("layer_heads and layer_ffn must have one entry per layer")
+        # which layers of the original model these are (a record; the weights are here)
+        self.source_layers = list(
+            source_layers if source_layers is not None else range(len(self.layer_heads))
+        )
         self.hidden_act = hidden_act
         self.hidden_dropout_prob = hidden_dropout_prob
         self.attention_probs_dropout_prob = attention_probs_dropout_prob
@@ -145,14 +154,25 @@ def feed_forward(
     return F.layer_norm(y + x, ln[0].shape, ln[0], ln[1], eps)
 
 
+def pool(x: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``cls``: the first token's state; ``mean``: the mean over unpadded tokens (the
+    pooling sentence-transformers models are trained with)."""
+    if pooling == "cls":
+        return x[:, 0]
+    weights = attention_mask.unsqueeze(-1).to(x.dtype)
+    return (x * weights).sum(dim=1) / weights.sum(dim=1).clamp(min=1.0)
+
+
 def classify_head(
     x: torch.Tensor,
+    attention_mask: torch.Tensor,
+    pooling: str,
     pooler: tuple[torch.Tensor, torch.Tensor],
     classifier: tuple[torch.Tensor, torch.Tensor],
     dropout: float,
     training: bool,
 ) -> torch.Tensor:
-    pooled = torch.tanh(F.linear(x[:, 0], *pooler))
+    pooled = torch.tanh(F.linear(pool(x, attention_mask, pooling), *pooler))
     return F.linear(F.dropout(pooled, dropout, training), *classifier)
 
 
@@ -333,7 +353,13 @@ class YocoBertForSequenceClassification(YocoBertPreTrainedModel):
             x = layer(x, mask)
         dropout = c.hidden_dropout_prob if c.classifier_dropout is None else c.classifier_dropout
         logits = classify_head(
-            x, _pair(self.bert.pooler.dense), _pair(self.classifier), dropout, self.training
+            x,
+            attention_mask,
+            c.pooling,
+            _pair(self.bert.pooler.dense),
+            _pair(self.classifier),
+            dropout,
+            self.training,
         )
         loss = None
         if labels is not None:

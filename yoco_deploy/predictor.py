@@ -254,10 +254,10 @@ class LatencyPredictor:
             )
         fields = {k: data[k] for k in cls.__dataclass_fields__}
         predictor = cls(**fields)
-        if space is not None and space.to_dict() != predictor.space:
+        if space is not None and space.shape_dict() != predictor.space:
             raise PredictorError(
                 f"{path} was fitted for another search space ({_space_line(predictor.space)}) "
-                f"than this one ({_space_line(space.to_dict())})"
+                f"than this one ({_space_line(space.shape_dict())})"
             )
         return predictor
 

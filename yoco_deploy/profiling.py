@@ -132,7 +132,7 @@ def device_record(
         "name": name,
         "fingerprint": fingerprint,
         "model": model,
-        "space": space.to_dict(),
+        "space": space.shape_dict(),
         "format": settings.fmt,
         "shapes": [list(s) for s in settings.shapes],
         "reference": {"arch": ref.to_dict(), "arch_id": ref.arch_id},
@@ -360,7 +360,7 @@ def load_training_data(path: Path, space: SearchSpace | None = None):
 
     device = read_device(path)
     dims = ModelDims(**device["space"]["dims"])
-    if space is not None and space.to_dict() != device["space"]:
+    if space is not None and space.shape_dict() != device["space"]:
         raise ProfileError(f"{path} was profiled for another search space")
     stored = device["space"]
     profile_space = SearchSpace(

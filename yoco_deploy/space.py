@@ -1,8 +1,9 @@
 """The search space of sub-BERTs, derived from a BERT config (one place for this fact).
 
-Depth keeps the first L layers. Each kept layer picks a head count and an FFN width.
-The categorical encoding used by ESNG has one depth variable and one (heads, FFN) cell
-per layer of the full model; cells beyond the sampled depth are inactive (-1).
+Depth keeps L layers (which ones: the space's layer selection, ``readout.kept_layers``).
+Each kept layer picks a head count and an FFN width. The categorical encoding used by
+ESNG has one depth variable and one (heads, FFN) cell per position of the full model;
+cell i belongs to the i-th kept layer, cells beyond the sampled depth are inactive (-1).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import numpy as np
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.errors import ArchError, SpaceError
+from yoco_deploy.readout import LAYER_SELECTIONS, SELECTION_KEY, kept_layers
 
 INACTIVE = -1
 
@@ -25,7 +27,12 @@ INACTIVE = -1
 _YOCO_BASE = {"depth": (6, 8, 10, 12), "heads": (4, 8, 12), "ffn": (512, 768, 1024, 3072)}
 _HEAD_FRACTIONS = (1 / 3, 2 / 3, 1.0)
 _FFN_FRACTIONS = (0.25, 0.5, 0.75, 1.0)
-_OVERRIDE_FIELDS = {"depth": "depth_choices", "heads": "head_choices", "ffn": "ffn_choices"}
+_OVERRIDE_FIELDS = {
+    "depth": "depth_choices",
+    "heads": "head_choices",
+    "ffn": "ffn_choices",
+    "layers": "layer_selection",
+}
 
 
 @dataclass(frozen=True)
@@ -70,10 +77,15 @@ class SearchSpace:
     depth_choices: tuple[int, ...]
     head_choices: tuple[int, ...]
     ffn_choices: tuple[int, ...]
+    layer_selection: str = "first"
     cells: tuple[tuple[int, int], ...] = field(init=False, repr=False)
 
     def __post_init__(self) -> None:
         d = self.dims
+        if self.layer_selection not in LAYER_SELECTIONS:
+            raise SpaceError(
+                f"layers must be one of {', '.join(LAYER_SELECTIONS)}, got {self.layer_selection!r}"
+            )
         _check_choices("depth", self.depth_choices, d.num_layers)
         _check_choices("heads", self.head_choices, d.num_heads)
         _check_choices("ffn", self.ffn_choices, d.intermediate)
@@ -97,20 +109,39 @@ class SearchSpace:
 
     @classmethod
     def from_config(cls, config: Any, overrides: dict[str, Any] | None = None) -> SearchSpace:
+        """The default space; a checkpoint that records its layer selection keeps it."""
         space = cls.default_for(ModelDims.from_config(config))
+        selection = getattr(config, SELECTION_KEY, None)
+        if selection:
+            space = space.with_overrides({"layers": selection})
         return space.with_overrides(overrides) if overrides else space
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> SearchSpace:
+        """Inverse of ``to_dict`` (``layers`` absent: YOCO's first-L selection)."""
+        return cls(
+            ModelDims(**data["dims"]),
+            tuple(data["depth"]),
+            tuple(data["heads"]),
+            tuple(data["ffn"]),
+            data.get("layers", "first"),
+        )
+
     def with_overrides(self, overrides: dict[str, Any]) -> SearchSpace:
-        """Replace any of the choice lists: keys ``depth``, ``heads``, ``ffn``."""
+        """Replace any of the choice lists (keys ``depth``, ``heads``, ``ffn``) or the
+        layer selection (``layers``: first or even)."""
         if not isinstance(overrides, dict):
-            raise SpaceError("a space override is a mapping with keys depth, heads, ffn")
+            raise SpaceError("a space override is a mapping with keys depth, heads, ffn, layers")
         unknown = set(overrides) - set(_OVERRIDE_FIELDS)
         if unknown:
             raise SpaceError(
-                f"unknown space key(s) {sorted(unknown)}; valid keys: depth, heads, ffn"
+                f"unknown space key(s) {sorted(unknown)}; valid keys: depth, heads, ffn, layers"
             )
-        changes = {}
+        changes: dict[str, Any] = {}
         for key, value in overrides.items():
+            if key == "layers":
+                changes["layer_selection"] = value
+                continue
             if not isinstance(value, list | tuple) or not all(
                 isinstance(v, int) and not isinstance(v, bool) for v in value
             ):
@@ -156,7 +187,13 @@ class SearchSpace:
     def min_arch(self) -> Arch:
         return Arch.uniform(min(self.depth_choices), min(self.head_choices), min(self.ffn_choices))
 
-    def to_dict(self) -> dict[str, Any]:
+    def kept_layers(self, depth: int) -> tuple[int, ...]:
+        """0-based original layers a depth-``depth`` sub-BERT of this space holds."""
+        return kept_layers(self.layer_selection, self.dims.num_layers, depth)
+
+    def shape_dict(self) -> dict[str, Any]:
+        """The shapes sub-BERTs can take: all that latency depends on (profiles and
+        predictors are keyed by it, whichever layers the weights come from)."""
         return {
             "dims": self.dims.to_dict(),
             "depth": list(self.depth_choices),
@@ -164,6 +201,9 @@ class SearchSpace:
             "ffn": list(self.ffn_choices),
             "size": self.size,
         }
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.shape_dict(), "layers": self.layer_selection}
 
     # ---- validation and encoding --------------------------------------------------
 

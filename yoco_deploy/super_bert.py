@@ -21,6 +21,7 @@ from yoco_deploy.modeling_yoco_bert import (
     feed_forward,
     self_attention,
 )
+from yoco_deploy.readout import POOLING_KEY, POOLINGS, SELECTION_KEY, resolve_readout
 from yoco_deploy.space import ArchSampler, ModelDims, SearchSpace
 
 
@@ -31,25 +32,47 @@ def _pair(module: nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
 class SuperBert(nn.Module):
     """Wraps a ``BertForSequenceClassification`` whose weights every sub-BERT shares."""
 
-    def __init__(self, model: nn.Module, space: SearchSpace | None = None):
+    def __init__(self, model: nn.Module, space: SearchSpace | None = None, pooling: str = "cls"):
         super().__init__()
         self.model = model
         self.dims = ModelDims.from_config(model.config)
         self.space = space or SearchSpace.default_for(self.dims)
         if self.space.dims != self.dims:
             raise ValueError("search space was derived from another model's dimensions")
+        if pooling not in POOLINGS:
+            raise ValueError(f"unknown pooling {pooling!r}; choose from {POOLINGS}")
+        self.pooling = pooling
+        # recorded in the checkpoint's config.json, so a saved super-BERT keeps its meaning
+        setattr(model.config, POOLING_KEY, pooling)
+        setattr(model.config, SELECTION_KEY, self.space.layer_selection)
         self.act = ACT2FN[model.config.hidden_act]
         self._active = self.space.max_arch()
 
     @classmethod
     def from_pretrained(
-        cls, ref: str, num_labels: int | None = None, space_overrides: dict | None = None
+        cls,
+        ref: str,
+        num_labels: int | None = None,
+        space_overrides: dict | None = None,
+        pooling: str | None = None,
+        layer_selection: str | None = None,
     ) -> SuperBert:
-        from yoco_deploy.loading import load_bert_classifier
+        """Pooling and layer selection: as given, else as the checkpoint records them,
+        else as a sentence-transformers folder declares (``readout.resolve_readout``)."""
+        from yoco_deploy.errors import ModelLoadError
+        from yoco_deploy.loading import load_bert_classifier, resolve
 
         model = load_bert_classifier(ref, num_labels)
-        space = SearchSpace.from_config(model.config, space_overrides)
-        return cls(model, space)
+        try:
+            pooling, selection = resolve_readout(
+                model.config, resolve(ref), pooling, layer_selection
+            )
+        except ValueError as err:
+            raise ModelLoadError(f"model {ref!r}: {err}") from None
+        overrides = {**(space_overrides or {})}
+        overrides.setdefault("layers", selection)
+        space = SearchSpace.from_config(model.config, overrides)
+        return cls(model, space, pooling)
 
     @property
     def config(self):
@@ -118,7 +141,9 @@ class SuperBert(nn.Module):
         )
         mask = additive_mask(attention_mask, x.dtype)
         hidden = [x]
-        for spec, layer in zip(self._active.layers, bert.encoder.layer, strict=False):
+        kept = self.space.kept_layers(self._active.depth)
+        for spec, index in zip(self._active.layers, kept, strict=True):
+            layer = bert.encoder.layer[index]
             inner, f = spec.heads * self.dims.head_dim, spec.ffn
             att = layer.attention
             q, k, v = att.self.query, att.self.key, att.self.value
@@ -158,7 +183,13 @@ class SuperBert(nn.Module):
             hidden.append(x)
         cls_drop = c.classifier_dropout if c.classifier_dropout is not None else drop
         logits = classify_head(
-            x, _pair(bert.pooler.dense), _pair(self.model.classifier), cls_drop, train
+            x,
+            attention_mask,
+            self.pooling,
+            _pair(bert.pooler.dense),
+            _pair(self.model.classifier),
+            cls_drop,
+            train,
         )
         return logits, hidden
 

@@ -76,10 +76,27 @@ class TrainConfig(Strict):
     eval_batch_size: int = Field(128, gt=0, description="Evaluation batch size.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
     warmup_ratio: float = Field(0.1, ge=0, lt=1, description="Share of each phase warming up.")
-    sampling: Literal["yoco", "sandwich"] = Field(
-        "yoco", description="yoco: one sub-BERT per step; sandwich: max + min + k random."
+    pooling: Literal["cls", "mean"] | None = Field(
+        None,
+        description="Sentence readout: cls (BERT's pooler) or mean (masked mean over "
+        "tokens); default: what the checkpoint records or declares, else cls.",
     )
-    sandwich_random: int = Field(2, ge=0, description="k random sub-BERTs in the sandwich rule.")
+    layer_selection: Literal["first", "even"] | None = Field(
+        None,
+        description="Which layers a depth-L sub-BERT keeps: first (YOCO) or even (evenly "
+        "spaced, top included); default: even for mean-pooled models, else first.",
+    )
+    sampling: Literal["yoco", "sandwich"] = Field(
+        "yoco",
+        description="yoco: one sub-BERT per step (p_theta or uniform); sandwich: the "
+        "phase's max + min + k sub-BERTs from the same exploit-explore sampler.",
+    )
+    sandwich_random: int = Field(2, ge=0, description="k sampled sub-BERTs in the sandwich rule.")
+    sandwich_distill: Literal["max", "teacher"] = Field(
+        "max",
+        description="Soft targets of the sandwich's min and sampled sub-BERTs: the max "
+        "sub-BERT's outputs in the same step (in-place distillation) or the teacher's.",
+    )
     kd: Distillation = Field(default_factory=Distillation)
     sng: SNGSettings = Field(default_factory=SNGSettings)
     reorder: bool = Field(True, description="Importance-reorder heads/neurons before training.")

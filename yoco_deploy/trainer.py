@@ -1,11 +1,13 @@
 """YOCO stage I: train the super-BERT so that every sub-BERT is good without retraining.
 
 Progressive phases (heads, then FFN, then depth); each step trains one sub-BERT (YOCO)
-or the sandwich (max + min + k random); loss = alpha CE + (1 - alpha) T^2 KL(teacher ||
-student) (+ hidden-state MSE). Sub-BERTs come from p_theta with probability rho/rho_max,
-else uniformly from the phase's sub-space; every lambda steps the lambda sampled
-candidates are scored on the *same* batch and theta takes an SNG step (only candidates
-drawn from p_theta feed it; cells beyond a candidate's depth are masked).
+or the sandwich (the phase's max on labels and the teacher, its min and k sampled
+sub-BERTs distilled in place from the max's outputs, as in BigNAS); loss = alpha CE +
+(1 - alpha) T^2 KL(teacher || student) (+ hidden-state MSE). Sub-BERTs come from p_theta
+with probability rho/rho_max, else uniformly from the phase's sub-space. Those drawn from
+p_theta are collected; once lambda are in hand they are scored together on the current
+batch, *before* the optimizer step, and theta takes an SNG step (cells beyond a
+candidate's depth are masked).
 
 Everything runs through accelerate (CPU, one or many GPUs, mixed precision). The batch
 order is a pure function of (seed, epoch), so a resumed run sees exactly the batches an
@@ -31,8 +33,9 @@ import torch.nn.functional as F
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.data import TaskData, compute_metrics, encode, load_task, to_tensors, trim_padding
+from yoco_deploy.data import TaskData, encode, load_task, to_tensors, trim_padding
 from yoco_deploy.errors import YocoError
+from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
 from yoco_deploy.sng import CategoricalSNG, SubSpace
 from yoco_deploy.super_bert import SuperBert
 from yoco_deploy.train_config import Phase, TrainConfig
@@ -86,6 +89,20 @@ def representative_archs(space) -> dict[str, Arch]:
     return out
 
 
+def soft_loss(student, teacher, temperature: float, num_labels: int):
+    """T^2 KL(teacher || student) on logits (MSE for regression)."""
+    if num_labels == 1:
+        return F.mse_loss(student, teacher)
+    t = temperature
+    kl = F.kl_div(
+        F.log_softmax(student / t, -1),
+        F.log_softmax(teacher / t, -1),
+        reduction="batchmean",
+        log_target=True,
+    )
+    return kl * t * t
+
+
 def distill_loss(student, teacher, labels, kd, num_labels, s_hidden=None, t_hidden=None):
     task = (
         F.mse_loss(student.squeeze(-1), labels.float())
@@ -94,20 +111,7 @@ def distill_loss(student, teacher, labels, kd, num_labels, s_hidden=None, t_hidd
     )
     if teacher is None:
         return task
-    if num_labels == 1:
-        soft = F.mse_loss(student, teacher)
-    else:
-        t = kd.temperature
-        soft = (
-            F.kl_div(
-                F.log_softmax(student / t, -1),
-                F.log_softmax(teacher / t, -1),
-                reduction="batchmean",
-                log_target=True,
-            )
-            * t
-            * t
-        )
+    soft = soft_loss(student, teacher, kd.temperature, num_labels)
     loss = kd.alpha * task + (1 - kd.alpha) * soft
     if kd.hidden_mse and s_hidden is not None and t_hidden is not None:
         loss = loss + kd.hidden_mse * sum(
@@ -150,15 +154,20 @@ class Trainer:
             c.max_train,
         )
         task = self.data.task
-        from yoco_deploy.loading import load_bert_classifier, load_tokenizer
+        from yoco_deploy.loading import load_tokenizer
 
         self.tokenizer = tokenizer or load_tokenizer(c.model)
         if self.tokenizer is None:
             raise TrainError(f"model {c.model!r} has no tokenizer files")
-        self.super_bert = SuperBert.from_pretrained(c.model, task.num_labels, c.space)
+        self.super_bert = SuperBert.from_pretrained(
+            c.model, task.num_labels, c.space, c.pooling, c.layer_selection
+        )
         self.teacher = None
         if c.kd.alpha < 1 or c.kd.hidden_mse > 0:
-            self.teacher = load_bert_classifier(c.teacher or c.model, task.num_labels)
+            # the full model under its own recorded readout (a mean-pooled teacher stays so)
+            self.teacher = SuperBert.from_pretrained(c.teacher or c.model, task.num_labels)
+            self.teacher.set_max()
+            self.teacher.eval()
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         self.space = self.super_bert.space
@@ -172,7 +181,7 @@ class Trainer:
         self.sng = CategoricalSNG(self.space, c.sng.delta, c.sng.lam, c.seed)
         self.rng = random.Random(c.seed)
         self.step = 0
-        self.candidates: list[tuple[np.ndarray, bool]] = []
+        self.candidates: list[np.ndarray] = []  # drawn from p_theta, waiting for an update
         self.out = Path(c.output_dir)
         self._stop = False
 
@@ -281,22 +290,16 @@ class Trainer:
             t_out = None
             if teacher is not None:
                 with torch.no_grad():
-                    t_out = teacher(
-                        **{k: v for k, v in batch.items() if k != "labels"},
-                        output_hidden_states=c.kd.hidden_mse > 0,
-                    )
+                    inputs = {k: v for k, v in batch.items() if k != "labels"}
+                    t_out = teacher(**inputs, output_hidden=True)
             archs = self._sample(plan)
-            losses = []
-            for arch in archs:
-                self.super_bert.set_active(arch)
-                loss = self._loss(model, batch, t_out)
-                self.accelerator.backward(loss / len(archs))
-                losses.append(float(loss.detach()))
+            losses = self._train_step(model, batch, t_out, archs)
+            # theta's candidates are scored on this batch before the weights move
+            self._maybe_update_theta(model, batch, t_out, plan)
             self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
-            self._maybe_update_theta(model, batch, t_out, plan)
             self.step += 1
             if self.step % c.log_every == 0 or self.step == end:
                 rate = (time.monotonic() - started) / max(1, self.step - first)
@@ -326,19 +329,41 @@ class Trainer:
             self._save_checkpoint(optimizer, scheduler)
 
     def _sample(self, plan: PhasePlan) -> list[Arch]:
+        """YOCO: one sub-BERT. Sandwich: the phase's max, its min, then k more. Sampled
+        sub-BERTs come from the exploit-explore sampler; those drawn from p_theta wait
+        for the next theta update."""
         c = self.config
+        fixed = []
         if c.sampling == "sandwich":
             sub_space = self.space_of(plan)
-            out = [sub_space.max_arch(), sub_space.min_arch()]
-            out += [self.sng.sample(plan.sub, uniform=True)[0] for _ in range(c.sandwich_random)]
-            return out
-        if c.sng.exploit_explore:
-            arch, codes, exploit = self.sng.sample_exploit_explore(plan.sub)
-        else:
-            arch, codes = self.sng.sample(plan.sub, uniform=True)
-            exploit = False
-        self.candidates.append((codes, exploit))
-        return [arch]
+            fixed = [sub_space.max_arch(), sub_space.min_arch()]
+        drawn = []
+        for _ in range(c.sandwich_random if c.sampling == "sandwich" else 1):
+            if c.sng.exploit_explore:
+                arch, codes, exploit = self.sng.sample_exploit_explore(plan.sub)
+            else:
+                (arch, codes), exploit = self.sng.sample(plan.sub, uniform=True), False
+            if exploit:
+                self.candidates.append(codes)
+            drawn.append(arch)
+        return fixed + drawn
+
+    def _train_step(self, model, batch, t_out, archs: list[Arch]) -> list[float]:
+        """Accumulate the gradients of one step. Sandwich: the max learns from labels and
+        the teacher, the others from the max's outputs of this step (or the teacher's),
+        and their losses add up (BigNAS); YOCO: the one sub-BERT's loss."""
+        c = self.config
+        sandwich = c.sampling == "sandwich"
+        max_logits, losses = None, []
+        for i, arch in enumerate(archs):
+            self.super_bert.set_active(arch)
+            soft = max_logits if sandwich and i > 0 and c.sandwich_distill == "max" else None
+            loss, logits = self._loss(model, batch, t_out, arch, soft)
+            if sandwich and i == 0:
+                max_logits = logits.detach()
+            self.accelerator.backward(loss if sandwich else loss / len(archs))
+            losses.append(float(loss.detach()))
+        return losses
 
     def space_of(self, plan: PhasePlan):
         from dataclasses import replace
@@ -351,68 +376,66 @@ class Trainer:
             ffn_choices=tuple(sorted({s.cells[i][1] for i in plan.sub.allowed[1]})),
         )
 
-    def _loss(self, model, batch, t_out):
+    def _loss(self, model, batch, t_out, arch: Arch, soft=None):
+        """(loss, logits) of the active sub-BERT. ``soft``: in-place distillation
+        targets, used alone (no labels, as in BigNAS)."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
-        if self.config.kd.hidden_mse > 0 and t_out is not None:
+        kd, num_labels = self.config.kd, self.data.task.num_labels
+        use_hidden = kd.hidden_mse > 0 and t_out is not None
+        if use_hidden:
             logits, hidden = model(**inputs, output_hidden=True)
-            t_hidden = t_out.hidden_states[: len(hidden)]
+            sources = [0] + [k + 1 for k in self.space.kept_layers(arch.depth)]
+            t_hidden = [t_out[1][j] for j in sources]
         else:
             logits, hidden, t_hidden = model(**inputs), None, None
-        t_logits = t_out.logits if t_out is not None else None
-        return distill_loss(
-            logits,
-            t_logits,
-            batch["labels"],
-            self.config.kd,
-            self.data.task.num_labels,
-            hidden,
-            t_hidden,
-        )
+        if soft is not None:
+            return soft_loss(logits, soft, kd.temperature, num_labels), logits
+        t_logits = t_out[0] if t_out is not None else None
+        loss = distill_loss(logits, t_logits, batch["labels"], kd, num_labels, hidden, t_hidden)
+        return loss, logits
 
     def _maybe_update_theta(self, model, batch, t_out, plan: PhasePlan) -> None:
-        """Every lambda steps: score the lambda candidates on this one batch; update theta
-        with those drawn from p_theta."""
-        if len(self.candidates) < self.config.sng.lam:
+        """Once lambda sub-BERTs drawn from p_theta are in hand: score them together on
+        this batch (eval mode, no gradient) and take one SNG step."""
+        lam = self.config.sng.lam
+        if len(self.candidates) < lam:
             return
-        chosen = [codes for codes, exploit in self.candidates if exploit]
-        self.candidates = []
-        if len(chosen) < 2:
-            return
+        chosen, self.candidates = self.candidates[:lam], self.candidates[lam:]
         model.eval()
         losses = []
         with torch.no_grad():
             for codes in chosen:
-                self.super_bert.set_active(self.space.decode(codes))
-                loss = self._loss(model, batch, t_out).detach()
+                arch = self.space.decode(codes)
+                self.super_bert.set_active(arch)
+                loss = self._loss(model, batch, t_out, arch)[0].detach()
                 # every process must take the same theta step: rank on the global batch
                 losses.append(float(self.accelerator.reduce(loss, "mean")))
+        model.train()
         self.sng.update(chosen, losses, plan.sub)
 
     # ---- evaluation -----------------------------------------------------------------------
 
     @torch.no_grad()
-    def evaluate(self, arch: Arch, split: str = "dev") -> dict[str, float]:
-        enc = (
-            self.dev_enc
-            if split == "dev"
-            else encode(self.tokenizer, self.data.search, self.config.max_seq_len)
-        )
-        n = len(enc["labels"])
-        if split == "dev" and self.config.max_eval:
-            n = min(n, self.config.max_eval)
+    def evaluate(self, arch: Arch, split: str = "dev") -> Evaluation:
+        """The sub-BERT's metric and loss on dev (capped by ``max_eval``) or the search split."""
+        if split == "dev":
+            enc = sorted_by_length(self.dev_enc, self.config.max_eval)
+        else:
+            enc = sorted_by_length(
+                encode(self.tokenizer, self.data.search, self.config.max_seq_len)
+            )
         self.super_bert.set_active(arch)
         self.super_bert.eval()
-        outs = []
-        for i in range(0, n, self.config.eval_batch_size):
-            end = min(i + self.config.eval_batch_size, n)
-            part = trim_padding({k: v[i:end] for k, v in enc.items() if k != "labels"})
-            outs.append(self.super_bert(**self._on_device(to_tensors(part))).float().cpu().numpy())
-        return compute_metrics(self.data.task, np.concatenate(outs), enc["labels"][:n])
+
+        def predict(part):
+            return self.super_bert(**self._on_device(to_tensors(part))).float().cpu().numpy()
+
+        return evaluate(predict, enc, self.data.task, self.config.eval_batch_size)
 
     def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
         rows = []
         for name, arch in representative_archs(self.space).items():
-            metrics = self.evaluate(arch)
+            result = self.evaluate(arch)
             flops = arch_costs(arch, self.space.dims, self.config.max_seq_len).flops
             row = {
                 "kind": "eval",
@@ -421,7 +444,8 @@ class Trainer:
                 "name": name,
                 "arch": arch.to_dict(),
                 "flops": flops,
-                **metrics,
+                **result.metrics,
+                "loss": result.loss,
             }
             self._log(row)
             rows.append(row)
@@ -463,7 +487,7 @@ class Trainer:
             "step": self.step,
             "sng": self.sng.state_dict(),
             "python_rng": repr(self.rng.getstate()),
-            "candidates": [(c.tolist(), e) for c, e in self.candidates],
+            "candidates": [c.tolist() for c in self.candidates],
             "config": self.config.model_dump(mode="json"),
         }
         (tmp / "state.json").write_text(json.dumps(meta))
@@ -498,7 +522,7 @@ class Trainer:
         import ast
 
         self.rng.setstate(ast.literal_eval(meta["python_rng"]))
-        self.candidates = [(np.asarray(c), e) for c, e in meta["candidates"]]
+        self.candidates = [np.asarray(c) for c in meta["candidates"]]
         self.step = meta["step"]
         self.say(f"resumed at step {self.step}/{self.total_steps}")
 
