@@ -73,7 +73,7 @@ def make_predictor(space, tmp_path):
     model, selection = select_and_fit(data, space.dims)
     p = LatencyPredictor(
         model=model,
-        space=space.to_dict(),
+        space=space.shape_dict(),
         device={"name": "fake", "threads": 1},
         reference={
             "arch": space.min_arch().to_dict(),

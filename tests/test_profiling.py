@@ -71,7 +71,7 @@ def test_profile_writes_device_and_rows(space, tmp_path):
     )
     assert result.measured == 6
     device = json.loads((out / "device.json").read_text())
-    assert device["space"] == space.to_dict() and device["format"] == "int8"
+    assert device["space"] == space.shape_dict() and device["format"] == "int8"
     assert device["fingerprint"]["threads"] == 1 and "onnxruntime" in device["fingerprint"]
     assert device["reference"]["arch"] == reference_arch(space).to_dict()
     rows = [json.loads(line) for line in (out / MEASUREMENTS).read_text().splitlines()]

@@ -251,7 +251,7 @@ def test_resumed_batched_search_scores_nothing_twice(algo, knapsack, tmp_path):
 def test_latency_budget_refuses_a_predictor_timed_in_another_format():
     from types import SimpleNamespace
 
-    predictor = SimpleNamespace(reference={"format": "int8"}, space=SPACE.to_dict())
+    predictor = SimpleNamespace(reference={"format": "int8"}, space=SPACE.shape_dict())
     target = Target("gpu", {"latency": 5.0})
     with pytest.raises(BudgetError, match="profiled with int8 files, but the target ships fp16"):
         CostModel(target, SPACE, predictor, fmt="fp16")
@@ -260,3 +260,108 @@ def test_latency_budget_refuses_a_predictor_timed_in_another_format():
     half = CostModel(edge, SPACE, fmt="fp16").costs(SPACE.max_arch())["size"]
     full = CostModel(edge, SPACE, fmt="fp32").costs(SPACE.max_arch())["size"]
     assert half == pytest.approx(0.5 * full)
+
+
+class Plateau:
+    """The failure the search benchmark showed, in miniature: the shallowest sub-BERTs
+    all tie at the majority-class score; deeper ones score by their width (returns the
+    metric and a loss, as the real evaluator does)."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def evaluate(self, arch, split):
+        from yoco_deploy.evaluation import Evaluation
+
+        self.calls += 1
+        if arch.depth == min(SPACE.depth_choices):
+            return Evaluation("accuracy", 0.5, 0.69 + 1e-3 * sum(arch.ffn) / 96, 100)
+        width = sum(h * f for h, f in zip(arch.heads, arch.ffn, strict=True))
+        value = 0.6 + 0.3 * width / (arch.depth * 6 * 96)
+        return Evaluation("accuracy", value, 1 - value, 100)
+
+
+def _tight_budget():
+    # at 42% of the max sub-BERT's non-embedding parameters nearly every feasible uniform
+    # sample is of the shallowest depth, and depth 3 fits only when narrow
+    return CostModel(Target("t", {"params_non_embedding": 0.42 * _max_body()}), SPACE)
+
+
+def test_the_plateau_scenario_is_hard_for_uniform_sampling():
+    cost = _tight_budget()
+    feasible = [a for a in SPACE.sampler(0).sample_many(3000) if cost.feasible(a)]
+    shallow = sum(a.depth == min(SPACE.depth_choices) for a in feasible)
+    assert shallow / len(feasible) > 0.85
+
+
+@pytest.mark.parametrize("algo, cold", [("esng", False), ("esng", True), ("evolution", False)])
+def test_search_does_not_collapse_onto_a_plateau(algo, cold):
+    """With repair, tempering and loss tie-breaks, no seed ends among the tied shallow
+    sub-BERTs at a tight budget."""
+    cost = _tight_budget()
+    stuck = 0
+    warm = None
+    if not cold:  # theta learnt in training points at the full model, which breaks the budget
+        warm = [np.eye(k)[-1] * 0.9 + 0.1 / k for k in SPACE.cardinalities]
+    for seed in range(10):
+        settings = SearchSettings(algo=algo, evaluations=30, seed=seed, warm_theta=warm)
+        result = Search(SPACE, cost, Plateau(), settings).run()
+        stuck += result.best.fitness <= 0.5
+    assert stuck == 0
+
+
+def test_repair_lands_inside_the_budget_and_spends_no_evaluation():
+    from yoco_deploy.repair import repair
+
+    cost = _tight_budget()
+    for arch in SPACE.sampler(5).sample_many(300):
+        fixed = repair(arch, SPACE, cost.feasible)
+        assert cost.feasible(fixed) and SPACE.contains(fixed)
+        if cost.feasible(arch):
+            assert fixed == arch
+        else:  # at the boundary: never larger than the sample, in no dimension
+            assert fixed.depth <= arch.depth
+            assert all(
+                f.ffn <= a.ffn and f.heads <= a.heads for f, a in zip(fixed.layers, arch.layers)
+            )
+    evaluator = Plateau()
+    settings = SearchSettings(algo="esng", evaluations=25, seed=0, rescore_top=1)
+    result = Search(SPACE, cost, evaluator, settings).run()
+    assert evaluator.calls == 25 + 1  # every evaluation is a distinct feasible sub-BERT
+    assert all(cost.feasible(c.arch) for c in result.ranked)
+
+
+def test_ties_are_broken_by_the_loss():
+    from yoco_deploy.evaluation import Evaluation
+    from yoco_deploy.search import Scored
+
+    a = Scored(SPACE.min_arch(), 0.5, {}, loss=0.7)
+    b = Scored(SPACE.max_arch(), 0.5, {}, loss=0.6)
+    c = Scored(SPACE.max_arch(), 0.4, {}, loss=0.1)
+    assert sorted([a, c, b], key=Scored.rank_key) == [b, a, c]
+
+    class Tied:
+        def evaluate(self, arch, split):
+            return Evaluation("accuracy", 0.5, 1.0 / sum(arch.ffn), 10)
+
+    cost = CostModel(Target("t", {"params": 1e12}), SPACE)
+    settings = SearchSettings(algo="random", evaluations=20, seed=0, rescore_top=3)
+    result = Search(SPACE, cost, Tied(), settings).run()
+    ffn = [sum(c.arch.ffn) for c in result.ranked]
+    assert ffn[:3] == sorted(ffn[:3], reverse=True) and ffn[0] == max(ffn)
+
+
+def test_stagnant_theta_is_tempered():
+    cost = _tight_budget()
+    settings = SearchSettings(algo="esng", evaluations=60, seed=0, stagnation=3)
+    assert Search(SPACE, cost, Plateau(), settings).run().tempered > 0
+
+
+def test_penalty_follows_yoco():
+    cost = CostModel(Target("t", {"params_non_embedding": 0.5 * _max_body()}), SPACE)
+    assert cost.penalty(SPACE.min_arch()) == 1.0
+    assert cost.penalty(SPACE.max_arch()) == 0.0  # cost_max: nothing left of the reward
+    arch = next(a for a in SPACE.sampler(1).sample_many(500) if not cost.feasible(a))
+    body, budget = cost.costs(arch)["params_non_embedding"], 0.5 * _max_body()
+    expected = (1 - (body - budget) / (_max_body() - budget)) ** 2
+    assert cost.penalty(arch) == pytest.approx(expected)

@@ -79,10 +79,12 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
         cm,
         result,
         tmp_path / "bundles",
-        ShipSettings(threads=1, seq_len=16, protocol=FAST),
+        # an untrained tiny model: an explicit floor of 0 lets it through the gate
+        ShipSettings(threads=1, seq_len=16, protocol=FAST, min_metric=0.0),
         say=lambda s: None,
     )
     m = shipped.manifest
+    assert m["quality"]["floor"] == 0.0 and m["quality"]["rule"] == "--min-metric"
     assert all(k in m for k in REQUIRED)
     assert m["measured_latency_ms"]["median"] <= 100 and m["params"] <= 3e6
     assert shipped.path.name.startswith("tiny-cpu@") and "_accuracy@" in shipped.path.name
@@ -134,3 +136,75 @@ def test_latency_budget_needs_a_predictor(net, tmp_path):
     with pytest.raises(BudgetError, match="no latency predictor for device 'phone'"):
         cost_model(net, parse_target("phone:latency=5ms"))
     assert isinstance(CostModel(Target("x", {"params": 1e9}), supernet.super_bert.space), CostModel)
+
+
+def _constant(supernet):
+    """The same super-BERT with its classifier fixed on one class: a constant predictor."""
+    import copy
+
+    import torch
+
+    from yoco_deploy.deploy import Supernet
+
+    sb = copy.deepcopy(supernet.super_bert)
+    with torch.no_grad():
+        sb.model.classifier.weight.zero_()
+        sb.model.classifier.bias.copy_(torch.tensor([0.0, 5.0]))
+    return Supernet(sb, supernet.tokenizer, supernet.data, None, supernet.max_seq_len)
+
+
+def _ship(supernet, cm, archs, out, **settings):
+    from yoco_deploy.ship import ship_target
+
+    return ship_target(
+        supernet.super_bert,
+        supernet.tokenizer,
+        supernet.data,
+        cm.target,
+        cm,
+        archs,
+        out,
+        ShipSettings(threads=1, seq_len=16, protocol=FAST, **settings),
+        say=lambda s: None,
+    )
+
+
+def test_the_quality_gate_refuses_a_constant_predictor(net, tmp_path):
+    from yoco_deploy.evaluation import majority_baseline
+    from yoco_deploy.quality import QualityError
+
+    supernet, _ = net
+    constant = _constant(supernet)
+    cm = cost_model(net, parse_target("tiny-cpu:params=3M"))
+    archs = constant.super_bert.space.sampler(1).sample_many(2)
+    baseline = majority_baseline(supernet.data.task, supernet.data.dev.labels)
+    with pytest.raises(QualityError) as err:
+        _ship(constant, cm, archs, tmp_path / "bundles")
+    message = str(err.value)
+    assert "clearly better than a constant predictor" in message
+    assert f"the majority class scores {baseline:.3f}" in message
+    assert "looser budget" in message and "--allow-weak" in message
+    assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
+    # --allow-weak ships it, and the manifest says so
+    shipped = _ship(constant, cm, archs, tmp_path / "weak", allow_weak=True)
+    quality = shipped.manifest["quality"]
+    assert not quality["passed"] and "allow-weak" in quality["warning"]
+    assert quality["majority_baseline"] == pytest.approx(baseline)
+
+
+def test_the_floor_is_two_standard_errors_above_the_majority_class():
+    import numpy as np
+
+    from yoco_deploy.data import get_task
+    from yoco_deploy.quality import QualityGate
+
+    sst2 = get_task("sst2")
+    labels = np.array([1] * 444 + [0] * 428)  # SST-2 dev: 872 sentences, 50.9% positive
+    gate = QualityGate.for_split(sst2, labels, "accuracy")
+    assert gate.baseline == pytest.approx(444 / 872)
+    assert gate.floor == pytest.approx(0.5092 + 2 * np.sqrt(0.5092 * 0.4908 / 872), abs=1e-3)
+    assert not gate.passes(0.509) and gate.passes(0.60)
+    small = QualityGate.for_split(sst2, np.array([1, 0] * 5000), "accuracy")
+    assert small.floor == pytest.approx(0.52)  # never less than 2 points
+    mcc = QualityGate.for_split(get_task("cola"), np.array([1, 1, 0]), "mcc")
+    assert (mcc.baseline, mcc.floor) == (0.0, 0.05)

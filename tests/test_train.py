@@ -289,8 +289,8 @@ def test_theta_updates_do_not_die_out_with_exploration(tiny_task, tmp_path):
     trainer.sng.exploit_probability = lambda: 0.3
     updates = []
     update = trainer.sng.update
-    trainer.sng.update = lambda codes, losses, sub=None: updates.append(1) or update(
-        codes, losses, sub
+    trainer.sng.update = lambda codes, losses, sub=None: (
+        updates.append(1) or update(codes, losses, sub)
     )
     trainer.train(stop_at=40)
     # 40 steps x 0.3 exploit draws / lambda 2: about 6 updates (0.3^2 x 20 = 1.8 before)

@@ -156,6 +156,17 @@ class CostModel:
         costs = self.costs(arch)
         return sum(max(0.0, costs[k] / b - 1) for k, b in self.target.budgets.items())
 
+    def penalty(self, arch: Arch) -> float:
+        """YOCO-BERT's reward factor (METHOD.md): the product over broken budgets of
+        (1 - (cost - C) / (cost_max - C))^2, clipped at 0; 1 when every budget holds."""
+        costs, top = self.costs(arch), self.costs(self.space.max_arch())
+        factor = 1.0
+        for k, budget in self.target.budgets.items():
+            if costs[k] > budget:
+                room = top[k] - budget
+                factor *= max(0.0, 1 - (costs[k] - budget) / room) ** 2 if room > 0 else 0.0
+        return factor
+
     def feasible(self, arch: Arch) -> bool:
         return self.violation(arch) == 0.0
 

@@ -37,14 +37,43 @@ ProviderOpt = Annotated[
 ]
 
 
-def _ship_settings(fmt: str, threads: int, seq_len: int, batch: int, provider: str = "cpu"):
+MinMetricOpt = Annotated[
+    float | None,
+    typer.Option(
+        help="Refuse to ship below this dev metric (default: clearly above the majority "
+        "class: its score + 2 standard errors, at least 0.02)."
+    ),
+]
+AllowWeakOpt = Annotated[
+    bool,
+    typer.Option(help="Ship a sub-BERT below the quality floor anyway, with a manifest warning."),
+]
+
+
+def _ship_settings(
+    fmt: str,
+    threads: int,
+    seq_len: int,
+    batch: int,
+    provider: str = "cpu",
+    min_metric: float | None = None,
+    allow_weak: bool = False,
+):
     from yoco_deploy.export import ExportOptions
     from yoco_deploy.runner import resolve_provider
     from yoco_deploy.ship import ShipSettings
 
     ExportOptions.for_format(fmt)  # validates the name
     resolve_provider(provider)  # an unavailable provider fails now, not after the search
-    return ShipSettings(fmt=fmt, provider=provider, threads=threads, seq_len=seq_len, batch=batch)
+    return ShipSettings(
+        fmt=fmt,
+        provider=provider,
+        threads=threads,
+        seq_len=seq_len,
+        batch=batch,
+        min_metric=min_metric,
+        allow_weak=allow_weak,
+    )
 
 
 def _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads):
@@ -116,6 +145,8 @@ def search(
     threads: ThreadsOpt = 2,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
+    min_metric: MinMetricOpt = None,
+    allow_weak: AllowWeakOpt = False,
 ) -> None:
     """Find the best sub-BERT for each target (YOCO stage II) and ship it.
 
@@ -140,7 +171,9 @@ def search(
         from yoco_deploy.search import SearchSettings
 
         targets = [parse_target(t) for t in target]
-        ship_settings = _ship_settings(fmt, threads, seq_len, batch, provider)
+        ship_settings = _ship_settings(
+            fmt, threads, seq_len, batch, provider, min_metric, allow_weak
+        )
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         theta = None if cold else net.theta
@@ -205,6 +238,8 @@ def ship(
     threads: ThreadsOpt = 2,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
+    min_metric: MinMetricOpt = None,
+    allow_weak: AllowWeakOpt = False,
 ) -> None:
     """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
     with user_errors():
@@ -216,7 +251,7 @@ def ship(
         if (arch is None) == (from_search is None):
             raise BudgetError("pass exactly one of --arch and --from-search")
         t = parse_target(target)
-        settings = _ship_settings(fmt, threads, seq_len, batch, provider)
+        settings = _ship_settings(fmt, threads, seq_len, batch, provider, min_metric, allow_weak)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:

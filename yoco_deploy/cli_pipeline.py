@@ -47,6 +47,7 @@ def print_summary(bundles: list[Path]) -> None:
         "predicted ms",
         "measured ms (p90)",
         "metric",
+        "majority class",
         "bundle",
     ):
         table.add_column(col)
@@ -61,9 +62,17 @@ def print_summary(bundles: list[Path]) -> None:
             f"{pred:.2f}" if pred else "-",
             f"{lat['median']:.2f} ({lat['p90']:.2f})",
             f"{m['metric']['name']} {m['metric']['value']:.3f}",
+            _baseline_cell(m.get("quality")),
             str(b),
         )
     table_console().print(table)
+
+
+def _baseline_cell(quality: dict | None) -> str:
+    if not quality:
+        return "-"
+    flag = "" if quality["passed"] else " WEAK"
+    return f"{quality['majority_baseline']:.3f}{flag}"
 
 
 def run(

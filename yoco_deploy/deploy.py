@@ -12,14 +12,8 @@ import torch
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.budgets import CostModel, Target, load_predictor_for
-from yoco_deploy.data import (
-    TaskData,
-    compute_metrics,
-    encode,
-    load_task,
-    to_tensors,
-    trim_padding,
-)
+from yoco_deploy.data import TaskData, encode, load_task, to_tensors
+from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
 from yoco_deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.super_bert import SuperBert
@@ -66,8 +60,8 @@ def load_supernet(
 
 
 class SuperBertEvaluator:
-    """Task metric with inherited weights on the search split: its first half drives the
-    search, its second half re-scores the top candidates."""
+    """Task metric and loss with inherited weights on the search split: its first half
+    drives the search, its second half re-scores the top candidates."""
 
     def __init__(
         self,
@@ -83,28 +77,22 @@ class SuperBertEvaluator:
         order = np.random.default_rng(seed).permutation(len(enc["labels"]))
         half = len(order) // 2
         cap = half if max_examples is None else min(half, max_examples)  # per half
-        lengths = enc["attention_mask"].sum(axis=1)
-        # Sorted by length within each half, batches carry little padding to trim.
         self.splits = {
-            name: {k: v[idx[np.argsort(lengths[idx], kind="stable")]] for k, v in enc.items()}
+            name: sorted_by_length({k: v[idx] for k, v in enc.items()})
             for name, idx in (("search", order[:cap]), ("rescore", order[half : half + cap]))
         }
         self.batch_size = batch_size
 
     @torch.no_grad()
-    def evaluate(self, arch: Arch, split: str) -> float:
-        enc = self.splits[split]
+    def evaluate(self, arch: Arch, split: str) -> Evaluation:
         self.sb.eval()
         self.sb.set_active(arch)
-        outs = []
-        for i in range(0, len(enc["labels"]), self.batch_size):
-            part = trim_padding(
-                {k: v[i : i + self.batch_size] for k, v in enc.items() if k != "labels"}
-            )
+
+        def predict(part):
             inputs = {k: v.to(self.device) for k, v in to_tensors(part).items()}
-            outs.append(self.sb(**inputs).float().cpu().numpy())
-        metrics = compute_metrics(self.task, np.concatenate(outs), enc["labels"])
-        return metrics.get(self.task.metric, metrics.get("accuracy"))
+            return self.sb(**inputs).float().cpu().numpy()
+
+        return evaluate(predict, self.splits[split], self.task, self.batch_size)
 
 
 class ParallelEvaluator:
@@ -115,10 +103,10 @@ class ParallelEvaluator:
     def __init__(self, inner, accelerator):
         self.inner, self.acc = inner, accelerator
 
-    def evaluate(self, arch: Arch, split: str) -> float:
+    def evaluate(self, arch: Arch, split: str) -> Evaluation:
         return self.inner.evaluate(arch, split)
 
-    def evaluate_many(self, archs: list[Arch], split: str) -> list[float]:
+    def evaluate_many(self, archs: list[Arch], split: str) -> list[Evaluation]:
         from accelerate.utils import gather_object
 
         n, rank = self.acc.num_processes, self.acc.process_index

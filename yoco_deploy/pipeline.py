@@ -61,6 +61,10 @@ class ShipStage(_Strict):
     format: Format = "int8"
     provider: str = Field("cpu", description="Where bundles are timed: cpu, cuda, ...")
     threads: int = 2
+    min_metric: float | None = Field(
+        None, description="Quality floor; default: the majority class + 2 standard errors."
+    )
+    allow_weak: bool = Field(False, description="Ship below the floor, with a warning.")
 
 
 class Pipeline(_Strict):
@@ -395,6 +399,8 @@ class Runner:
                 provider=self.p.ship.provider,
                 threads=self.p.ship.threads,
                 seq_len=net.max_seq_len,
+                min_metric=self.p.ship.min_metric,
+                allow_weak=self.p.ship.allow_weak,
             ),
             say=self.say,
         )

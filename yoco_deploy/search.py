@@ -6,12 +6,26 @@ Three algorithms behind one interface and one log format, at equal evaluation bu
 parents, mutation, crossover). The search only knows what is injected: a cost model
 (budgets, cheap) and an evaluator (task metric on the search split, expensive).
 
-Infeasible candidates are not evaluated by default: their costs are known, and for the
-SNG ranking they sort below every feasible one, by how far they break the budgets
-(``infeasible="penalize"`` restores YOCO's evaluate-and-penalise reward). Every
-evaluation is appended to a JSONL log with the best so far; a rerun with the same log
-replays the deterministic trajectory from the log's cached evaluations, so an
-interrupted search resumes exactly where it stopped.
+What keeps a search from collapsing onto a plateau (at a tight budget, where most
+feasible sub-BERTs may tie at the majority-class score):
+
+- **repair** (ESNG and evolution; on by default): an infeasible sample is shrunk to the
+  budget boundary with the cost model (``repair.py``) before it is evaluated, so no
+  evaluation is spent on it and no sample is wasted below the boundary. Random search
+  stays uniform over the feasible set (rejection), the baseline it is meant to be.
+- **ties broken by the loss**: one evaluation returns the metric and the loss on the same
+  split; among equal metrics, the lower loss ranks first (in the SNG ranking, the
+  evolution's parents and the final choice).
+- **tempering** (ESNG): after ``stagnation`` generations without a better candidate,
+  theta is mixed back towards uniform (``temper``), so a distribution stuck on a plateau
+  explores again.
+
+Without repair, infeasible candidates are not evaluated: for the SNG ranking they sort
+below every feasible one by how far they break the budgets; ``infeasible="penalize"``
+restores YOCO's evaluate-and-penalise reward, R = metric * (1 - (cost - C) /
+(cost_max - C))^2. Every evaluation is appended to a JSONL log with the best so far; a
+rerun with the same log replays the deterministic trajectory from the log's cached
+evaluations, so an interrupted search resumes exactly where it stopped.
 """
 
 from __future__ import annotations
@@ -30,10 +44,15 @@ import numpy as np
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.errors import YocoError
+from yoco_deploy.evaluation import Evaluation
+from yoco_deploy.repair import repair
 from yoco_deploy.sng import CategoricalSNG
 from yoco_deploy.space import INACTIVE, SearchSpace
 
 ALGOS = ("esng", "random", "evolution")
+# Weight of the loss in the SNG objective: below any metric difference a split of up to
+# 10,000 examples can show (1e-4), so it only orders candidates whose metrics tie.
+TIE_WEIGHT = 1e-6
 
 
 class SearchError(YocoError):
@@ -41,14 +60,22 @@ class SearchError(YocoError):
 
 
 class Evaluator(Protocol):
-    """The task metric of a sub-BERT (higher is better) on split 'search' or 'rescore'.
+    """The task metric and loss of a sub-BERT on split 'search' or 'rescore', as an
+    ``Evaluation`` (a bare float is taken as a metric with no loss to break ties).
 
-    An evaluator may also offer ``evaluate_many(archs, split) -> list[float]``: the search
+    An evaluator may also offer ``evaluate_many(archs, split) -> list[...]``: the search
     then hands it each generation's new candidates at once (one batch per generation, so
     several GPUs can score them in parallel: see ``deploy.ParallelEvaluator``).
     """
 
-    def evaluate(self, arch: Arch, split: str) -> float: ...
+    def evaluate(self, arch: Arch, split: str) -> Evaluation | float: ...
+
+
+def as_score(result: Evaluation | float) -> tuple[float, float]:
+    """(metric, loss); the loss is NaN when the evaluator gives none."""
+    if isinstance(result, Evaluation):
+        return float(result.value), float(result.loss)
+    return float(result), math.nan
 
 
 @dataclass(frozen=True)
@@ -65,6 +92,9 @@ class SearchSettings:
     mutation_prob: float = 0.3
     rescore_top: int = 5
     max_attempts: int = 200_000
+    repair: bool = True  # ESNG and evolution: shrink infeasible samples to the boundary
+    stagnation: int = 10  # ESNG: generations without a better candidate before tempering
+    temper: float = 0.5  # ESNG: weight of the uniform distribution mixed into theta
 
     def __post_init__(self) -> None:
         if self.algo not in ALGOS:
@@ -81,6 +111,11 @@ class Scored:
     fitness: float
     costs: dict[str, float]
     rescore: float | None = None
+    loss: float = math.nan  # on the search split, with the fitness
+
+    def rank_key(self) -> tuple[float, float]:
+        """Higher metric first; among ties, lower loss (NaN, unknown, last)."""
+        return (-self.fitness, self.loss if math.isfinite(self.loss) else math.inf)
 
 
 @dataclass
@@ -89,6 +124,7 @@ class SearchResult:
     evaluations: int
     log_path: Path | None
     history: list[float] = field(default_factory=list)  # best feasible fitness after each eval
+    tempered: int = 0  # ESNG: times theta was mixed back towards uniform
 
     @property
     def best(self) -> Scored:
@@ -116,21 +152,26 @@ class Search:
         self.write_log = write_log  # False on the non-main processes of a parallel search
         self.progress = progress
         self.cache = self._read_log()
-        self.fresh: dict[tuple[str, str], float] = {}  # batch-evaluated, not yet logged
+        self.fresh: dict[tuple[str, str], tuple[float, float]] = {}  # batched, not yet logged
         self.done: dict[str, Scored] = {}
         self.history: list[float] = []
         self.best_fitness = -math.inf
+        self.tempered = 0
 
     # ---- evaluation, logging, resuming --------------------------------------------------
 
-    def _read_log(self) -> dict[tuple[str, str], float]:
+    def _read_log(self) -> dict[tuple[str, str], tuple[float, float]]:
         if not self.log_path or not self.log_path.exists():
             return {}
         cache = {}
         for number, line in enumerate(self.log_path.read_text().splitlines(), 1):
             try:
                 row = json.loads(line)
-                cache[(row["arch_id"], row["split"])] = float(row["fitness"])
+                loss = row.get("loss")
+                cache[(row["arch_id"], row["split"])] = (
+                    float(row["fitness"]),
+                    math.nan if loss is None else float(loss),
+                )
             except (ValueError, KeyError):
                 raise SearchError(
                     f"{self.log_path}: line {number} is unreadable; move the "
@@ -149,14 +190,15 @@ class Search:
         finally:
             os.close(fd)
 
-    def _metric(self, arch: Arch, split: str) -> tuple[float, bool]:
+    def _metric(self, arch: Arch, split: str) -> tuple[tuple[float, float], bool]:
+        """((metric, loss), whether it came from the log)."""
         key = (arch.arch_id, split)
         if key in self.cache:
             return self.cache[key], True
         if key in self.fresh:
             value = self.fresh.pop(key)
         else:
-            value = float(self.evaluator.evaluate(arch, split))
+            value = as_score(self.evaluator.evaluate(arch, split))
         self.cache[key] = value
         return value, False
 
@@ -182,18 +224,18 @@ class Search:
         if batch:
             values = many(batch, split)
             for arch, value in zip(batch, values, strict=True):
-                self.fresh[(arch.arch_id, split)] = float(value)
+                self.fresh[(arch.arch_id, split)] = as_score(value)
 
-    def evaluate(self, arch: Arch) -> float:
-        """Fitness on the search split; counts once per distinct sub-BERT."""
+    def evaluate(self, arch: Arch) -> Scored:
+        """Fitness and loss on the search split; counts once per distinct sub-BERT."""
         if arch.arch_id in self.done:
-            return self.done[arch.arch_id].fitness
+            return self.done[arch.arch_id]
         if len(self.done) >= self.s.evaluations:
             raise _Budget
-        fitness, cached = self._metric(arch, "search")
+        (fitness, loss), cached = self._metric(arch, "search")
         costs = self.cost.costs(arch)
         feasible = self.cost.feasible(arch)
-        self.done[arch.arch_id] = Scored(arch, fitness, costs)
+        scored = self.done[arch.arch_id] = Scored(arch, fitness, costs, loss=loss)
         if feasible:
             self.best_fitness = max(self.best_fitness, fitness)
         self.history.append(self.best_fitness)
@@ -207,6 +249,7 @@ class Search:
                     "arch_id": arch.arch_id,
                     "arch": arch.to_dict(),
                     "fitness": fitness,
+                    "loss": None if math.isnan(loss) else loss,
                     "feasible": feasible,
                     "costs": costs,
                     "best_so_far": self.best_fitness,
@@ -215,21 +258,27 @@ class Search:
             )
         if self.progress:
             self.progress(len(self.done), self.s.evaluations, None)
-        return fitness
+        return scored
 
     def objective(self, arch: Arch) -> float:
-        """For ranking (lower is better): infeasible below every feasible candidate."""
+        """For ranking (lower is better): the metric, ties broken by the loss; infeasible
+        candidates below every feasible one (or YOCO's penalised reward)."""
         violation = self.cost.violation(arch)
         if violation == 0:
-            return -self.evaluate(arch)
+            scored = self.evaluate(arch)
+            tie = TIE_WEIGHT * scored.loss if math.isfinite(scored.loss) else 0.0
+            return -scored.fitness + tie
         if self.s.infeasible == "penalize":
-            return -self.evaluate(arch) * max(0.0, 1 - violation) ** 2
+            return -self.evaluate(arch).fitness * self.cost.penalty(arch)
         return 1.0 + violation
+
+    def _repair(self, arch: Arch) -> Arch:
+        return repair(arch, self.space, self.cost.feasible, self.cost.seq_len)
 
     # ---- algorithms ---------------------------------------------------------------------
 
     def run(self) -> SearchResult:
-        self.cost.check_achievable()
+        self.cost.check_achievable()  # also what guarantees that repair ends feasible
         algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
         with contextlib.suppress(_Budget):  # the normal end: the evaluation budget is spent
             algo[self.s.algo]()
@@ -243,12 +292,19 @@ class Search:
             sng.load_state_dict(
                 {"theta": self.s.warm_theta, "delta": self.s.delta, "lam": self.s.lam}
             )
+        best, stale = math.inf, 0
         for _ in range(self.s.max_attempts // self.s.lam):
-            codes = [sng.sample_codes() for _ in range(self.s.lam)]
-            archs = [self.space.decode(c) for c in codes]
+            archs = [self.space.decode(sng.sample_codes()) for _ in range(self.s.lam)]
+            if self.s.repair:  # the repaired sub-BERT is the sample theta learns from
+                archs = [self._repair(a) for a in archs]
+            codes = [self.space.encode(a) for a in archs]
             self._prefetch(archs)
             values = [self.objective(a) for a in archs]
             sng.update(codes, values)
+            best, stale = (min(values), 0) if min(values) < best else (best, stale + 1)
+            if self.s.stagnation and stale >= self.s.stagnation:
+                sng.temper(self.s.temper)
+                self.tempered, stale = self.tempered + 1, 0
         raise SearchError("ESNG stopped after its attempt limit without spending its budget")
 
     def _feasible_sample(self, draw: Callable[[], Arch]) -> Arch:
@@ -260,6 +316,10 @@ class Search:
             f"no feasible sub-BERT in {self.s.max_attempts} samples: the budgets "
             "leave almost nothing of the space"
         )
+
+    def _candidate(self, draw: Callable[[], Arch]) -> Arch:
+        """A feasible candidate from ``draw``: repaired, or by rejection without repair."""
+        return self._repair(draw()) if self.s.repair else self._feasible_sample(draw)
 
     def _uniform(self) -> Arch:
         s = self.space
@@ -302,12 +362,12 @@ class Search:
 
     def _evolution(self) -> None:
         s = self.s
-        first = [self._feasible_sample(self._uniform) for _ in range(s.population)]
+        first = [self._candidate(self._uniform) for _ in range(s.population)]
         self._prefetch(first)
-        population = [(self.evaluate(arch), arch) for arch in first]
+        population = [self.evaluate(arch) for arch in first]
         for _ in range(s.max_attempts):
-            population.sort(key=lambda x: -x[0])
-            parents = [a for _, a in population[: s.parents]]
+            population.sort(key=Scored.rank_key)
+            parents = [c.arch for c in population[: s.parents]]
             drawn = []
             for k in range(s.population - s.parents):
                 if k % 2 == 0:
@@ -317,9 +377,9 @@ class Search:
                     i, j = self.rng.choice(len(parents), 2, replace=len(parents) < 2)
                     a, b = parents[i], parents[j]
                     draw = lambda a=a, b=b: self._mutate(self._crossover(a, b))  # noqa: E731
-                drawn.append(self._feasible_sample(draw))
+                drawn.append(self._candidate(draw))
             self._prefetch(drawn)
-            children = [(self.evaluate(arch), arch) for arch in drawn]
+            children = [self.evaluate(arch) for arch in drawn]
             population = population[: s.parents] + children
         raise SearchError("evolution stopped after its attempt limit")
 
@@ -329,11 +389,13 @@ class Search:
         feasible = [c for c in self.done.values() if self.cost.feasible(c.arch)]
         if not feasible:
             raise SearchError("the search evaluated no feasible sub-BERT; raise --evaluations")
-        feasible.sort(key=lambda c: -c.fitness)
+        feasible.sort(key=Scored.rank_key)
         top = feasible[: self.s.rescore_top]
         self._prefetch([c.arch for c in top], "rescore")
+        rescore_loss = {}
         for c in top:  # a second, disjoint part of the search split picks among the best
-            c.rescore, cached = self._metric(c.arch, "rescore")
+            (c.rescore, loss), cached = self._metric(c.arch, "rescore")
+            rescore_loss[c.arch.arch_id] = loss if math.isfinite(loss) else math.inf
             if not cached:
                 self._append(
                     {
@@ -342,10 +404,11 @@ class Search:
                         "arch_id": c.arch.arch_id,
                         "arch": c.arch.to_dict(),
                         "fitness": c.rescore,
+                        "loss": None if math.isnan(loss) else loss,
                         "search_fitness": c.fitness,
                         "t": time.time(),
                     }
                 )
-        top.sort(key=lambda c: -(c.rescore if c.rescore is not None else c.fitness))
+        top.sort(key=lambda c: (-c.rescore, rescore_loss[c.arch.arch_id]))
         ranked = top + feasible[self.s.rescore_top :]
-        return SearchResult(ranked, len(self.done), self.log_path, self.history)
+        return SearchResult(ranked, len(self.done), self.log_path, self.history, self.tempered)

@@ -3,9 +3,10 @@
 For each candidate in order: extract, export in the deploy format (validated against
 PyTorch), time the file on this device, check every budget against what was *measured*
 (latency) or *written* (size), evaluate the ONNX model with ONNX Runtime on the task's
-dev set, and write the bundle. A candidate that breaks a budget is skipped for the next;
-when none fits, the error names the smallest latency achieved. Nothing that breaks its
-budget is written.
+dev set, pass the quality gate (clearly above the majority class: ``quality.py``), and
+write the bundle. A candidate that breaks a budget or the gate is skipped for the next;
+when none fits, the error names the smallest latency achieved or the best metric found.
+Nothing that breaks its budget is written.
 """
 
 from __future__ import annotations
@@ -38,6 +39,8 @@ class ShipSettings:
     batch: int = 1
     max_candidates: int = 5
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
+    min_metric: float | None = None  # the quality floor; default: majority class + margin
+    allow_weak: bool = False  # ship below the floor, with a warning in the manifest
 
 
 @dataclass(frozen=True)
@@ -58,27 +61,28 @@ def sha256(path: Path) -> str:
 def onnx_metric(
     path: Path, data, tokenizer, seq_len: int, threads: int | None, provider: str = "cpu"
 ) -> dict:
-    """The task metric of an ONNX file on the dev set, with ONNX Runtime on ``provider``
-    (the file's own kernels: for fp16 on a GPU, the GPU's)."""
-    from yoco_deploy.data import compute_metrics, encode, trim_padding
+    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime on
+    ``provider`` (the file's own kernels: for fp16 on a GPU, the GPU's)."""
+    from yoco_deploy.data import encode
+    from yoco_deploy.evaluation import evaluate, sorted_by_length
 
-    enc = encode(tokenizer, data.dev, seq_len)
     session = runner.OrtBackend(provider, threads).load(path)
-    outs = []
-    for i in range(0, len(enc["labels"]), 64):
-        feeds = trim_padding({k: v[i : i + 64] for k, v in enc.items() if k != "labels"})
-        outs.append(session.run(None, feeds)[0])
-    metrics = compute_metrics(data.task, np.concatenate(outs), enc["labels"])
-    return {
-        "name": data.task.metric if data.task.metric in metrics else "accuracy",
-        "values": metrics,
-        "split": "dev",
-        "n": len(enc["labels"]),
-    }
+    enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
+    result = evaluate(lambda feeds: session.run(None, feeds)[0], enc, data.task, 64)
+    return {**result.to_dict(), "split": "dev"}
+
+
+def quality_gate(data, settings: ShipSettings, metric_name: str):
+    from yoco_deploy.quality import QualityGate
+
+    labels = np.asarray(data.dev.labels)
+    return QualityGate.for_split(
+        data.task, labels, metric_name, settings.min_metric, settings.allow_weak
+    )
 
 
 def bundle_name(target: Target, measured_ms: float, metric: dict, arch: Arch) -> str:
-    value = metric["values"][metric["name"]]
+    value = metric["value"]
     return f"{target.name}@{measured_ms:.1f}ms_{metric['name']}@{value:.3f}_{arch.arch_id}"
 
 
@@ -117,6 +121,7 @@ def ship_target(
     feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
     rejected: list[dict[str, Any]] = []
     options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
+    gate = None  # set by the first candidate that gets as far as its dev metric
     for arch in candidates[: settings.max_candidates]:
         if not cost_model.feasible(arch):
             rejected.append({"arch_id": arch.arch_id, "why": "predicted costs break a budget"})
@@ -148,6 +153,16 @@ def ship_target(
             metric = onnx_metric(
                 onnx_path, data, tokenizer, settings.seq_len, settings.threads, settings.provider
             )
+            gate = quality_gate(data, settings, metric["name"])
+            if not gate.passes(metric["value"]):
+                weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
+                if not gate.allow_weak:
+                    rejected.append(
+                        {"arch_id": arch.arch_id, "why": weak, "metric": metric["value"]}
+                    )
+                    say(f"{target.name}: {arch.short()} rejected ({weak}); next")
+                    continue
+                say(f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})")
             bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
             if bundle.exists():
                 shutil.rmtree(bundle)
@@ -160,8 +175,12 @@ def ship_target(
             manifest = make_manifest(
                 arch, target, cost_model, report, stats, metric, settings, bundle / "model.onnx"
             )
+            manifest["quality"] = gate.record(metric["value"])
             (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
             return Shipped(bundle, manifest, rejected)
+    scores = [r["metric"] for r in rejected if "metric" in r]
+    if gate is not None and scores:
+        raise gate.refusal(max(scores), target.label())
     measured = [r["measured_ms"] for r in rejected if "measured_ms" in r]
     smallest = f"; the smallest measured latency was {min(measured):.2f} ms" if measured else ""
     raise BudgetError(
@@ -197,7 +216,7 @@ def make_manifest(arch, target, cost_model, report, stats, metric, settings, onn
         "seq_len": settings.seq_len,
         "batch": settings.batch,
         "format": settings.fmt,
-        "metric": {"name": metric["name"], "value": metric["values"][metric["name"]], **metric},
+        "metric": metric,
         "validation": report.validation,
         "int8": report.int8,
         "onnx_sha256": sha256(onnx_path),

@@ -153,6 +153,14 @@ class CategoricalSNG:
             self._clip(var)
         return True
 
+    def temper(self, weight: float) -> None:
+        """Mix theta towards uniform: ``(1 - weight) theta + weight uniform`` (a restart
+        at weight 1), so a distribution stuck on a plateau samples widely again."""
+        if not 0 < weight <= 1:
+            raise ValueError("temper weight must be in (0, 1]")
+        for var, t in enumerate(self.theta):
+            self.theta[var] = (1 - weight) * t + weight / len(t)
+
     def _clip(self, var: int) -> None:
         t = np.maximum(self.theta[var], self.theta_min[var])
         self.theta[var] = t / t.sum()
@@ -168,7 +176,7 @@ class CategoricalSNG:
         }
 
     def load_state_dict(self, state: dict) -> None:
-        theta = [np.asarray(t, dtype=float) for t in state["theta"]]
+        theta = [np.array(t, dtype=float) for t in state["theta"]]  # a copy: never shared
         if [len(t) for t in theta] != list(self.cardinalities):
             raise ValueError("theta was saved for another search space")
         self.theta = theta
