@@ -51,8 +51,9 @@ bench-predictor: $(VENV)/.demo
 bench-train: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/train_sst2.py --ablation
 
+# resumable (rerun to continue); --ship times bundles at the end: run it on a quiet machine
 bench-search: $(VENV)/.demo
-	$(OFFLINE) $(PY) bench/search.py
+	$(OFFLINE) $(PY) bench/search.py --ship
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

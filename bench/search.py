@@ -1,21 +1,29 @@
 """Stage II on the SST-2 super-BERT of bench/train_sst2.py, on this CPU.
 
-    .venv/bin/python bench/search.py [--supernet runs/sst2-minilm-super/final]
+    .venv/bin/python bench/search.py [--supernet runs/sst2-minilm-super/final] [--ship]
 
-At two latency budgets (from predictors/x86-2c-ort-cpu-minilm.json): ESNG warm, ESNG
-cold, random and evolution, each for --seeds seeds with --evaluations accuracy
-evaluations; the best feasible search-split metric after 25, 50 and 100 evaluations
-(read off one run's anytime curve) and the dev metric (ONNX Runtime) of each run's
-chosen sub-BERT, as mean and standard deviation; anytime curves in a PNG. Then, per
-budget, ships the ESNG winner (measured latency <= budget, or the next candidate) and
-compares it with the best sub-BERT under a FLOPs budget equal to the winner's FLOPs.
-Writes bench/results/search.json and a Markdown table.
+At five latency budgets (35% to 80% of the max sub-BERT's predicted latency, from
+predictors/x86-2c-ort-cpu-minilm.json, calibrated by the reference timed at the start):
+ESNG warm, ESNG cold, random and evolution, each for --seeds seeds with --evaluations
+accuracy evaluations. Per budget and algorithm: mean and 95% confidence interval of the
+best feasible search-split metric after 25, 50 and 100 evaluations and of the dev metric
+of the chosen sub-BERT; the share of runs whose choice is within 1 point of the majority
+class on dev ("stuck", with a Wilson interval); and how many evaluations each algorithm
+needs to reach random search's mean result at 100. With --ship, per budget, ships the
+ESNG-warm seed-0 winner (through the quality gate) and the best sub-BERT under a FLOPs
+budget equal to its FLOPs, and times both (run it alone: it measures latency).
+
+Resumable: every finished run is appended to runs/bench-search/runs.jsonl and skipped on
+a rerun; evaluations are cached on disk. Runs go seed by seed across all budgets and
+algorithms, so partial results cover every cell. Writes bench/results/search.json, a
+Markdown table and anytime curves (PNG).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -24,37 +32,43 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
+WORK = ROOT / "runs" / "bench-search"
 DEVICE = "x86-2c-ort-cpu-minilm"
 # Latency is budgeted and timed at the predictor's profiled shape (seq 128, batch 1); the
 # accuracy side uses the super-BERT's own sequence length (SST-2 sentences fit in 64).
 LATENCY_SEQ = 128
+SHARES = (0.35, 0.45, 0.55, 0.65, 0.80)
 ALGOS = {
     "esng-warm": ("esng", False),
     "esng-cold": ("esng", True),
     "random": ("random", False),
     "evolution": ("evolution", False),
 }
+STUCK_POINTS = 0.01  # a choice within 1 point of the majority class is a stuck run
 
 
 class SharedCache:
     """Evaluations shared across algorithms and seeds: same sub-BERT, same split, same
-    number; saves most of the compute when runs revisit sub-BERTs."""
+    result (metric and loss); kept on disk, so a rerun spends no evaluation twice."""
 
     def __init__(self, evaluator, path: Path):
-        # kept on disk: a rerun after a crash spends no evaluation twice
+        from yoco_deploy.evaluation import Evaluation
+
         self.evaluator, self.cache, self.calls, self.path = evaluator, {}, 0, path
         if path.exists():
             for line in path.read_text().splitlines():
                 row = json.loads(line)
-                self.cache[(row["arch_id"], row["split"])] = row["value"]
+                self.cache[(row["arch_id"], row["split"])] = Evaluation(**row["evaluation"])
         path.parent.mkdir(parents=True, exist_ok=True)
 
     def evaluate(self, arch, split):
+        from dataclasses import asdict
+
         key = (arch.arch_id, split)
         if key not in self.cache:
             self.calls += 1
             self.cache[key] = self.evaluator.evaluate(arch, split)
-            row = {"arch_id": arch.arch_id, "split": split, "value": self.cache[key]}
+            row = {"arch_id": arch.arch_id, "split": split, "evaluation": asdict(self.cache[key])}
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         return self.cache[key]
@@ -63,14 +77,8 @@ class SharedCache:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--supernet", default=str(ROOT / "runs/sst2-minilm-super/final"))
-    parser.add_argument(
-        "--budgets-ms",
-        type=float,
-        nargs=2,
-        default=None,
-        help="two latency budgets; default: 45% and 65% of the max sub-BERT's",
-    )
-    parser.add_argument("--seeds", type=int, default=5)
+    parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
+    parser.add_argument("--seeds", type=int, default=10)
     parser.add_argument("--evaluations", type=int, default=100)
     parser.add_argument(
         "--search-examples",
@@ -78,111 +86,161 @@ def main(argv: list[str] | None = None) -> int:
         default=500,
         help="sentences per half of the search split (search, re-score) per evaluation",
     )
+    parser.add_argument("--ship", action="store_true", help="Ship and time one bundle a budget.")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
     args = parser.parse_args(argv)
 
-    from yoco_deploy.budgets import CostModel, Target
+    from yoco_deploy.budgets import Target
     from yoco_deploy.calibrate import time_reference
-    from yoco_deploy.costs import arch_costs
-    from yoco_deploy.deploy import (
-        SuperBertEvaluator,
-        cost_model_for,
-        load_supernet,
-        ship_result,
-    )
-    from yoco_deploy.errors import YocoError
+    from yoco_deploy.deploy import SuperBertEvaluator, cost_model_for, load_supernet
+    from yoco_deploy.evaluation import majority_baseline
     from yoco_deploy.search import Search, SearchSettings
-    from yoco_deploy.ship import ShipSettings
     from yoco_deploy.timing import machine_info
 
     net = load_supernet(args.supernet)
     space = net.super_bert.space
-    cache = ROOT / "runs" / "bench-search" / f"evaluations-{args.search_examples}.jsonl"
-    evaluator = SharedCache(SuperBertEvaluator(net, max_examples=args.search_examples), cache)
+    inner = SuperBertEvaluator(net, max_examples=args.search_examples)
+    evaluator = SharedCache(inner, WORK / f"evaluations-{args.search_examples}.jsonl")
     probe = cost_model_for(
         Target(DEVICE, {"latency": 1e9}), net, ROOT / "predictors", LATENCY_SEQ, 1
     )
-    # This machine's speed drifts between the profile and today: calibrate predictions by
-    # the reference model timed now (what `search --calibrate` does).
-    reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ, 2)
-    top = probe.costs(space.max_arch())["latency"]
-    budgets = args.budgets_ms or [round(0.45 * top, 1), round(0.65 * top, 1)]
-    marks = [m for m in (25, 50, 100, 200) if m <= args.evaluations]
-    result = {
-        "benchmark": "search",
-        "command": " ".join(sys.argv),
-        "budgets_ms": budgets,
-        "seq_len": net.max_seq_len,
-        "latency_seq_len": LATENCY_SEQ,
-        "search_examples": args.search_examples,
-        "reference_ms_today": reference_ms,
-        "reference_ms_profiled": probe.predictor.reference["median_ms"],
-        "evaluations": args.evaluations,
-        "seeds": args.seeds,
-        "runs": [],
-        "ships": [],
-    }
-    started = time.time()
-    dev_cache: dict[str, float] = {}
-    for budget in budgets:
-        target = Target(DEVICE, {"latency": budget})
-        cm = cost_model_for(
-            target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=reference_ms
+    setup_path = WORK / "setup.json"
+    if setup_path.exists():  # a resumed benchmark keeps the budgets it started with
+        setup = json.loads(setup_path.read_text())
+    else:
+        # This machine's speed drifts between the profile and today: calibrate predictions
+        # by the reference model timed now (what `search --calibrate` does).
+        reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ, 2)
+        calibrated = cost_model_for(
+            probe.target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=reference_ms
         )
-        for name, (algo, cold) in ALGOS.items():
-            for seed in range(args.seeds):
+        top = calibrated.costs(space.max_arch())["latency"]
+        setup = {
+            "reference_ms_today": reference_ms,
+            "reference_ms_profiled": probe.predictor.reference["median_ms"],
+            "max_latency_ms": top,
+            "budgets": {str(sh): round(sh * top, 2) for sh in args.shares},
+            "machine": machine_info(),
+            "started": time.time(),
+        }
+        WORK.mkdir(parents=True, exist_ok=True)
+        setup_path.write_text(json.dumps(setup, indent=1))
+    reference_ms = setup["reference_ms_today"]
+    runs_path = WORK / "runs.jsonl"
+    done = {}
+    if runs_path.exists():
+        for line in runs_path.read_text().splitlines():
+            row = json.loads(line)
+            done[(row["share"], row["algo"], row["seed"])] = row
+    dev_cache: dict[str, float] = {}
+    for seed in range(args.seeds):
+        for share in args.shares:
+            budget = setup["budgets"][str(share)]
+            cm = cost_model_for(
+                Target(DEVICE, {"latency": budget}),
+                net,
+                ROOT / "predictors",
+                LATENCY_SEQ,
+                1,
+                reference_ms=reference_ms,
+            )
+            for name, (algo, cold) in ALGOS.items():
+                if (share, name, seed) in done:
+                    continue
                 settings = SearchSettings(
                     algo=algo,
                     evaluations=args.evaluations,
                     seed=seed,
                     warm_theta=None if cold else net.theta,
                 )
+                started = time.time()
                 run = Search(space, cm, evaluator, settings).run()
                 best = run.best
-                dev = dev_metric(net, best.arch, dev_cache)
-                result["runs"].append(
-                    {
-                        "budget_ms": budget,
-                        "algo": name,
-                        "seed": seed,
-                        "anytime": run.history,
-                        "at": {m: run.history[m - 1] for m in marks},
-                        "chosen": best.arch.to_dict(),
-                        "search_metric": best.fitness,
-                        "rescore_metric": best.rescore,
-                        "dev_metric": dev,
-                        "predicted_ms": best.costs["latency"],
-                    }
-                )
+                row = {
+                    "share": share,
+                    "budget_ms": budget,
+                    "algo": name,
+                    "seed": seed,
+                    "anytime": run.history,
+                    "chosen": best.arch.to_dict(),
+                    "search_metric": best.fitness,
+                    "rescore_metric": best.rescore,
+                    "dev_metric": dev_metric(net, best.arch, dev_cache),
+                    "predicted_ms": best.costs["latency"],
+                    "tempered": run.tempered,
+                    "wall_s": round(time.time() - started, 1),
+                }
+                with runs_path.open("a") as f:
+                    f.write(json.dumps(row) + "\n")
+                done[(share, name, seed)] = row
                 print(
-                    f"{budget} ms {name} seed {seed}: search {best.fitness:.4f} dev {dev:.4f}",
+                    f"{share:.0%} ({budget} ms) {name} seed {seed}: search "
+                    f"{best.fitness:.4f} dev {row['dev_metric']:.4f}",
                     file=sys.stderr,
                 )
-                save(result, args.out)
-        # ship the ESNG winner, and the best under a FLOPs budget equal to its FLOPs
-        settings = SearchSettings(
-            algo="esng", evaluations=args.evaluations, seed=0, warm_theta=net.theta
-        )
-        ship = ShipSettings(seq_len=LATENCY_SEQ, threads=2, max_candidates=10)
-        bundles = ROOT / "bundles" / "bench"
-        lat_run = Search(space, cm, evaluator, settings).run()
+    search_labels = inner.splits["search"]["labels"]
+    result = {
+        "benchmark": "search",
+        "command": " ".join(sys.argv),
+        **setup,
+        "seq_len": net.max_seq_len,
+        "latency_seq_len": LATENCY_SEQ,
+        "search_examples": args.search_examples,
+        "evaluations": args.evaluations,
+        "seeds": args.seeds,
+        "majority_dev": majority_baseline(net.data.task, net.data.dev.labels),
+        "majority_search": majority_baseline(net.data.task, search_labels),
+        "distinct_evaluations": len(evaluator.cache),
+        "runs": list(done.values()),
+        "ships": ship_all(args, net, setup, evaluator) if args.ship else [],
+    }
+    result["summary"] = summarize(result, args.shares)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    table = markdown(result, args.shares)
+    args.out.with_suffix(".md").write_text(table)
+    plot(result, args.shares, args.out.with_suffix(".png"))
+    print(table)
+    return 0
+
+
+def ship_all(args, net, setup, evaluator) -> list[dict]:
+    """Per budget: the ESNG-warm seed-0 winner, and the best sub-BERT under a FLOPs budget
+    equal to its FLOPs, shipped (quality gate included) and timed on this machine."""
+    from yoco_deploy.arch import Arch
+    from yoco_deploy.budgets import CostModel, Target
+    from yoco_deploy.costs import arch_costs
+    from yoco_deploy.deploy import cost_model_for, ship_result
+    from yoco_deploy.errors import YocoError
+    from yoco_deploy.search import Search, SearchSettings
+    from yoco_deploy.ship import ShipSettings
+
+    space, ref = net.super_bert.space, setup["reference_ms_today"]
+    settings = SearchSettings(algo="esng", evaluations=args.evaluations, seed=0,
+                              warm_theta=net.theta)  # fmt: skip
+    ship = ShipSettings(seq_len=LATENCY_SEQ, threads=2, max_candidates=10)
+    bundles, out = ROOT / "bundles" / "bench", []
+    for share in args.shares:
+        budget = setup["budgets"][str(share)]
+        target = Target(DEVICE, {"latency": budget})
+        cm = cost_model_for(target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=ref)
         try:
-            shipped = ship_result(net, cm, lat_run, bundles, ship)
+            shipped = ship_result(net, cm, Search(space, cm, evaluator, settings).run(),
+                                  bundles, ship)  # fmt: skip
+            flops = arch_costs(Arch.from_dict(shipped.manifest["arch"]), space.dims,
+                               LATENCY_SEQ).flops  # fmt: skip
+            fcm = CostModel(Target(DEVICE, {"flops": flops}), space, cm.predictor,
+                            LATENCY_SEQ, 1, ref)  # fmt: skip
+            fshipped = ship_result(net, fcm, Search(space, fcm, evaluator, settings).run(),
+                                   bundles, ship)  # fmt: skip
         except YocoError as err:  # nothing shipped: say so in the results, go on
-            result["ships"].append(
-                {"budget_ms": budget, "kind": "latency budget", "error": str(err)}
-            )
-            save(result, args.out)
+            out.append({"share": share, "budget_ms": budget, "error": str(err)})
             continue
-        flops = arch_costs(Arch_of(shipped.manifest), space.dims, LATENCY_SEQ).flops
-        ftarget = Target(DEVICE, {"flops": flops})
-        fcm = CostModel(ftarget, space, probe.predictor, LATENCY_SEQ, 1, reference_ms)
-        flops_run = Search(space, fcm, evaluator, settings).run()
-        fshipped = ship_result(net, fcm, flops_run, bundles, ship)
         for kind, s in (("latency budget", shipped), ("FLOPs budget", fshipped)):
             m = s.manifest
-            result["ships"].append(
+            out.append(
                 {
+                    "share": share,
                     "budget_ms": budget,
                     "kind": kind,
                     "bundle": s.path.name,
@@ -195,17 +253,61 @@ def main(argv: list[str] | None = None) -> int:
                     "manifest": m,
                 }
             )
-        save(result, args.out)
-    result["wall_s"] = round(time.time() - started, 1)
-    result["machine"] = machine_info()
-    result["distinct_evaluations"] = evaluator.calls
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    table = markdown(result, marks)
-    args.out.with_suffix(".md").write_text(table)
-    plot(result, args.out.with_suffix(".png"))
-    print(table)
-    return 0
+    return out
+
+
+def mean_ci(values) -> tuple[float, float]:
+    """Mean and the half-width of its 95% t interval."""
+    from scipy import stats
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        return float(v.mean()) if len(v) else math.nan, math.nan
+    half = stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / math.sqrt(len(v))
+    return float(v.mean()), float(half)
+
+
+def wilson(k: int, n: int) -> tuple[float, float]:
+    """95% Wilson interval of a share k/n."""
+    if n == 0:
+        return math.nan, math.nan
+    z, p = 1.96, k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+def summarize(result: dict, shares) -> list[dict]:
+    marks = [m for m in (25, 50, 100, 200) if m <= result["evaluations"]]
+    rows = []
+    for share in shares:
+        runs = [r for r in result["runs"] if r["share"] == share]
+        randoms = [r["anytime"][-1] for r in runs if r["algo"] == "random"]
+        target = float(np.mean(randoms)) if randoms else math.nan
+        for algo in ALGOS:
+            mine = [r for r in runs if r["algo"] == algo]
+            if not mine:
+                continue
+            stuck = sum(r["dev_metric"] <= result["majority_dev"] + STUCK_POINTS for r in mine)
+            reach = [
+                next((i + 1 for i, v in enumerate(r["anytime"]) if v >= target), None) for r in mine
+            ]
+            reached = [x for x in reach if x is not None]
+            rows.append(
+                {
+                    "share": share,
+                    "budget_ms": mine[0]["budget_ms"],
+                    "algo": algo,
+                    "runs": len(mine),
+                    **{f"search@{m}": mean_ci([r["anytime"][m - 1] for r in mine]) for m in marks},
+                    "dev": mean_ci([r["dev_metric"] for r in mine]),
+                    "stuck": stuck,
+                    "stuck_ci": wilson(stuck, len(mine)),
+                    "evals_to_random@100": float(np.median(reached)) if reached else None,
+                    "reached_random@100": len(reached),
+                }
+            )
+    return rows
 
 
 def save(result: dict, out: Path) -> None:
@@ -214,92 +316,91 @@ def save(result: dict, out: Path) -> None:
     out.with_suffix(".partial.json").write_text(json.dumps(result, indent=1) + "\n")
 
 
-def Arch_of(manifest):
-    from yoco_deploy.arch import Arch
-
-    return Arch.from_dict(manifest["arch"])
-
-
 def dev_metric(net, arch, cache: dict[str, float]) -> float:
-    """Dev metric of the chosen sub-BERT with inherited weights (PyTorch, the search's view)."""
+    """Dev metric of the chosen sub-BERT with inherited weights (PyTorch, the search's
+    view), through the shared evaluation."""
     import torch
 
-    from yoco_deploy.data import compute_metrics, encode, to_tensors, trim_padding
+    from yoco_deploy.data import encode, to_tensors
+    from yoco_deploy.evaluation import evaluate, sorted_by_length
 
-    if arch.arch_id in cache:
-        return cache[arch.arch_id]
-    enc = encode(net.tokenizer, net.data.dev, net.max_seq_len)
-    net.super_bert.eval()
-    net.super_bert.set_active(arch)
-    outs = []
-    with torch.no_grad():
-        for i in range(0, len(enc["labels"]), 128):
-            part = trim_padding({k: v[i : i + 128] for k, v in enc.items() if k != "labels"})
-            outs.append(net.super_bert(**to_tensors(part)).numpy())
-    metrics = compute_metrics(net.data.task, np.concatenate(outs), enc["labels"])
-    cache[arch.arch_id] = metrics.get(net.data.task.metric, metrics["accuracy"])
+    if arch.arch_id not in cache:
+        enc = sorted_by_length(encode(net.tokenizer, net.data.dev, net.max_seq_len))
+        net.super_bert.eval()
+        net.super_bert.set_active(arch)
+
+        def predict(part):
+            with torch.no_grad():
+                return net.super_bert(**to_tensors(part)).numpy()
+
+        cache[arch.arch_id] = evaluate(predict, enc, net.data.task).value
     return cache[arch.arch_id]
 
 
-def markdown(result: dict, marks: list[int]) -> str:
+def markdown(result: dict, shares) -> str:
+    marks = [m for m in (25, 50, 100, 200) if m <= result["evaluations"]]
+    ci = lambda x: f"{x[0]:.4f} ± {x[1]:.4f}"  # noqa: E731
     lines = [
-        "| budget | algorithm | " + " | ".join(f"search @{m}" for m in marks) + " | dev (chosen) |",
-        "|---" * (3 + len(marks)) + "|",
-    ]
-    for budget in result["budgets_ms"]:
-        for algo in ALGOS:
-            runs = [r for r in result["runs"] if r["budget_ms"] == budget and r["algo"] == algo]
-            cells = []
-            for m in marks:
-                v = np.array([r["at"][str(m)] if str(m) in r["at"] else r["at"][m] for r in runs])
-                cells.append(f"{v.mean():.4f} ± {v.std():.4f}")
-            dev = np.array([r["dev_metric"] for r in runs])
-            lines.append(
-                f"| {budget} ms | {algo} | "
-                + " | ".join(cells)
-                + f" | {dev.mean():.4f} ± {dev.std():.4f} |"
-            )
-    lines += [
+        f"Majority class: dev {result['majority_dev']:.4f}, search split "
+        f"{result['majority_search']:.4f}. Mean ± 95% CI half-width over seeds.",
         "",
-        "| budget | shipped under | GFLOPs | measured ms (p90) | dev | within budget |",
-        "|---|---|---|---|---|---|",
+        "| budget | algorithm | runs | "
+        + " | ".join(f"search @{m}" for m in marks)
+        + " | dev (chosen) | stuck (95% CI) | evals to random@100 |",
+        "|---" * (6 + len(marks)) + "|",
     ]
-    for s in result["ships"]:
-        lat = s["measured_ms"]
+    for r in result["summary"]:
+        lo, hi = r["stuck_ci"]
+        reach = r["evals_to_random@100"]
+        reach_cell = f"{reach:.0f} ({r['reached_random@100']}/{r['runs']})" if reach else "-"
         lines.append(
-            f"| {s['budget_ms']} ms | {s['kind']} | {s['flops'] / 1e9:.2f} | "
-            f"{lat['median']:.2f} ({lat['p90']:.2f}) | {s['dev_metric']:.4f} | "
-            f"{s['within_budget']} |"
+            f"| {r['share']:.0%} ({r['budget_ms']} ms) | {r['algo']} | {r['runs']} | "
+            + " | ".join(ci(r[f"search@{m}"]) for m in marks)
+            + f" | {ci(r['dev'])} | {r['stuck']}/{r['runs']} ({lo:.2f}-{hi:.2f}) | {reach_cell} |"
         )
+    if result["ships"]:
+        lines += [
+            "",
+            "| budget | shipped under | GFLOPs | measured ms (p90) | dev | within budget |",
+            "|---|---|---|---|---|---|",
+        ]
+        for s in result["ships"]:
+            if "error" in s:
+                lines.append(f"| {s['budget_ms']} ms | - | - | - | - | {s['error']} |")
+                continue
+            lat = s["measured_ms"]
+            lines.append(
+                f"| {s['budget_ms']} ms | {s['kind']} | {s['flops'] / 1e9:.2f} | "
+                f"{lat['median']:.2f} ({lat['p90']:.2f}) | {s['dev_metric']:.4f} | "
+                f"{s['within_budget']} |"
+            )
     return "\n".join(lines) + "\n"
 
 
-def plot(result: dict, path: Path) -> None:
+def plot(result: dict, shares, path: Path) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    budgets = result["budgets_ms"]
-    fig, axes = plt.subplots(1, len(budgets), figsize=(5 * len(budgets), 3.8), squeeze=False)
-    for ax, budget in zip(axes[0], budgets, strict=True):
+    fig, axes = plt.subplots(1, len(shares), figsize=(4 * len(shares), 3.6), squeeze=False)
+    for ax, share in zip(axes[0], shares, strict=True):
         for algo in ALGOS:
-            curves = np.array(
-                [
-                    r["anytime"]
-                    for r in result["runs"]
-                    if r["budget_ms"] == budget and r["algo"] == algo
-                ]
-            )
-            curves = np.where(np.isfinite(curves), curves, np.nan)
-            x = np.arange(1, curves.shape[1] + 1)
-            mean = np.nanmean(curves, axis=0)
-            ax.plot(x, mean, label=algo)
-            ax.fill_between(x, np.nanmin(curves, axis=0), np.nanmax(curves, axis=0), alpha=0.15)
-        ax.set_title(f"latency budget {budget} ms")
+            curves = [
+                r["anytime"] for r in result["runs"] if r["share"] == share and r["algo"] == algo
+            ]
+            if not curves:
+                continue
+            c = np.array(curves, dtype=float)
+            c = np.where(np.isfinite(c), c, np.nan)
+            x = np.arange(1, c.shape[1] + 1)
+            ax.plot(x, np.nanmean(c, axis=0), label=algo)
+            ax.fill_between(x, np.nanmin(c, axis=0), np.nanmax(c, axis=0), alpha=0.12)
+        ax.axhline(result["majority_search"], color="grey", lw=0.8, ls=":")
+        ax.set_title(f"{share:.0%} of max latency")
         ax.set_xlabel("accuracy evaluations")
-        ax.set_ylabel("best feasible search-split metric")
-        ax.legend()
+        ax.set_ylabel("best feasible search metric")
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

@@ -365,3 +365,22 @@ def test_penalty_follows_yoco():
     body, budget = cost.costs(arch)["params_non_embedding"], 0.5 * _max_body()
     expected = (1 - (body - budget) / (_max_body() - budget)) ** 2
     assert cost.penalty(arch) == pytest.approx(expected)
+
+
+def test_without_the_defences_warm_esng_collapses_on_the_plateau():
+    """The scenario above is the real failure: ESNG without repair, tempering and loss
+    tie-breaks ends among the tied shallow sub-BERTs in some seeds."""
+    cost = _tight_budget()
+    warm = [np.eye(k)[-1] * 0.9 + 0.1 / k for k in SPACE.cardinalities]
+
+    class MetricOnly(Plateau):
+        def evaluate(self, arch, split):
+            return super().evaluate(arch, split).value
+
+    stuck = 0
+    for seed in range(10):
+        settings = SearchSettings(
+            evaluations=30, seed=seed, warm_theta=warm, repair=False, stagnation=0
+        )
+        stuck += Search(SPACE, cost, MetricOnly(), settings).run().best.fitness <= 0.5
+    assert stuck >= 1

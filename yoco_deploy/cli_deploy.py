@@ -127,7 +127,16 @@ def search(
     cold: Annotated[
         bool, typer.Option(help="ESNG from uniform theta, not the trained one.")
     ] = False,
-    infeasible: Annotated[str, typer.Option(help="skip (default) or penalize (YOCO).")] = "skip",
+    infeasible: Annotated[
+        str, typer.Option(help="Without repair: skip (default) or penalize (YOCO's reward).")
+    ] = "skip",
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="ESNG and evolution: shrink an infeasible sample to the budget boundary "
+            "with the cost model instead of ranking it last (no evaluation spent)."
+        ),
+    ] = True,
     calibrate: Annotated[
         bool,
         typer.Option(
@@ -178,7 +187,12 @@ def search(
         net = load_supernet(supernet, task, data_dir)
         theta = None if cold else net.theta
         settings = SearchSettings(
-            algo=algo, evaluations=evaluations, seed=seed, warm_theta=theta, infeasible=infeasible
+            algo=algo,
+            evaluations=evaluations,
+            seed=seed,
+            warm_theta=theta,
+            infeasible=infeasible,
+            repair=repair,
         )
         models = [cost_model_for(t, net, predictors_dir, seq_len, batch, fmt) for t in targets]
         if calibrate:
