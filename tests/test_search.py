@@ -322,7 +322,8 @@ def test_repair_lands_inside_the_budget_and_spends_no_evaluation():
         else:  # at the boundary: never larger than the sample, in no dimension
             assert fixed.depth <= arch.depth
             assert all(
-                f.ffn <= a.ffn and f.heads <= a.heads for f, a in zip(fixed.layers, arch.layers)
+                f.ffn <= a.ffn and f.heads <= a.heads
+                for f, a in zip(fixed.layers, arch.layers, strict=False)
             )
     evaluator = Plateau()
     settings = SearchSettings(algo="esng", evaluations=25, seed=0, rescore_top=1)
