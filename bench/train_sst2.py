@@ -11,7 +11,7 @@
    above 0.78);
 4. with ``--ablation``: short runs (one all-open phase) of pooling x layer selection x
    sampling rule from the same teacher, appended one row per finished run to
-   bench/results/train_ablation.jsonl (rerun to resume: finished runs are skipped).
+   bench/results/train_sst2_ablation.jsonl (rerun to resume: finished runs are skipped).
 Writes bench/results/train_sst2.json and a Markdown table. The trained super-BERT stays
 in --runs (default runs/) for the search benchmark. Every step resumes.
 """
@@ -105,7 +105,7 @@ def ablation(args, base: dict, data, tokenizer, seq_len: int) -> list[dict]:
     choice open, from the same teacher; one JSON row per finished run, appended."""
     from yoco_deploy.super_bert import SuperBert
 
-    log = RESULTS / "train_ablation.jsonl"
+    log = args.out.with_name(args.out.stem + "_ablation.jsonl")  # beside the results
     done = {}
     if log.exists():
         done = {r["name"]: r for r in map(json.loads, log.read_text().splitlines())}
