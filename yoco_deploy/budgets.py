@@ -16,6 +16,7 @@ from pathlib import Path
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs, embedding_params
 from yoco_deploy.errors import YocoError
+from yoco_deploy.names import check_name, slug
 from yoco_deploy.space import ModelDims, SearchSpace
 
 _UNITS = {
@@ -36,6 +37,13 @@ class BudgetError(YocoError):
 class Target:
     name: str
     budgets: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "device name")  # it becomes predictors/NAME.json, bundles/...
+
+    def slug(self) -> str:
+        """This target as one folder name (search logs and bundles alike)."""
+        return slug(self.label())
 
     def label(self) -> str:
         parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
@@ -69,6 +77,7 @@ def parse_target(text: str) -> Target:
         raise BudgetError(
             f"target {text!r}: write NAME:latency=20ms[,params=30M][,flops=2G][,size=60MB]"
         )
+    check_name(name, f"target {text!r}: device name")
     budgets = {}
     for item in rest.split(","):
         key, eq, value = item.strip().partition("=")

@@ -97,6 +97,9 @@ def profile(
 
         settings = _settings(n, seq_len, batch, provider, threads, fmt, seed)
         target = parse_until(until) if until else None
+        from yoco_deploy.names import check_name
+
+        check_name(device, "--device")
         exclude = set().union(*(profiled_arch_ids(p) for p in exclude_profile or []))
         space = space_for(model, space_file)
         from yoco_deploy.cli_common import quiet_transformers
@@ -164,9 +167,10 @@ def profile_import(
 ) -> None:
     """Bring a remote device's results into profiles/NAME (rerunning adds only new rows)."""
     with user_errors():
+        from yoco_deploy.names import check_name
         from yoco_deploy.profiling import import_bundle
 
-        added = import_bundle(bundle, profiles_dir / device, device)
+        added = import_bundle(bundle, profiles_dir / check_name(device, "--device"), device)
         typer.echo(f"imported {added} new rows into {profiles_dir / device}", err=True)
 
 

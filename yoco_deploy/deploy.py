@@ -157,7 +157,7 @@ def search_target(
     trajectory under ``accelerate launch``)."""
     target = cost_model.target
     evaluator = evaluator or make_evaluator(supernet, settings.seed)
-    log = Path(out_dir) / _slug(target) / f"search-{settings.algo}-seed{settings.seed}.jsonl"
+    log = Path(out_dir) / target.slug() / f"search-{settings.algo}-seed{settings.seed}.jsonl"
     space = supernet.super_bert.space
     # Every process reads the log (a resumed parallel search stays in step); one writes.
     result = Search(space, cost_model, evaluator, settings, log, progress, main_process).run()
@@ -180,10 +180,6 @@ def search_target(
         )
     )
     return result
-
-
-def _slug(target: Target) -> str:
-    return target.label().replace(":", "_").replace(",", "_").replace("=", "-")
 
 
 def ship_result(

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from yoco_deploy.errors import YocoError
 from yoco_deploy.train_config import ConfigError, parse_config, validation_problems
@@ -43,6 +43,14 @@ class TeacherStage(_Strict):
 
 class DeviceStage(_Strict):
     name: str = Field(description="Device name: profiles/NAME and predictors/NAME.json.")
+
+    @field_validator("name")
+    @classmethod
+    def _plain_name(cls, value: str) -> str:
+        from yoco_deploy.names import check_name
+
+        return check_name(value, "device name")
+
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
     threads: int = Field(2, gt=0)
@@ -355,7 +363,7 @@ class Runner:
                 "super": output_hash(self.super_dir),
                 "predictor": output_hash(predictor) if predictor else None,
             }
-            out = self.work / "bundles" / _slug(text)
+            out = self.work / "bundles" / target.slug()
             stages.append(
                 Stage(
                     f"search-ship:{text}",
@@ -434,7 +442,3 @@ class Runner:
     def bundles(self) -> list[Path]:
         root = self.work / "bundles"
         return sorted(p.parent for p in root.glob("*/*/manifest.json")) if root.exists() else []
-
-
-def _slug(text: str) -> str:
-    return text.replace(":", "_").replace(",", "_").replace("=", "-").replace("%", "pct")
