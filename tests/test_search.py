@@ -385,3 +385,19 @@ def test_without_the_defences_warm_esng_collapses_on_the_plateau():
         )
         stuck += Search(SPACE, cost, MetricOnly(), settings).run().best.fitness <= 0.5
     assert stuck >= 1
+
+
+@pytest.mark.parametrize("algo", ["esng", "random", "evolution"])
+def test_a_space_with_fewer_feasible_sub_berts_than_evaluations_ends_with_them(algo):
+    """When the budgets leave fewer sub-BERTs than --evaluations, the search ends with
+    the best it found and says so, instead of ending with nothing."""
+    from yoco_deploy.costs import arch_costs
+
+    small = arch_costs(SPACE.min_arch(), SPACE.dims).params_non_embedding
+    cost = CostModel(Target("t", {"params_non_embedding": small * 1.5}), SPACE)
+    few = [a for a in all_archs() if cost.feasible(a)]
+    assert 1 < len(few) < 40
+    settings = SearchSettings(algo=algo, evaluations=40, seed=0)
+    result = Search(SPACE, cost, Additive(seed=1), settings).run()
+    assert result.exhausted and result.evaluations <= len(few)
+    assert result.best.arch in few

@@ -218,6 +218,12 @@ def search(
             results.append(result)
             if main:
                 best = result.best
+                if result.exhausted:
+                    typer.echo(
+                        f"{label}: the budgets leave only {result.evaluations} sub-BERTs "
+                        "that it could find; all were evaluated (fewer than --evaluations)",
+                        err=True,
+                    )
                 typer.echo(
                     f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
                     f"rescore {best.rescore}",

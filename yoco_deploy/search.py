@@ -30,7 +30,6 @@ evaluations, so an interrupted search resumes exactly where it stopped.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import os
@@ -125,6 +124,7 @@ class SearchResult:
     log_path: Path | None
     history: list[float] = field(default_factory=list)  # best feasible fitness after each eval
     tempered: int = 0  # ESNG: times theta was mixed back towards uniform
+    exhausted: bool = False  # ended before its budget: no new feasible sub-BERT turned up
 
     @property
     def best(self) -> Scored:
@@ -133,6 +133,15 @@ class SearchResult:
 
 class _Budget(Exception):
     """The evaluation budget is spent."""
+
+
+class _Exhausted(Exception):
+    """No new feasible sub-BERT turns up: the budgets leave fewer of them than the
+    evaluation budget (the search then ends with what it found)."""
+
+
+# Generations in a row without a new evaluation before the space counts as exhausted.
+IDLE_GENERATIONS = 500
 
 
 class Search:
@@ -157,6 +166,8 @@ class Search:
         self.history: list[float] = []
         self.best_fitness = -math.inf
         self.tempered = 0
+        self.exhausted = False
+        self._idle, self._seen = 0, 0
 
     # ---- evaluation, logging, resuming --------------------------------------------------
 
@@ -278,11 +289,24 @@ class Search:
     # ---- algorithms ---------------------------------------------------------------------
 
     def run(self) -> SearchResult:
+        """Search until the evaluation budget is spent, or until no new feasible sub-BERT
+        turns up (``exhausted``: the result holds every one found)."""
         self.cost.check_achievable()  # also what guarantees that repair ends feasible
         algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
-        with contextlib.suppress(_Budget):  # the normal end: the evaluation budget is spent
+        try:
             algo[self.s.algo]()
+        except _Budget:  # the normal end: the evaluation budget is spent
+            pass
+        except _Exhausted:
+            self.exhausted = True
         return self._finish()
+
+    def _generation_done(self) -> None:
+        """Count generations that evaluated nothing new; too many in a row: exhausted."""
+        self._idle = 0 if len(self.done) > self._seen else self._idle + 1
+        self._seen = len(self.done)
+        if self._idle >= IDLE_GENERATIONS:
+            raise _Exhausted
 
     def _esng(self) -> None:
         sng = CategoricalSNG(
@@ -301,21 +325,19 @@ class Search:
             self._prefetch(archs)
             values = [self.objective(a) for a in archs]
             sng.update(codes, values)
+            self._generation_done()
             best, stale = (min(values), 0) if min(values) < best else (best, stale + 1)
             if self.s.stagnation and stale >= self.s.stagnation:
                 sng.temper(self.s.temper)
                 self.tempered, stale = self.tempered + 1, 0
-        raise SearchError("ESNG stopped after its attempt limit without spending its budget")
+        raise _Exhausted
 
     def _feasible_sample(self, draw: Callable[[], Arch]) -> Arch:
         for _ in range(self.s.max_attempts):
             arch = draw()
             if self.cost.feasible(arch):
                 return arch
-        raise SearchError(
-            f"no feasible sub-BERT in {self.s.max_attempts} samples: the budgets "
-            "leave almost nothing of the space"
-        )
+        raise _Exhausted
 
     def _candidate(self, draw: Callable[[], Arch]) -> Arch:
         """A feasible candidate from ``draw``: repaired, or by rejection without repair."""
@@ -333,7 +355,8 @@ class Search:
             self._prefetch(archs)
             for arch in archs:
                 self.evaluate(arch)
-        raise SearchError("random search stopped after its attempt limit")
+            self._generation_done()
+        raise _Exhausted
 
     def _mutate(self, arch: Arch) -> Arch:
         codes = self.space.encode(arch)
@@ -380,15 +403,19 @@ class Search:
                 drawn.append(self._candidate(draw))
             self._prefetch(drawn)
             children = [self.evaluate(arch) for arch in drawn]
+            self._generation_done()
             population = population[: s.parents] + children
-        raise SearchError("evolution stopped after its attempt limit")
+        raise _Exhausted
 
     # ---- re-scoring and the result ------------------------------------------------------
 
     def _finish(self) -> SearchResult:
         feasible = [c for c in self.done.values() if self.cost.feasible(c.arch)]
         if not feasible:
-            raise SearchError("the search evaluated no feasible sub-BERT; raise --evaluations")
+            raise SearchError(
+                f"the search found no feasible sub-BERT in {self.s.max_attempts} samples: "
+                "the budgets leave almost nothing of the space; loosen them"
+            )
         feasible.sort(key=Scored.rank_key)
         top = feasible[: self.s.rescore_top]
         self._prefetch([c.arch for c in top], "rescore")
@@ -411,4 +438,6 @@ class Search:
                 )
         top.sort(key=lambda c: (-c.rescore, rescore_loss[c.arch.arch_id]))
         ranked = top + feasible[self.s.rescore_top :]
-        return SearchResult(ranked, len(self.done), self.log_path, self.history, self.tempered)
+        return SearchResult(
+            ranked, len(self.done), self.log_path, self.history, self.tempered, self.exhausted
+        )
