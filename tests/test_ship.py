@@ -208,3 +208,32 @@ def test_the_floor_is_two_standard_errors_above_the_majority_class():
     assert small.floor == pytest.approx(0.52)  # never less than 2 points
     mcc = QualityGate.for_split(get_task("cola"), np.array([1, 1, 0]), "mcc")
     assert (mcc.baseline, mcc.floor) == (0.0, 0.05)
+
+
+def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_written(
+    net, tmp_path, monkeypatch
+):
+    """A full disk mid-bundle (an injected ENOSPC while copying files) leaves the
+    previous good bundle as it was and no partial one under any name."""
+    import errno
+
+    from yoco_deploy import ship as ship_module
+
+    supernet, _ = net
+    cm = cost_model(net, parse_target("tiny-cpu:params=3M"))
+    arch = [supernet.super_bert.space.min_arch()]
+    first = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
+    before = {p.name: p.read_bytes() for p in first.path.iterdir()}
+    copy = ship_module.shutil.copyfile
+
+    def full_disk(src, dst, *args, **kwargs):
+        if str(dst).endswith("config.json"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return copy(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(ship_module.shutil, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
+    left = sorted(p.name for p in (tmp_path / "bundles").iterdir())
+    assert left == [first.path.name]  # no staging folder, no second bundle
+    assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before

@@ -375,8 +375,7 @@ class Runner:
         return stages
 
     def _search_ship(self, target, predictor: Path | None, out: Path) -> None:
-        import shutil
-
+        from yoco_deploy.atomic import staged_dir
         from yoco_deploy.budgets import CostModel
         from yoco_deploy.deploy import load_supernet, search_target, ship_result
         from yoco_deploy.predictor import LatencyPredictor
@@ -395,24 +394,17 @@ class Runner:
             warm_theta=None if s.cold else net.theta,
         )
         result = search_target(net, cost_model, settings, self.work / "search")
-        if out.exists():
-            shutil.rmtree(out)
-        shipped = ship_result(
-            net,
-            cost_model,
-            result,
-            out,
-            ShipSettings(
-                fmt=self.p.ship.format,
-                provider=self.p.ship.provider,
-                threads=self.p.ship.threads,
-                seq_len=net.max_seq_len,
-                min_metric=self.p.ship.min_metric,
-                allow_weak=self.p.ship.allow_weak,
-            ),
-            say=self.say,
+        ship = ShipSettings(
+            fmt=self.p.ship.format,
+            provider=self.p.ship.provider,
+            threads=self.p.ship.threads,
+            seq_len=net.max_seq_len,
+            min_metric=self.p.ship.min_metric,
+            allow_weak=self.p.ship.allow_weak,
         )
-        self.say(f"shipped {shipped.path}")
+        with staged_dir(out) as stage:  # the target's previous bundle stays until this works
+            shipped = ship_result(net, cost_model, result, stage, ship, say=self.say)
+        self.say(f"shipped {out / shipped.path.name}")
 
     # ---- driving ------------------------------------------------------------------------
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from yoco_deploy import runner
 from yoco_deploy.arch import Arch
+from yoco_deploy.atomic import staged_dir, write_text
 from yoco_deploy.budgets import BudgetError, CostModel, Target
 from yoco_deploy.costs import arch_costs
 
@@ -164,19 +165,18 @@ def ship_target(
                     continue
                 say(f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})")
             bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
-            if bundle.exists():
-                shutil.rmtree(bundle)
-            bundle.mkdir(parents=True)
-            shutil.copyfile(onnx_path, bundle / "model.onnx")
-            save_extracted(extract(super_bert, arch), Path(tmp) / "hf", tokenizer)
-            for f in (Path(tmp) / "hf").iterdir():
-                if f.name != "model.safetensors":  # the ONNX file carries the weights
-                    shutil.copyfile(f, bundle / f.name)
-            manifest = make_manifest(
-                arch, target, cost_model, report, stats, metric, settings, bundle / "model.onnx"
-            )
-            manifest["quality"] = gate.record(metric["value"])
-            (bundle / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
+            # staged beside its final place: a failure leaves the previous bundle intact
+            with staged_dir(bundle) as stage:
+                shutil.copyfile(onnx_path, stage / "model.onnx")
+                save_extracted(extract(super_bert, arch), Path(tmp) / "hf", tokenizer)
+                for f in (Path(tmp) / "hf").iterdir():
+                    if f.name != "model.safetensors":  # the ONNX file carries the weights
+                        shutil.copyfile(f, stage / f.name)
+                manifest = make_manifest(
+                    arch, target, cost_model, report, stats, metric, settings, stage / "model.onnx"
+                )
+                manifest["quality"] = gate.record(metric["value"])
+                write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
             return Shipped(bundle, manifest, rejected)
     scores = [r["metric"] for r in rejected if "metric" in r]
     if gate is not None and scores:
