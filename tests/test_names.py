@@ -39,3 +39,45 @@ def test_cli_refuses_a_device_path(tmp_path):
     assert result.exit_code != 0
     assert "is not a plain name" in result.output
     assert not (tmp_path / "x").exists() and not (tmp_path.parent / "x").exists()
+
+
+def test_a_budget_given_twice_is_an_error():
+    from yoco_deploy.budgets import BudgetError
+
+    for text in ("d:latency=1ms,latency=2ms", "d:latency=50%,latency=2ms", "d:params=1M,params=2M"):
+        with pytest.raises(BudgetError, match="given twice"):
+            parse_target(text)
+
+
+def test_a_sequence_longer_than_the_positions_is_one_clear_error(tmp_path):
+    from helpers import TINY
+    from test_cli import run
+
+    arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 2, "ffn": 24}]}'
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    result = run("costs", "--model", model, "--arch", arch, "--seq-len", 500)
+    assert result.exit_code == 1
+    assert f"has {TINY['max_position_embeddings']} position embeddings" in result.output
+    assert len(result.output.strip().splitlines()) == 1
+
+
+def test_debug_environment_variable_keeps_the_traceback(tmp_path, monkeypatch):
+    from test_cli import run
+
+    monkeypatch.setenv("YOCO_DEBUG", "1")
+    result = run("costs", "--model", tmp_path / "missing", "--arch", "{}")
+    assert result.exit_code != 0 and result.exception is not None
+
+
+def test_an_output_folder_under_a_file_is_one_line(tmp_path):
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    (tmp_path / "a-file").write_text("x")
+    arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 2, "ffn": 24}]}'
+    result = run("export", "--model", model, "--arch", arch, "--out", tmp_path / "a-file" / "out")
+    assert result.exit_code == 1, result.output
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output

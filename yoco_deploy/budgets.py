@@ -85,6 +85,8 @@ def parse_target(text: str) -> Target:
         if not eq or key not in _UNITS:
             raise BudgetError(f"target {text!r}: unknown budget {item!r}; use {', '.join(_UNITS)}")
         m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z%]*)\s*", value)
+        if key in budgets or (key == "latency" and "latency_share" in budgets):
+            raise BudgetError(f"target {text!r}: {key} is given twice; give each budget once")
         if key == "latency" and m and m.group(2) == "%":
             budgets["latency_share"] = float(m.group(1)) / 100
             continue

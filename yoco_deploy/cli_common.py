@@ -28,17 +28,37 @@ ArchOpt = Annotated[
 ]
 
 
+DEBUG_ENV = "YOCO_DEBUG"  # set to 1 for the full traceback of any error
+
+
 @contextlib.contextmanager
 def user_errors():
-    """Turn user mistakes into one line on stderr and exit code 1."""
-    from yoco_deploy.errors import YocoError
+    """The one error boundary of every command: user mistakes and environment failures
+    (a typo, an unreadable file, a full disk, a folder that cannot be written) end with
+    one ``error:`` line on stderr and a non-zero exit; Ctrl-C exits 130, SIGTERM 143.
+    ``YOCO_DEBUG=1`` re-raises with the traceback."""
+    import os
+
+    from yoco_deploy.errors import Terminated, YocoError
     from yoco_deploy.runner import RunnerError
 
+    debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         yield
     except (YocoError, RunnerError) as err:
+        if debug:
+            raise
         typer.echo(f"error: {err}", err=True)
         raise typer.Exit(1) from None
+    except OSError as err:
+        if debug:
+            raise
+        where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        typer.echo(f"error: {err.strerror or err}{where}", err=True)
+        raise typer.Exit(1) from None
+    except Terminated:
+        typer.echo("terminated", err=True)
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
         typer.echo("interrupted", err=True)
         raise typer.Exit(130) from None

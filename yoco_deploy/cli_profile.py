@@ -241,6 +241,7 @@ def predict(
         from yoco_deploy.predictor import LatencyPredictor
 
         p = LatencyPredictor.load(predictor)
+        p.dims.check_seq_len(seq_len)
         a = arch_arg(arch)
         ref_ms = None
         if calibrate:

@@ -58,8 +58,9 @@ def layer_flops(dims: ModelDims, heads: int, ffn: int, seq_len: int, batch: int)
 
 
 def arch_costs(arch: Arch, dims: ModelDims, seq_len: int = 128, batch: int = 1) -> Costs:
-    if seq_len <= 0 or batch <= 0:
-        raise ValueError(f"seq_len and batch must be positive, got {seq_len}, {batch}")
+    if batch <= 0:
+        raise ValueError(f"batch must be positive, got {batch}")
+    dims.check_seq_len(seq_len)
     body = sum(layer_params(dims, la.heads, la.ffn) for la in arch.layers) + head_params(dims)
     flops = sum(layer_flops(dims, la.heads, la.ffn, seq_len, batch) for la in arch.layers)
     flops += 2 * batch * (dims.hidden * dims.hidden + dims.hidden * dims.num_labels)

@@ -11,6 +11,10 @@ class YocoError(Exception):
     """Base of every error caused by user input or environment, not by a bug."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM: work was stopped (and checkpointed where possible); exit code 143."""
+
+
 class ArchError(YocoError, ValueError):
     """An architecture is malformed or lies outside the search space."""
 

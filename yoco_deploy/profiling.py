@@ -246,6 +246,8 @@ def profile_device(
     exclude: set[str] | frozenset[str] = frozenset(),
 ) -> ProfileResult:
     """Profile ``settings.n`` sub-BERTs (or fewer, if ``until`` is reached first)."""
+    for _, seq_len in settings.shapes:
+        space.dims.check_seq_len(seq_len)
     started = time.monotonic()
     backend = backend or runner.OrtBackend(settings.provider, settings.threads)
     fingerprint = runner.device_fingerprint(settings.provider, settings.threads)

@@ -70,6 +70,16 @@ class ModelDims:
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def check_seq_len(self, seq_len: int) -> int:
+        """A sequence length the model can run: positive, and no longer than its position
+        embeddings (beyond them ONNX Runtime and torch fail deep inside)."""
+        if not 0 < seq_len <= self.max_positions:
+            raise SpaceError(
+                f"sequence length {seq_len} is outside 1..{self.max_positions}: the model "
+                f"has {self.max_positions} position embeddings"
+            )
+        return seq_len
+
 
 @dataclass(frozen=True)
 class SearchSpace:

@@ -34,7 +34,7 @@ import torch.nn.functional as F
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.data import TaskData, encode, load_task, to_tensors, trim_padding
-from yoco_deploy.errors import YocoError
+from yoco_deploy.errors import Terminated, YocoError
 from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
 from yoco_deploy.sng import CategoricalSNG, SubSpace
 from yoco_deploy.super_bert import SuperBert
@@ -171,6 +171,7 @@ class Trainer:
             for p in self.teacher.parameters():
                 p.requires_grad_(False)
         self.space = self.super_bert.space
+        self.space.dims.check_seq_len(c.max_seq_len)
         self.train_enc = encode(self.tokenizer, self.data.train, c.max_seq_len)
         self.dev_enc = encode(self.tokenizer, self.data.dev, c.max_seq_len)
         # batch_size is per process: a step consumes batch_size x processes examples.
@@ -322,7 +323,7 @@ class Trainer:
                 self._save_checkpoint(optimizer, scheduler)
             if self._stop:
                 self.say(f"SIGTERM at step {self.step}: checkpoint saved; rerun with --resume")
-                raise KeyboardInterrupt
+                raise Terminated
         if self.step >= self.total_steps:
             self._finish()
         else:  # stopped early on request: leave a checkpoint to resume from
