@@ -50,8 +50,9 @@ def test_a_budget_given_twice_is_an_error():
 
 
 def test_a_sequence_longer_than_the_positions_is_one_clear_error(tmp_path):
-    from helpers import TINY
     from test_cli import run
+
+    from helpers import TINY
 
     arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 2, "ffn": 24}]}'
     model = tmp_path / "tiny"

@@ -413,6 +413,13 @@ class Runner:
         return [(stage.key, self.book.status(stage)) for stage in self.stages()]
 
     def run(self) -> list[tuple[str, str]]:
+        """Run every stage that is not up to date, one pipeline per workdir at a time."""
+        from yoco_deploy.lock import exclusive
+
+        with exclusive(self.work / ".lock", f"pipeline workdir {self.work}"):
+            return self._run_stages()
+
+    def _run_stages(self) -> list[tuple[str, str]]:
         done = []
         index = 0
         while True:

@@ -245,9 +245,24 @@ def profile_device(
     backend=None,
     exclude: set[str] | frozenset[str] = frozenset(),
 ) -> ProfileResult:
-    """Profile ``settings.n`` sub-BERTs (or fewer, if ``until`` is reached first)."""
+    """Profile ``settings.n`` sub-BERTs (or fewer, if ``until`` is reached first); one
+    process per profile folder (a lock beside it, ``NAME.lock``)."""
+    from yoco_deploy.lock import exclusive
+
     for _, seq_len in settings.shapes:
         space.dims.check_seq_len(seq_len)
+    out = Path(out)
+    with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
+        return _profile(
+            space, out, name, settings, model, progress, until, near_ms, first_round, step,
+            repair, backend, exclude,
+        )  # fmt: skip
+
+
+def _profile(
+    space, out, name, settings, model, progress, until, near_ms, first_round, step, repair,
+    backend, exclude,
+) -> ProfileResult:  # fmt: skip
     started = time.monotonic()
     backend = backend or runner.OrtBackend(settings.provider, settings.threads)
     fingerprint = runner.device_fingerprint(settings.provider, settings.threads)

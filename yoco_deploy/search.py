@@ -30,6 +30,7 @@ evaluations, so an interrupted search resumes exactly where it stopped.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -293,13 +294,24 @@ class Search:
         turns up (``exhausted``: the result holds every one found)."""
         self.cost.check_achievable()  # also what guarantees that repair ends feasible
         algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
-        try:
-            algo[self.s.algo]()
-        except _Budget:  # the normal end: the evaluation budget is spent
-            pass
-        except _Exhausted:
-            self.exhausted = True
-        return self._finish()
+        with self._writer():
+            self.cache = self._read_log()  # read again under the lock
+            try:
+                algo[self.s.algo]()
+            except _Budget:  # the normal end: the evaluation budget is spent
+                pass
+            except _Exhausted:
+                self.exhausted = True
+            return self._finish()
+
+    def _writer(self):
+        """The log's lock, held by the process that writes it (one search per log)."""
+        if self.log_path is None or not self.write_log:
+            return contextlib.nullcontext()
+        from yoco_deploy.lock import exclusive
+
+        lock = self.log_path.with_name(self.log_path.name + ".lock")
+        return exclusive(lock, f"search log {self.log_path}")
 
     def _generation_done(self) -> None:
         """Count generations that evaluated nothing new; too many in a row: exhausted."""
