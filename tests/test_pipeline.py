@@ -86,3 +86,26 @@ def test_pipeline_checks_train_overrides_and_formats_at_load(tmp_path):
     bad.write_text(head + "ship: {format: int4}\n")
     with pytest.raises(PipelineError, match=r"ship\.format"):
         load_pipeline(bad)
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        ("devices: [{name: d, until: within10=abc}]\n", "is not a number"),
+        ("ship: {provider: cuda}\n", "is not available in this onnxruntime build"),
+        ("targets: ['../../victim:params=1M']\n", "is not a plain name"),
+        ("targets: ['d:latency=1ms,latency=2ms']\n", "given twice"),
+    ],
+)
+def test_everything_checkable_fails_at_load_and_dry_run(tmp_path, extra, message):
+    """What used to fail only after the teacher and super-BERT had trained."""
+    from test_cli import run
+
+    head = "model: m\ntask: sst2\nworkdir: w\n"
+    bad = tmp_path / "p.yaml"
+    bad.write_text(head + ("" if extra.startswith("targets") else "targets: []\n") + extra)
+    with pytest.raises(PipelineError, match=message):
+        load_pipeline(bad)
+    result = run("run", bad, "--dry-run")
+    assert result.exit_code == 1 and message in result.output
+    assert not (tmp_path / "w").exists()

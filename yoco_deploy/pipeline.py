@@ -112,7 +112,27 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
         )
     except ConfigError as err:
         raise PipelineError(f"{path}: {err}") from None
+    _check_before_work(pipeline, path)
     return pipeline
+
+
+def _check_before_work(pipeline: Pipeline, path: Path) -> None:
+    """Everything that can fail without doing work fails now (and under --dry-run), not
+    after an hour of training: profiling targets, the ship provider, the targets."""
+    from yoco_deploy.budgets import parse_target
+    from yoco_deploy.errors import YocoError
+    from yoco_deploy.profiling import parse_until
+    from yoco_deploy.runner import RunnerError, resolve_provider
+
+    try:
+        for device in pipeline.devices:
+            if device.until:
+                parse_until(device.until)
+        for text in pipeline.targets:
+            parse_target(text)
+        resolve_provider(pipeline.ship.provider)
+    except (YocoError, RunnerError) as err:
+        raise PipelineError(f"{path}: {err}") from None
 
 
 # ---- up-to-date checks ---------------------------------------------------------------------
