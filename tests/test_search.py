@@ -401,3 +401,37 @@ def test_a_space_with_fewer_feasible_sub_berts_than_evaluations_ends_with_them(a
     result = Search(SPACE, cost, Additive(seed=1), settings).run()
     assert result.exhausted and result.evaluations <= len(few)
     assert result.best.arch in few
+
+
+def test_an_edited_log_row_is_named_and_repair_keeps_every_intact_row(knapsack, tmp_path):
+    cost, _, _ = knapsack
+    log = tmp_path / "s.jsonl"
+    settings = SearchSettings(algo="random", evaluations=10, seed=0)
+    first = Search(SPACE, cost, Additive(1), settings, log).run()
+    lines = log.read_text().splitlines()
+    edited = json.loads(lines[3])
+    edited["fitness"] = 99.0  # a hand edit that would change the winner
+    lines[3] = json.dumps(edited)
+    log.write_text("\n".join(lines) + "\n")
+    with pytest.raises(SearchError, match=r"line 4 was edited after it was written"):
+        Search(SPACE, cost, Additive(1), settings, log).run()
+    assert Search.repair_log(log) == 1
+    assert len(log.read_text().splitlines()) == len(lines) - 1
+    assert (tmp_path / "s.jsonl.rejected").exists()
+    again = Search(SPACE, cost, Additive(1), settings, log).run()
+    assert again.best.arch == first.best.arch and again.best.fitness < 99
+
+
+def test_an_edited_measurement_is_named(tmp_path):
+    from yoco_deploy.runner import MeasurementLog, RunnerError
+
+    log = MeasurementLog(tmp_path / "m.jsonl")
+    for i in range(3):
+        log.append({"kind": "model", "key": f"k{i}", "median_ms": 1.0 + i})
+    lines = (tmp_path / "m.jsonl").read_text().splitlines()
+    lines[1] = lines[1].replace('"median_ms": 2.0', '"median_ms": 0.2')
+    (tmp_path / "m.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(RunnerError, match="line 2 was edited"):
+        MeasurementLog(tmp_path / "m.jsonl")
+    assert MeasurementLog.repair(tmp_path / "m.jsonl") == 1
+    assert [r["key"] for r in MeasurementLog(tmp_path / "m.jsonl").rows] == ["k0", "k2"]

@@ -137,6 +137,14 @@ def search(
             "with the cost model instead of ranking it last (no evaluation spent)."
         ),
     ] = True,
+    repair_log: Annotated[
+        bool,
+        typer.Option(
+            "--repair",
+            help="Set torn or edited lines of an existing search log aside first (every "
+            "intact evaluation and a backup are kept).",
+        ),
+    ] = False,
     calibrate: Annotated[
         bool,
         typer.Option(
@@ -199,6 +207,12 @@ def search(
             models = _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads)
         for cm in models:
             cm.check_achievable()  # every target, before any long work
+            if repair_log:
+                from yoco_deploy.deploy import search_log_path
+                from yoco_deploy.search import Search
+
+                log = search_log_path(out, cm.target, settings)
+                typer.echo(f"{log}: {Search.repair_log(log)} lines set aside", err=True)
         accelerator = Accelerator()
         main = accelerator.is_main_process
         evaluator = make_evaluator(net, seed, accelerator)

@@ -183,6 +183,13 @@ def fit(
     ] = None,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held-out share.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split and the trees.")] = 0,
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="Set torn or edited measurement rows aside first (intact rows and a backup "
+            "are kept)."
+        ),
+    ] = False,
 ) -> None:
     """Fit a latency predictor: linear, boosted trees and a FLOPs baseline compared by
     cross-validation; metrics on held-out sub-BERTs; a predicted-vs-measured PNG beside it.
@@ -193,6 +200,15 @@ def fit(
         from rich.table import Table
 
         from yoco_deploy.fit import fit_profile
+
+        if repair:
+            from yoco_deploy.profiling import MEASUREMENTS
+            from yoco_deploy.runner import MeasurementLog
+
+            for folder in (profile_path, test):
+                if folder is not None:
+                    moved = MeasurementLog.repair(Path(folder) / MEASUREMENTS)
+                    typer.echo(f"{folder}: {moved} rows set aside", err=True)
 
         result = fit_profile(profile_path, out, test, holdout, seed)
         table = Table(title=f"latency predictor {result.path} ({result.predictor.model['type']})")

@@ -142,6 +142,11 @@ def cost_model_for(
     return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 
 
+def search_log_path(out_dir: Path, target: Target, settings: SearchSettings) -> Path:
+    """Where a target's search is logged (one folder per target, one log per algo/seed)."""
+    return Path(out_dir) / target.slug() / f"search-{settings.algo}-seed{settings.seed}.jsonl"
+
+
 def search_target(
     supernet: Supernet,
     cost_model: CostModel,
@@ -157,7 +162,7 @@ def search_target(
     trajectory under ``accelerate launch``)."""
     target = cost_model.target
     evaluator = evaluator or make_evaluator(supernet, settings.seed)
-    log = Path(out_dir) / target.slug() / f"search-{settings.algo}-seed{settings.seed}.jsonl"
+    log = search_log_path(out_dir, target, settings)
     space = supernet.super_bert.space
     # Every process reads the log (a resumed parallel search stays in step); one writes.
     result = Search(space, cost_model, evaluator, settings, log, progress, main_process).run()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import hashlib
 import json
 import os
 import platform
@@ -184,6 +185,59 @@ def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) ->
 
 # ---- the append-only measurements file ------------------------------------------------
 
+# Each row carries a checksum of its own content, so a hand edit (a changed median, a
+# changed fitness) is found and named instead of silently changing a result. Rows
+# written before checksums existed have none and are read as they are.
+CHECKSUM_KEY = "sum"
+
+
+def row_sum(row: dict) -> str:
+    body = {k: v for k, v in row.items() if k != CHECKSUM_KEY}
+    canonical = json.dumps(body, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(canonical.encode()).hexdigest()[:16]
+
+
+def sealed_line(row: dict) -> bytes:
+    """One JSON line holding the row and its checksum."""
+    return (json.dumps({**row, CHECKSUM_KEY: row_sum(row)}, sort_keys=True) + "\n").encode()
+
+
+def parse_row(line: bytes) -> tuple[dict | None, str | None]:
+    """(row without its checksum, None), or (None, why it cannot be trusted)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None, "is not valid JSON"
+    if not isinstance(row, dict):
+        return None, "is not a row"
+    stored = row.pop(CHECKSUM_KEY, None)
+    if stored is not None and stored != row_sum(row):
+        return None, "was edited after it was written (checksum mismatch)"
+    return row, None
+
+
+def repair_rows(path: Path, valid) -> int:
+    """Keep every intact row for which ``valid(row)`` holds; move the others to
+    ``<file>.rejected`` and keep a backup of the file as it was. Returns the count."""
+    path = Path(path)
+    if not path.exists():
+        return 0
+    good, bad = [], []
+    for line in path.read_bytes().split(b"\n"):
+        if not line.strip():
+            continue
+        row, _ = parse_row(line)
+        (good if row is not None and valid(row) else bad).append(line)
+    if bad:
+        backup = path.with_name(path.name + f".bak-{int(time.time())}")
+        backup.write_bytes(path.read_bytes())
+        with open(path.with_name(path.name + ".rejected"), "ab") as f:
+            f.write(b"\n".join(bad) + b"\n")
+        tmp = path.with_name(path.name + ".tmp")
+        tmp.write_bytes(b"".join(line + b"\n" for line in good))
+        os.replace(tmp, path)
+    return len(bad)
+
 
 class MeasurementLog:
     """JSON lines, appended and fsynced one row at a time; never rewritten."""
@@ -201,48 +255,26 @@ class MeasurementLog:
         for number, line in enumerate(lines, start=1):
             if not line.strip():
                 continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict) or "kind" not in row:
-                    raise ValueError("not a measurement row")
-            except ValueError:
+            row, why = parse_row(line)
+            if row is None or "kind" not in row:
                 torn = number == len(lines) and not data.endswith(b"\n")
-                why = "is cut off (an interrupted write?)" if torn else "is not a valid row"
+                why = "is cut off (an interrupted write?)" if torn else why or "is not a row"
                 raise RunnerError(
                     f"{self.path}: line {number} {why}; nothing was changed. Run the command "
-                    "again with --repair to set unreadable lines aside (a backup is kept), "
-                    "or move the file away"
-                ) from None
+                    "again with --repair to set such lines aside (every intact row is kept, "
+                    "and a backup), or move the file away"
+                )
             rows.append(row)
         return rows
 
     @staticmethod
     def repair(path: Path) -> int:
-        """Move unreadable lines to ``<file>.rejected``; keep a backup; return the count."""
-        path = Path(path)
-        if not path.exists():
-            return 0
-        good, bad = [], []
-        for line in path.read_bytes().split(b"\n"):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                (good if isinstance(row, dict) and "kind" in row else bad).append(line)
-            except ValueError:
-                bad.append(line)
-        if bad:
-            backup = path.with_name(path.name + f".bak-{int(time.time())}")
-            backup.write_bytes(path.read_bytes())
-            with open(path.with_name(path.name + ".rejected"), "ab") as f:
-                f.write(b"\n".join(bad) + b"\n")
-            tmp = path.with_name(path.name + ".tmp")
-            tmp.write_bytes(b"".join(line + b"\n" for line in good))
-            os.replace(tmp, path)
-        return len(bad)
+        """Move unreadable or edited lines to ``<file>.rejected``; keep a backup; return
+        the count. Every intact row stays."""
+        return repair_rows(path, lambda row: "kind" in row)
 
     def append(self, row: dict) -> None:
-        line = (json.dumps(row, sort_keys=True) + "\n").encode()
+        line = sealed_line(row)
         fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
             os.write(fd, line)  # one write per row: a kill leaves whole rows or a torn tail

@@ -31,7 +31,6 @@ evaluations, so an interrupted search resumes exactly where it stopped.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -175,30 +174,39 @@ class Search:
     def _read_log(self) -> dict[tuple[str, str], tuple[float, float]]:
         if not self.log_path or not self.log_path.exists():
             return {}
+        from yoco_deploy.runner import parse_row
+
         cache = {}
-        for number, line in enumerate(self.log_path.read_text().splitlines(), 1):
+        for number, line in enumerate(self.log_path.read_bytes().split(b"\n"), 1):
+            if not line.strip():
+                continue
+            row, why = parse_row(line)
             try:
-                row = json.loads(line)
+                if row is None:
+                    raise ValueError(why)
                 loss = row.get("loss")
                 cache[(row["arch_id"], row["split"])] = (
                     float(row["fitness"]),
                     math.nan if loss is None else float(loss),
                 )
-            except (ValueError, KeyError):
+            except (ValueError, KeyError, TypeError) as err:
+                reason = why or f"is not a search row ({type(err).__name__}: {err})"
                 raise SearchError(
-                    f"{self.log_path}: line {number} is unreadable; move the "
-                    "log away to start the search afresh"
+                    f"{self.log_path}: line {number} {reason}; nothing was changed. Rerun "
+                    "with --repair to set such lines aside (every intact evaluation is "
+                    "kept, and a backup), or move the log away to start afresh"
                 ) from None
         return cache
 
     def _append(self, row: dict[str, Any]) -> None:
         if self.log_path is None or not self.write_log:
             return
+        from yoco_deploy.runner import sealed_line
+
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        line = (json.dumps(row) + "\n").encode()
         fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
         try:
-            os.write(fd, line)
+            os.write(fd, sealed_line(row))
         finally:
             os.close(fd)
 
@@ -303,6 +311,17 @@ class Search:
             except _Exhausted:
                 self.exhausted = True
             return self._finish()
+
+    @staticmethod
+    def repair_log(path: Path) -> int:
+        """Set unreadable or edited lines of a search log aside (every intact evaluation
+        and a backup are kept); returns how many."""
+        from yoco_deploy.runner import repair_rows
+
+        def valid(row: dict) -> bool:
+            return {"arch_id", "split", "fitness"} <= set(row)
+
+        return repair_rows(path, valid)
 
     def _writer(self):
         """The log's lock, held by the process that writes it (one search per log)."""
