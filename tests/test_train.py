@@ -85,6 +85,25 @@ def test_resumed_run_equals_uninterrupted_run(tiny_task, tmp_path):
     assert ta == tb
 
 
+def test_a_resumed_run_logs_each_step_once(tiny_task, tmp_path):
+    """Rows logged after the last checkpoint (a kill -9 between checkpoints) are not
+    repeated by the resumed run."""
+
+    def keys(run):
+        rows = [json.loads(line) for line in (run / "log.jsonl").open()]
+        return [(r["kind"], r["step"], r["phase"], r.get("name")) for r in rows]
+
+    straight = Trainer(tiny_config(*tiny_task, tmp_path / "a"), log=lambda s: None)
+    straight.train()
+    first = Trainer(tiny_config(*tiny_task, tmp_path / "b"), log=lambda s: None)
+    first.train(stop_at=20)  # checkpoint_every is 20
+    late = {"kind": "train", "step": 30, "phase": "ffn0", "loss": 0.0}
+    with open(tmp_path / "b" / "log.jsonl", "a") as f:  # written after it, then killed
+        f.write(json.dumps(late) + "\n")
+    Trainer(tiny_config(*tiny_task, tmp_path / "b"), log=lambda s: None).train(resume=True)
+    assert keys(tmp_path / "b") == keys(tmp_path / "a")
+
+
 def test_misspelt_config_key_is_a_clear_error(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown key 'lerning_rate'"):
         parse_config({"model": "m", "task": "sst2", "output_dir": "o", "lerning_rate": 1})

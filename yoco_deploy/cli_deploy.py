@@ -256,6 +256,24 @@ def search(
         _summary(shipped, bundles)
 
 
+def _ranked_archs(path: Path) -> list:
+    """The ranked candidates of a search's result.json, or one clear error."""
+    from yoco_deploy.arch import Arch
+    from yoco_deploy.search import SearchError
+
+    try:
+        ranked = json.loads(path.read_text())["ranked"]
+        archs = [Arch.from_dict(r["arch"]) for r in ranked]
+    except (ValueError, KeyError, TypeError) as err:
+        raise SearchError(
+            f"{path} is not a search result (a result.json written by `search`): "
+            f"{type(err).__name__}: {err}"
+        ) from None
+    if not archs:
+        raise SearchError(f"{path} ranks no candidate")
+    return archs
+
+
 def ship(
     supernet: SupernetOpt,
     target: Annotated[str, typer.Option("--target", "-t", help="NAME:latency=20ms,...")],
@@ -277,7 +295,6 @@ def ship(
 ) -> None:
     """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
     with user_errors():
-        from yoco_deploy.arch import Arch
         from yoco_deploy.budgets import BudgetError, parse_target
         from yoco_deploy.deploy import cost_model_for, load_supernet
         from yoco_deploy.ship import ship_target
@@ -291,8 +308,7 @@ def ship(
         if arch is not None:
             candidates = [net.super_bert.space.validate(arch_arg(arch))]
         else:
-            ranked = json.loads(Path(from_search).read_text())["ranked"]
-            candidates = [Arch.from_dict(r["arch"]) for r in ranked]
+            candidates = _ranked_archs(Path(from_search))
         cm = cost_model_for(t, net, predictors_dir, seq_len, batch, fmt)
         shipped = ship_target(
             net.super_bert,

@@ -165,9 +165,16 @@ def read_glue_tsv(path: Path, task: Task) -> Examples:
                 f"{path}: expected GLUE {task.name} columns {list(task.tsv)}, found {header}"
             ) from None
     width = max(c for c in (a_col, b_col, y_col) if c is not None)
-    rows = [r for r in rows if len(r) > width]  # GLUE has a few malformed lines
-    if not rows:
+    complete = [r for r in rows if len(r) > width]  # GLUE has a few malformed lines
+    if not complete:
         raise DataError(f"{path}: no complete rows")
+    if len(complete) < len(rows):
+        print(
+            f"note: {path}: skipped {len(rows) - len(complete)} of {len(rows)} rows with "
+            f"fewer than {width + 1} columns",
+            file=sys.stderr,
+        )
+    rows = complete
     labels = _label_array([r[y_col] for r in rows], task, str(path))
     text_b = tuple(r[b_col] for r in rows) if b_col is not None else None
     return Examples(tuple(r[a_col] for r in rows), text_b, labels)

@@ -13,6 +13,7 @@ Layout of the output directory::
 from __future__ import annotations
 
 import json
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,7 +101,17 @@ def export_sub_bert(
     seq_len: int = 128,
     batch: int = 1,
 ) -> ExportReport:
+    created = not Path(out_dir).exists()
     out_dir = prepare_out_dir(out_dir)
+    try:
+        return _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch)
+    except BaseException:
+        if created:  # a failed export leaves no folder behind that it made itself
+            shutil.rmtree(out_dir, ignore_errors=True)
+        raise
+
+
+def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> ExportReport:
     dense = extract(super_bert, arch)
     files = {}
     if options.save_model_dir:

@@ -43,10 +43,27 @@ def _hub_error(ref: str, err: Exception) -> ModelLoadError:
     )
 
 
+def _refuse_extracted(ref: str, path: Path) -> None:
+    """An extracted sub-BERT folder is not a base model: say so, not 'not a directory'."""
+    import json
+
+    try:
+        model_type = json.loads((path / "config.json").read_text()).get("model_type")
+    except (OSError, ValueError, AttributeError):
+        return
+    if model_type == "yoco_bert":
+        raise ModelLoadError(
+            f"model {ref!r} is an extracted sub-BERT (model_type 'yoco_bert'): it is already "
+            "compressed. Pass the super-BERT (OUTPUT_DIR/final) or the base model; to run the "
+            "sub-BERT, load it with transformers (trust_remote_code=True) or use its bundle"
+        )
+
+
 def load_config(ref: str, num_labels: int | None = None) -> Any:
     from transformers import AutoConfig
 
     target = resolve(ref)
+    _refuse_extracted(ref, Path(target))
     try:
         config = AutoConfig.from_pretrained(target)
     except (OSError, ValueError) as err:

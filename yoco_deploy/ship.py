@@ -115,8 +115,10 @@ def ship_target(
     settings: ShipSettings = ShipSettings(),
     say=print,
 ) -> Shipped:
-    from yoco_deploy.export import ExportOptions, export_sub_bert
+    from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
     from yoco_deploy.extract import extract, save_extracted
+
+    prepare_out_dir(Path(out_dir))  # an unwritable --bundles fails now, not after timing
 
     backend = runner.OrtBackend(settings.provider, settings.threads)
     feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)

@@ -525,7 +525,20 @@ class Trainer:
         self.rng.setstate(ast.literal_eval(meta["python_rng"]))
         self.candidates = [np.asarray(c) for c in meta["candidates"]]
         self.step = meta["step"]
+        self._trim_log(self.step)
         self.say(f"resumed at step {self.step}/{self.total_steps}")
+
+    def _trim_log(self, step: int) -> None:
+        """Drop log rows written after the checkpoint: the resumed run writes them again."""
+        from yoco_deploy.atomic import write_text
+
+        path = self.out / "log.jsonl"
+        if not path.exists() or not self.accelerator.is_main_process:
+            return
+        lines = path.read_text().splitlines()
+        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
+        if len(kept) < len(lines):
+            write_text(path, "".join(line + "\n" for line in kept))
 
     def _importance_batches(self, n_batches: int = 4):
         for step in range(n_batches):
