@@ -105,6 +105,8 @@ def profile(
         from yoco_deploy.cli_common import quiet_transformers
 
         quiet_transformers()
+        for _, seq in settings.shapes:  # before the progress bar: a one-line error
+            space.dims.check_seq_len(seq)
         with progress_bar(f"profiling {device}") as update:
             result = profile_device(
                 space,

@@ -1,4 +1,5 @@
-"""Names that become paths never leave the folder the user named."""
+"""Bad input, as a demanding user gives it: each case ends with one `error:` line and a
+non-zero exit, and nothing is written outside the named folders or left half-written."""
 
 import pytest
 
@@ -82,3 +83,68 @@ def test_an_output_folder_under_a_file_is_one_line(tmp_path):
     assert result.exit_code == 1, result.output
     lines = result.output.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+
+
+def _one_error_line(result) -> str:
+    lines = result.output.strip().splitlines()
+    assert result.exit_code == 1, result.output
+    assert len(lines) == 1 and lines[0].startswith("error:"), result.output
+    return lines[0]
+
+
+def test_search_refuses_a_target_that_names_a_path(tmp_path):
+    from test_cli import run
+
+    result = run(
+        "search", "--supernet", tmp_path / "none", "--task", "sst2",
+        "-t", "../../../x:params=1M", "--out", tmp_path / "A" / "b",
+        "--bundles", tmp_path / "A" / "bb",
+    )  # fmt: skip
+    assert "is not a plain name" in _one_error_line(result)
+    assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+def test_ship_from_a_malformed_search_result_is_one_line(tmp_path):
+    from yoco_deploy.cli_deploy import _ranked_archs
+    from yoco_deploy.errors import YocoError
+
+    bad = tmp_path / "result.json"
+    for text in ("{not json", '{"ranked": [{"arch": 3}]}', "[]", '{"ranked": []}'):
+        bad.write_text(text)
+        with pytest.raises(YocoError, match=r"result\.json"):
+            _ranked_archs(bad)
+
+
+def test_an_extracted_sub_bert_as_model_says_what_it_is(tmp_path):
+    from test_cli import run
+
+    from yoco_deploy.extract import extract, save_extracted
+    from yoco_deploy.super_bert import SuperBert
+
+    sb = SuperBert(__import__("helpers").tiny_bert())
+    save_extracted(extract(sb, sb.space.min_arch()), tmp_path / "sub")
+    result = run("space", "--model", tmp_path / "sub")
+    assert "is an extracted sub-BERT" in _one_error_line(result)
+
+
+def test_profile_with_a_sequence_longer_than_the_positions_writes_nothing(tmp_path):
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    result = run(
+        "profile", "--model", model, "--device", "dev", "--seq-len", 500,
+        "--profiles-dir", tmp_path / "profiles", "--n", 10,
+    )  # fmt: skip
+    assert "position embeddings" in _one_error_line(result)
+    assert not (tmp_path / "profiles" / "dev").exists()
+
+
+def test_glue_rows_missing_a_column_are_counted(tmp_path, capsys):
+    from yoco_deploy.data import get_task, read_glue_tsv
+
+    path = tmp_path / "train.tsv"
+    path.write_text("sentence\tlabel\na fine film\t1\nbroken row\nanother\t0\n")
+    examples = read_glue_tsv(path, get_task("sst2"))
+    assert len(examples) == 2
+    assert "skipped 1 of 3 rows" in capsys.readouterr().err
