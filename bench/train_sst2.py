@@ -274,8 +274,38 @@ def main(argv: list[str] | None = None) -> int:
             )
     table = "\n".join(lines) + "\n"
     args.out.with_suffix(".md").write_text(table)
+    plot(rows, teacher_acc, args.out.with_name(args.out.stem + "_by_depth.png"))
     print(table)
     return 0
+
+
+def plot(rows: list[dict], teacher_acc: float, path: Path) -> None:
+    """Dev accuracy against FLOPs share, one colour per depth: trained (filled) and cut
+    from the teacher (hollow), with the teacher and the bar as lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2))
+    depths = sorted({r["arch"]["layers"].__len__() for r in rows}, reverse=True)
+    for i, depth in enumerate(depths):
+        mine = sorted(
+            (r for r in rows if len(r["arch"]["layers"]) == depth), key=lambda r: r["flops_share"]
+        )
+        x = [r["flops_share"] for r in mine]
+        color = f"C{i}"
+        ax.plot(x, [r["trained_dev_acc"] for r in mine], "o-", color=color, label=f"depth {depth}")
+        ax.plot(x, [r["cut_from_teacher_dev_acc"] for r in mine], "o", mfc="none", color=color)
+    ax.axhline(teacher_acc, color="black", lw=0.8, label=f"teacher {teacher_acc:.3f}")
+    ax.axhline(BAR["every_depth"], color="grey", lw=0.8, ls="--", label="bar 0.80")
+    ax.set_xlabel("FLOPs share of the max sub-BERT")
+    ax.set_ylabel("SST-2 dev accuracy")
+    ax.set_title("trained super-BERT (filled) vs cut from the teacher (hollow)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 if __name__ == "__main__":
