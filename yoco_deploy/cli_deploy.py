@@ -96,6 +96,7 @@ def _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads):
 
 
 def _summary(shipped, bundles: Path) -> None:
+    from yoco_deploy.atomic import write_text
     from yoco_deploy.cli_pipeline import print_summary
     from yoco_deploy.deploy import pareto_plot
 
@@ -111,7 +112,7 @@ def _summary(shipped, bundles: Path) -> None:
     )
     rows = [{"bundle": str(s.path), **{k: s.manifest[k] for k in keys}} for s in shipped]
     bundles.mkdir(parents=True, exist_ok=True)
-    (bundles / "summary.json").write_text(json.dumps(rows, indent=1))
+    write_text(bundles / "summary.json", json.dumps(rows, indent=1))
     if shipped:
         plot = pareto_plot(shipped, bundles / "pareto.png")
         typer.echo(f"summary: {bundles / 'summary.json'}; Pareto plot: {plot}", err=True)

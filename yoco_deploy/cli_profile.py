@@ -153,6 +153,8 @@ def profile_bundle(
         settings = _settings(n, seq_len, batch, "cpu", threads, fmt, seed)
         space = space_for(model, space_file)
         quiet_transformers()
+        for _, seq in settings.shapes:
+            space.dims.check_seq_len(seq)
         with progress_bar("exporting") as update:
             plan = write_bundle(space, out, settings, model, progress=update)
         typer.echo(

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from yoco_deploy.arch import Arch
+from yoco_deploy.atomic import write_text
 from yoco_deploy.budgets import CostModel, Target, load_predictor_for
 from yoco_deploy.data import TaskData, encode, load_task, to_tensors
 from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
@@ -178,12 +179,13 @@ def search_target(
         }
         for c in result.ranked
     ]
-    (log.parent / "result.json").write_text(
-        json.dumps(
-            {"target": target.label(), "evaluations": result.evaluations, "ranked": summary},
-            indent=1,
-        )
-    )
+    body = {
+        "target": target.label(),
+        "evaluations": result.evaluations,
+        "exhausted": result.exhausted,
+        "ranked": summary,
+    }
+    write_text(log.parent / "result.json", json.dumps(body, indent=1))
     return result
 
 

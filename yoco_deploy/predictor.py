@@ -217,12 +217,11 @@ class LatencyPredictor:
         return {**body, "sha256": _digest(body)}
 
     def save(self, path: str | Path) -> Path:
+        from yoco_deploy.atomic import write_text
+
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        tmp.replace(path)
-        return path
+        return write_text(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def load(cls, path: str | Path, space: SearchSpace | None = None) -> LatencyPredictor:

@@ -22,6 +22,7 @@ import numpy as np
 
 from yoco_deploy import runner
 from yoco_deploy.arch import Arch
+from yoco_deploy.atomic import write_text
 from yoco_deploy.design import SpaceFillingDesign
 from yoco_deploy.errors import YocoError
 from yoco_deploy.space import ModelDims, SearchSpace
@@ -201,7 +202,7 @@ def prepare_profile_dir(
         check_compatible(path, read_device(path), record)
     log = open_log(path, repair)  # fails on a corrupt file before anything is written
     if not (path / DEVICE).exists():
-        (path / DEVICE).write_text(json.dumps(record, indent=2) + "\n")
+        write_text(path / DEVICE, json.dumps(record, indent=2) + "\n")
     return log
 
 

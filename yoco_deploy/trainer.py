@@ -549,10 +549,10 @@ class Trainer:
         theta, task): usable as --model by export, search and ship."""
         if not self.accelerator.is_main_process:
             return
+        from yoco_deploy.atomic import staged_dir
+
         final = self.out / "final"
         model = self.accelerator.unwrap_model(self.super_bert)
-        model.model.save_pretrained(final)
-        self.tokenizer.save_pretrained(final)
         meta = {
             "task": self.data.task.name,
             "space": self.space.to_dict(),
@@ -560,7 +560,10 @@ class Trainer:
             "steps": self.step,
             "config": self.config.model_dump(mode="json"),
         }
-        (final / SUPERNET_META).write_text(json.dumps(meta, indent=1))
+        with staged_dir(final) as stage:  # final/ appears complete or not at all
+            model.model.save_pretrained(stage)
+            self.tokenizer.save_pretrained(stage)
+            (stage / SUPERNET_META).write_text(json.dumps(meta, indent=1))
         rows = self.evaluate_representatives("final")
         plot_metric_vs_flops(rows, self.out / "metric_vs_flops.png", self.data.task.metric)
         self.say(f"final super-BERT in {final}")
