@@ -68,7 +68,12 @@ class SharedCache:
         if key not in self.cache:
             self.calls += 1
             self.cache[key] = self.evaluator.evaluate(arch, split)
-            row = {"arch_id": arch.arch_id, "split": split, "evaluation": asdict(self.cache[key])}
+            row = {
+                "arch_id": arch.arch_id,
+                "arch": arch.to_dict(),  # for bench/search_sim.py's surrogate
+                "split": split,
+                "evaluation": asdict(self.cache[key]),
+            }
             with self.path.open("a") as f:
                 f.write(json.dumps(row) + "\n")
         return self.cache[key]
