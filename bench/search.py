@@ -93,23 +93,24 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--ship", action="store_true", help="Ship and time one bundle a budget.")
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
+    parser.add_argument("--work", type=Path, default=WORK, help="Run log, cache, setup.")
     args = parser.parse_args(argv)
+    work = args.work
 
     from yoco_deploy.budgets import Target
     from yoco_deploy.calibrate import time_reference
     from yoco_deploy.deploy import SuperBertEvaluator, cost_model_for, load_supernet
-    from yoco_deploy.evaluation import majority_baseline
     from yoco_deploy.search import Search, SearchSettings
     from yoco_deploy.timing import machine_info
 
     net = load_supernet(args.supernet)
     space = net.super_bert.space
     inner = SuperBertEvaluator(net, max_examples=args.search_examples)
-    evaluator = SharedCache(inner, WORK / f"evaluations-{args.search_examples}.jsonl")
+    evaluator = SharedCache(inner, work / f"evaluations-{args.search_examples}.jsonl")
     probe = cost_model_for(
         Target(DEVICE, {"latency": 1e9}), net, ROOT / "predictors", LATENCY_SEQ, 1
     )
-    setup_path = WORK / "setup.json"
+    setup_path = work / "setup.json"
     if setup_path.exists():  # a resumed benchmark keeps the budgets it started with
         setup = json.loads(setup_path.read_text())
     else:
@@ -128,10 +129,10 @@ def main(argv: list[str] | None = None) -> int:
             "machine": machine_info(),
             "started": time.time(),
         }
-        WORK.mkdir(parents=True, exist_ok=True)
+        work.mkdir(parents=True, exist_ok=True)
         setup_path.write_text(json.dumps(setup, indent=1))
     reference_ms = setup["reference_ms_today"]
-    runs_path = WORK / "runs.jsonl"
+    runs_path = work / "runs.jsonl"
     done = {}
     if runs_path.exists():
         for line in runs_path.read_text().splitlines():
@@ -167,6 +168,7 @@ def main(argv: list[str] | None = None) -> int:
                     "algo": name,
                     "seed": seed,
                     "anytime": run.history,
+                    "exhausted": run.exhausted,
                     "chosen": best.arch.to_dict(),
                     "search_metric": best.fitness,
                     "rescore_metric": best.rescore,
@@ -178,12 +180,22 @@ def main(argv: list[str] | None = None) -> int:
                 with runs_path.open("a") as f:
                     f.write(json.dumps(row) + "\n")
                 done[(share, name, seed)] = row
+                write_results(args, net, setup, inner, evaluator, done, [])
                 print(
                     f"{share:.0%} ({budget} ms) {name} seed {seed}: search "
                     f"{best.fitness:.4f} dev {row['dev_metric']:.4f}",
                     file=sys.stderr,
                 )
-    search_labels = inner.splits["search"]["labels"]
+    ships = ship_all(args, net, setup, evaluator) if args.ship else []
+    print(write_results(args, net, setup, inner, evaluator, done, ships))
+    return 0
+
+
+def write_results(args, net, setup, inner, evaluator, done, ships) -> str:
+    """The JSON, the table and the plot from the runs done so far (called after every
+    run, so partial results are always on disk)."""
+    from yoco_deploy.evaluation import majority_baseline
+
     result = {
         "benchmark": "search",
         "command": " ".join(sys.argv),
@@ -194,10 +206,10 @@ def main(argv: list[str] | None = None) -> int:
         "evaluations": args.evaluations,
         "seeds": args.seeds,
         "majority_dev": majority_baseline(net.data.task, net.data.dev.labels),
-        "majority_search": majority_baseline(net.data.task, search_labels),
+        "majority_search": majority_baseline(net.data.task, inner.splits["search"]["labels"]),
         "distinct_evaluations": len(evaluator.cache),
         "runs": list(done.values()),
-        "ships": ship_all(args, net, setup, evaluator) if args.ship else [],
+        "ships": ships,
     }
     result["summary"] = summarize(result, args.shares)
     args.out.parent.mkdir(parents=True, exist_ok=True)
@@ -205,8 +217,7 @@ def main(argv: list[str] | None = None) -> int:
     table = markdown(result, args.shares)
     args.out.with_suffix(".md").write_text(table)
     plot(result, args.shares, args.out.with_suffix(".png"))
-    print(table)
-    return 0
+    return table
 
 
 def ship_all(args, net, setup, evaluator) -> list[dict]:
@@ -261,6 +272,11 @@ def ship_all(args, net, setup, evaluator) -> list[dict]:
     return out
 
 
+def marks_for(evaluations: int) -> list[int]:
+    """Where the anytime curves are read: 25, 50, ... and the end."""
+    return [m for m in (25, 50, 100, 200) if m < evaluations] + [evaluations]
+
+
 def mean_ci(values) -> tuple[float, float]:
     """Mean and the half-width of its 95% t interval."""
     from scipy import stats
@@ -283,7 +299,7 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 def summarize(result: dict, shares) -> list[dict]:
-    marks = [m for m in (25, 50, 100, 200) if m <= result["evaluations"]]
+    marks = marks_for(result["evaluations"])
     rows = []
     for share in shares:
         runs = [r for r in result["runs"] if r["share"] == share]
@@ -304,7 +320,7 @@ def summarize(result: dict, shares) -> list[dict]:
                     "budget_ms": mine[0]["budget_ms"],
                     "algo": algo,
                     "runs": len(mine),
-                    **{f"search@{m}": mean_ci([r["anytime"][m - 1] for r in mine]) for m in marks},
+                    **{f"search@{m}": mean_ci([r["anytime"][:m][-1] for r in mine]) for m in marks},
                     "dev": mean_ci([r["dev_metric"] for r in mine]),
                     "stuck": stuck,
                     "stuck_ci": wilson(stuck, len(mine)),
@@ -343,7 +359,7 @@ def dev_metric(net, arch, cache: dict[str, float]) -> float:
 
 
 def markdown(result: dict, shares) -> str:
-    marks = [m for m in (25, 50, 100, 200) if m <= result["evaluations"]]
+    marks = marks_for(result["evaluations"])
     ci = lambda x: f"{x[0]:.4f} ± {x[1]:.4f}"  # noqa: E731
     lines = [
         f"Majority class: dev {result['majority_dev']:.4f}, search split "

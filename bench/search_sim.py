@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench-search"
 sys.path.insert(0, str(ROOT / "bench"))
 
-from search import ALGOS, DEVICE, LATENCY_SEQ, SHARES  # noqa: E402
+from search import ALGOS, DEVICE, LATENCY_SEQ  # noqa: E402
 
 
 class Surrogate:
@@ -84,8 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     predictor = load_predictor_for(DEVICE, ROOT / "predictors", space)
     overrides = dict(_override(item, SearchSettings()) for item in args.set)
     print(f"surrogate fitted on {len(rows)} cached evaluations; settings {overrides}")
-    for share in SHARES:
-        budget = setup["budgets"][str(share)]
+    for share_text, budget in setup["budgets"].items():
+        share = float(share_text)
         cost = CostModel(Target(DEVICE, {"latency": budget}), space, predictor, LATENCY_SEQ, 1,
                          setup["reference_ms_today"])  # fmt: skip
         for name, (algo, cold) in ALGOS.items():
