@@ -108,9 +108,11 @@ def test_pooling_is_read_from_a_sentence_transformers_folder(tmp_path):
     assert detect_pooling(tmp_path / "missing") is None
 
 
-def test_a_bare_bert_defaults_to_yoco(tiny_dir):
+def test_a_bare_bert_defaults_to_cls_and_evenly_spaced_layers(tiny_dir):
     sb = SuperBert.from_pretrained(str(tiny_dir))
-    assert (sb.pooling, sb.space.layer_selection) == ("cls", "first")
+    assert (sb.pooling, sb.space.layer_selection) == ("cls", "even")
+    yoco = SuperBert.from_pretrained(str(tiny_dir), layer_selection="first")
+    assert yoco.space.layer_selection == "first"
 
 
 @pytest.mark.slow

@@ -84,7 +84,7 @@ class TrainConfig(Strict):
     layer_selection: Literal["first", "even"] | None = Field(
         None,
         description="Which layers a depth-L sub-BERT keeps: first (YOCO) or even (evenly "
-        "spaced, top included); default: even for mean-pooled models, else first.",
+        "spaced, top included); default: as the checkpoint records, else even.",
     )
     sampling: Literal["yoco", "sandwich"] = Field(
         "yoco",
