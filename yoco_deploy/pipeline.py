@@ -236,7 +236,7 @@ class Runner:
         from yoco_deploy.builtin_task import write_task
 
         out = self.work / "data"
-        return [Stage("data", {"builtin": 1, "seed": 0}, [out], lambda: write_task(out))]
+        return [Stage("data", {"builtin": 2, "seed": 0}, [out], lambda: write_task(out))]
 
     def _teacher(self) -> list[Stage]:
         if self.p.teacher.checkpoint:
