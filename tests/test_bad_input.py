@@ -148,3 +148,26 @@ def test_glue_rows_missing_a_column_are_counted(tmp_path, capsys):
     examples = read_glue_tsv(path, get_task("sst2"))
     assert len(examples) == 2
     assert "skipped 1 of 3 rows" in capsys.readouterr().err
+
+
+def test_a_failed_cleanup_does_not_hide_the_error_that_caused_it(tmp_path, monkeypatch):
+    """The folder turns read-only mid-export: the export's own error reaches the user,
+    not the PermissionError of removing its temporary file."""
+    from pathlib import Path
+
+    from yoco_deploy import export as export_module
+    from yoco_deploy.errors import ExportError
+    from yoco_deploy.super_bert import SuperBert
+
+    def read_only_unlink(self, missing_ok=False):
+        raise PermissionError(13, "Permission denied", str(self))
+
+    def failing_export(model, path, spec):
+        Path(path).write_bytes(b"partial")
+        monkeypatch.setattr(Path, "unlink", read_only_unlink)  # the folder turns read-only
+        raise ExportError("exported ONNX model does not match PyTorch")
+
+    monkeypatch.setattr(export_module, "export_onnx", failing_export)
+    sb = SuperBert(__import__("helpers").tiny_bert())
+    with pytest.raises(ExportError, match="does not match PyTorch"):
+        export_module.export_sub_bert(sb, sb.space.min_arch(), tmp_path / "out", seq_len=8)

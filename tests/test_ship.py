@@ -237,3 +237,68 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
     left = sorted(p.name for p in (tmp_path / "bundles").iterdir())
     assert left == [first.path.name]  # no staging folder, no second bundle
     assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before
+
+
+def _can_mount_tmpfs(tmp_path) -> bool:
+    import shutil
+
+    if not shutil.which("unshare"):
+        return False
+    probe = subprocess.run(
+        ["unshare", "-rm", "mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(tmp_path)],
+        capture_output=True,
+    )
+    return probe.returncode == 0
+
+
+FULL_DISK = """
+set -u
+mount -t tmpfs -o size=64m tmpfs "$MNT"
+"$CLI" ship "$@" > first.log 2>&1; echo "first $?"
+(cd "$MNT" && find . -type f | sort | xargs sha256sum) > before.txt
+used=$(du -sk "$MNT" | cut -f1)
+mount -o remount,size=$((used + 40))k tmpfs "$MNT"  # room for less than another bundle
+"$CLI" ship "$@" > second.log 2>&1; echo "second $?"
+(cd "$MNT" && find . -type f | sort | xargs sha256sum) > after.txt
+(cd "$MNT" && find . | sort) > listing.txt
+"""
+
+
+def test_a_real_full_disk_during_ship_keeps_the_previous_bundle(tmp_path):
+    """`ship` onto a size-limited tmpfs (mounted in a user namespace) that fills up while
+    the second bundle is written: one error line, exit 1, the first bundle byte for byte
+    as it was and no staging folder left."""
+    from pathlib import Path
+
+    if not _can_mount_tmpfs(tmp_path):
+        pytest.skip("cannot mount a tmpfs here (needs unshare -rm); the injected test covers it")
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=120, n_dev=40)
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 2, "ffn": 24}]}'
+    args = [
+        "--supernet", model_dir, "--task", "sst2", "--data-dir", data_dir,
+        "-t", "dev:params=3M", "--arch", arch, "--bundles", mnt / "bundles",
+        "--min-metric", "0", "--format", "fp32", "--threads", "1", "--seq-len", "16",
+    ]  # fmt: skip
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HF_HUB_OFFLINE": "1",
+        "OMP_NUM_THREADS": "1",
+        "MNT": str(mnt),
+        "CLI": str(Path(sys.executable).parent / "yoco-deploy"),
+    }
+    out = subprocess.run(
+        ["unshare", "-rm", "bash", "-c", FULL_DISK, "full-disk", *map(str, args)],
+        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    first_log = (tmp_path / "first.log").read_text()
+    assert out.stdout.split() == ["first", "0", "second", "1"], (out, first_log)
+    log = (tmp_path / "second.log").read_text().splitlines()
+    errors = [line for line in log if "error" in line]
+    assert len(errors) == 1 and errors[0].startswith("error: No space left on device"), errors
+    before, after = ((tmp_path / f).read_text() for f in ("before.txt", "after.txt"))
+    assert "model.onnx" in before and "manifest.json" in before
+    assert after == before  # the first bundle, summary and plot untouched
+    listing = (tmp_path / "listing.txt").read_text()
+    assert not any(part in listing for part in (".staging-", ".old-", ".tmp-")), listing

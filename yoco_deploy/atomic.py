@@ -7,7 +7,7 @@ from __future__ import annotations
 import os
 import shutil
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 
@@ -43,6 +43,13 @@ def write_text(path: Path, text: str) -> Path:
             os.fsync(f.fileno())
         tmp.replace(path)
     except BaseException:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     return path
+
+
+def discard(path: Path) -> None:
+    """Remove a temporary file while another error is being raised: a cleanup that fails
+    (the folder turned read-only) must not replace the error the user needs to see."""
+    with suppress(OSError):
+        Path(path).unlink(missing_ok=True)

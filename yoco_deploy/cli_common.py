@@ -54,6 +54,8 @@ def user_errors():
         if debug:
             raise
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        if getattr(err, "filename2", None):  # a copy names both ends; either may be at fault
+            where = f" (copying {err.filename} to {err.filename2})"
         typer.echo(f"error: {err.strerror or err}{where}", err=True)
         raise typer.Exit(1) from None
     except Terminated:

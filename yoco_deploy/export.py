@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from yoco_deploy.arch import Arch
+from yoco_deploy.atomic import discard
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.errors import ExportError
 from yoco_deploy.extract import extract, save_extracted
@@ -125,7 +126,7 @@ def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> Ex
         export_onnx(dense, tmp, spec)
         validation = {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
     except ExportError:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     tmp.replace(plain)
     files["fp32"] = plain.name

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from yoco_deploy.atomic import discard
 from yoco_deploy.errors import ExportError
 from yoco_deploy.onnx_export import (
     OnnxSpec,
@@ -60,10 +61,10 @@ def _removed_on_failure(tmp: Path, step: str):
     try:
         yield
     except ExportError:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise
     except Exception as err:  # ONNX Runtime's tools raise assorted types
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise ExportError(f"{step} failed: {type(err).__name__}: {err}") from err
 
 
@@ -169,7 +170,7 @@ def quantize_int8(
             )
         report = _int8_drift(tmp, model, samples, seq_len)
     if min_agreement is not None and report.argmax_agreement < min_agreement:
-        tmp.unlink(missing_ok=True)
+        discard(tmp)
         raise ExportError(
             f"int8 model agrees with fp32 on {report.argmax_agreement:.1%} of argmax "
             f"predictions, below the required {min_agreement:.1%}; ship fp32 instead"
