@@ -30,6 +30,14 @@ ProviderOpt = Annotated[
     str, typer.Option(help="Execution provider: cpu, cuda, tensorrt, openvino, dml, coreml.")
 ]
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="Intra-op threads (set explicitly).")]
+SpinningOpt = Annotated[
+    str,
+    typer.Option(
+        help="Idle worker threads: stop-after-run (spin during a run, stop when it returns; "
+        "fast, and safe with several sessions in one process), on (ONNX Runtime's default) "
+        "or off. Bundles are run the way they are profiled."
+    ),
+]
 FormatOpt = Annotated[
     str,
     typer.Option(
@@ -39,19 +47,18 @@ FormatOpt = Annotated[
 ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 
 
-def _settings(n, seq_len, batch, provider, threads, fmt, seed):
+def _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed):
     from yoco_deploy.export import FORMATS
     from yoco_deploy.profiling import ProfileError, ProfileSettings
-    from yoco_deploy.runner import resolve_provider
+    from yoco_deploy.runner import SessionSpec, resolve_provider
 
     if fmt not in FORMATS:
         raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
+    session = SessionSpec(provider=provider, threads=threads, spinning=spinning)
     if provider != "cpu":
         resolve_provider(provider)  # fail before any work starts
     shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
-    return ProfileSettings(
-        n=n, shapes=shapes, provider=provider, threads=threads, fmt=fmt, seed=seed
-    )
+    return ProfileSettings(n=n, shapes=shapes, session=session, fmt=fmt, seed=seed)
 
 
 def profile(
@@ -64,6 +71,7 @@ def profile(
     batch: BatchOpt = None,
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = 2,
+    spinning: SpinningOpt = "stop-after-run",
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     until: Annotated[
@@ -95,7 +103,7 @@ def profile(
     with user_errors():
         from yoco_deploy.profiling import parse_until, profile_device, profiled_arch_ids
 
-        settings = _settings(n, seq_len, batch, provider, threads, fmt, seed)
+        settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed)
         target = parse_until(until) if until else None
         from yoco_deploy.names import check_name
 
@@ -137,6 +145,7 @@ def profile_bundle(
     seq_len: SeqOpt = None,
     batch: BatchOpt = None,
     threads: ThreadsOpt = 2,
+    spinning: SpinningOpt = "stop-after-run",
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     space_file: SpaceOpt = None,
@@ -150,7 +159,7 @@ def profile_bundle(
         from yoco_deploy.cli_common import quiet_transformers
         from yoco_deploy.profiling import write_bundle
 
-        settings = _settings(n, seq_len, batch, "cpu", threads, fmt, seed)
+        settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed)
         space = space_for(model, space_file)
         quiet_transformers()
         for _, seq in settings.shapes:
@@ -254,9 +263,10 @@ def predict(
         bool,
         typer.Option(help="Re-time the reference model now and scale to today's speed."),
     ] = False,
-    threads: Annotated[int | None, typer.Option(help="Threads for --calibrate.")] = None,
 ) -> None:
-    """Predict the latency of a sub-BERT on the predictor's device, as JSON."""
+    """Predict the latency of a sub-BERT on the predictor's device, as JSON.
+
+    --calibrate times the reference in sessions built as the profile's were."""
     with user_errors():
         from yoco_deploy.predictor import LatencyPredictor
 
@@ -269,7 +279,7 @@ def predict(
             from yoco_deploy.cli_common import quiet_transformers
 
             quiet_transformers()
-            ref_ms = time_reference(p, batch, seq_len, threads)
+            ref_ms = time_reference(p, batch, seq_len)
         out = {
             "arch_id": a.arch_id,
             "device": p.device["name"],

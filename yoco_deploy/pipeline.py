@@ -54,6 +54,9 @@ class DeviceStage(_Strict):
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
     threads: int = Field(2, gt=0)
+    spinning: Literal["stop-after-run", "on", "off"] = Field(
+        "stop-after-run", description="Idle worker threads; bundles run as profiled."
+    )
     format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
 
@@ -67,8 +70,10 @@ class SearchStage(_Strict):
 
 class ShipStage(_Strict):
     format: Format = "int8"
-    provider: str = Field("cpu", description="Where bundles are timed: cpu, cuda, ...")
-    threads: int = 2
+    provider: str | None = Field(
+        None, description="Where bundles run and are timed (default: as profiled): cpu, cuda."
+    )
+    threads: int | None = Field(None, gt=0, description="Default: as profiled.")
     min_metric: float | None = Field(
         None, description="Quality floor; default: the majority class + 2 standard errors."
     )
@@ -130,7 +135,8 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
                 parse_until(device.until)
         for text in pipeline.targets:
             parse_target(text)
-        resolve_provider(pipeline.ship.provider)
+        if pipeline.ship.provider:
+            resolve_provider(pipeline.ship.provider)
     except (YocoError, RunnerError) as err:
         raise PipelineError(f"{path}: {err}") from None
 
@@ -334,11 +340,13 @@ class Runner:
     def _profile(self, d: DeviceStage, out: Path) -> None:
         from yoco_deploy.loading import load_config
         from yoco_deploy.profiling import ProfileSettings, parse_until, profile_device
+        from yoco_deploy.runner import SessionSpec
         from yoco_deploy.space import SearchSpace
 
         space = SearchSpace.from_config(load_config(self.p.model), self.p.train.get("space"))
+        session = SessionSpec(threads=d.threads, spinning=d.spinning)
         settings = ProfileSettings(
-            n=d.n, shapes=((1, self.p.max_seq_len),), threads=d.threads, fmt=d.format
+            n=d.n, shapes=((1, self.p.max_seq_len),), session=session, fmt=d.format
         )
         result = profile_device(
             space,
@@ -416,8 +424,7 @@ class Runner:
         result = search_target(net, cost_model, settings, self.work / "search")
         ship = ShipSettings(
             fmt=self.p.ship.format,
-            provider=self.p.ship.provider,
-            threads=self.p.ship.threads,
+            session=self._ship_session(),
             seq_len=net.max_seq_len,
             min_metric=self.p.ship.min_metric,
             allow_weak=self.p.ship.allow_weak,
@@ -425,6 +432,15 @@ class Runner:
         with staged_dir(out) as stage:  # the target's previous bundle stays until this works
             shipped = ship_result(net, cost_model, result, stage, ship, say=self.say)
         self.say(f"shipped {out / shipped.path.name}")
+
+    def _ship_session(self):
+        """An explicit ship session only where the YAML sets one (else: as profiled)."""
+        from yoco_deploy.runner import SessionSpec
+        from yoco_deploy.ship import DEFAULT_SESSION
+
+        given = {"provider": self.p.ship.provider, "threads": self.p.ship.threads}
+        given = {k: v for k, v in given.items() if v is not None}
+        return SessionSpec.from_dict({**DEFAULT_SESSION.to_dict(), **given}) if given else None
 
     # ---- driving ------------------------------------------------------------------------
 

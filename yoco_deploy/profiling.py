@@ -42,8 +42,7 @@ class ProfileSettings:
 
     n: int = 150
     shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
-    provider: str = "cpu"
-    threads: int | None = 2
+    session: runner.SessionSpec = field(default_factory=lambda: runner.SessionSpec(threads=2))
     fmt: str = "int8"
     seed: int = 0
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
@@ -147,7 +146,7 @@ _MUST_MATCH = {
     "format": "export format",
     "reference": "reference model",
 }
-_DEVICE_MUST_MATCH = ("cpu", "logical_cores", "provider", "threads")
+_DEVICE_MUST_MATCH = ("cpu", "logical_cores", "provider", "threads", "session")
 
 
 def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -265,8 +264,8 @@ def _profile(
     backend, exclude,
 ) -> ProfileResult:  # fmt: skip
     started = time.monotonic()
-    backend = backend or runner.OrtBackend(settings.provider, settings.threads)
-    fingerprint = runner.device_fingerprint(settings.provider, settings.threads)
+    backend = backend or runner.OrtBackend(settings.session)
+    fingerprint = runner.device_fingerprint(settings.session)
     record = device_record(name, space, settings, fingerprint, model)
     log = prepare_profile_dir(out, record, repair)
     rounds: list[dict[str, Any]] = []
@@ -467,7 +466,7 @@ def write_bundle(
     plan = {
         "schema": DEVICE_SCHEMA,
         "record": record,
-        "threads": settings.threads,
+        "session": settings.session.to_dict(),
         "vocab_size": space.dims.vocab_size,
         "protocol": settings.protocol.to_dict(),
         "reference": {"file": files[ref.arch_id], "arch": ref.to_dict()},
