@@ -65,3 +65,30 @@ def test_the_example_builds_the_same_session_as_the_spec():
             ours = _entries(spec.session_options())
             theirs = _entries(example.session_options(spec.to_dict()))
             assert ours == theirs, (spinning, level)
+
+
+def test_io_bound_timing_on_the_cpu_provider(tmp_path):
+    """With I/O binding the inputs are bound once per session and the timed run returns
+    the same logits as a plain run."""
+    import numpy as np
+
+    from yoco_deploy.onnx_export import export_onnx
+
+    from helpers import tiny_bert
+
+    model = tiny_bert().eval()
+    path = tmp_path / "m.onnx"
+    export_onnx(model, path)
+    spec = SessionSpec(threads=1, io_binding=True)
+    assert SessionSpec(provider="cuda").io_binding and not SessionSpec().io_binding
+    backend = runner.OrtBackend(spec)
+    session = backend.load(path)
+    feeds = runner.make_feeds(2, 8, vocab_size=model.config.vocab_size)
+    stats = runner.measure(backend, session, feeds, runner.Protocol(2, 5, 5, 5))
+    assert stats["runs"] == 5 and stats["median_ms"] > 0
+    binding = backend.binding(session, feeds)
+    assert backend.binding(session, feeds) is binding  # bound once, reused
+    bound = binding.copy_outputs_to_cpu()[0]
+    plain = session.run(None, feeds)[0]
+    np.testing.assert_allclose(bound, plain, atol=1e-6)
+    assert SessionSpec.from_dict(spec.to_dict()) == spec

@@ -38,6 +38,13 @@ SpinningOpt = Annotated[
         "or off. Bundles are run the way they are profiled."
     ),
 ]
+IoBindingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        help="Bind inputs and outputs on the device once (default: on for cuda and "
+        "tensorrt, so a GPU timing measures the model and not the copies)."
+    ),
+]
 FormatOpt = Annotated[
     str,
     typer.Option(
@@ -47,14 +54,16 @@ FormatOpt = Annotated[
 ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 
 
-def _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed):
+def _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding=None):
     from yoco_deploy.export import FORMATS
     from yoco_deploy.profiling import ProfileError, ProfileSettings
     from yoco_deploy.runner import SessionSpec, resolve_provider
 
     if fmt not in FORMATS:
         raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
-    session = SessionSpec(provider=provider, threads=threads, spinning=spinning)
+    session = SessionSpec(
+        provider=provider, threads=threads, spinning=spinning, io_binding=io_binding
+    )
     if provider != "cpu":
         resolve_provider(provider)  # fail before any work starts
     shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
@@ -72,6 +81,7 @@ def profile(
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = 2,
     spinning: SpinningOpt = "stop-after-run",
+    io_binding: IoBindingOpt = None,
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     until: Annotated[
@@ -103,7 +113,7 @@ def profile(
     with user_errors():
         from yoco_deploy.profiling import parse_until, profile_device, profiled_arch_ids
 
-        settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed)
+        settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding)
         target = parse_until(until) if until else None
         from yoco_deploy.names import check_name
 
