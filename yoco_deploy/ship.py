@@ -164,13 +164,8 @@ class _ShipRun:
 
     def __init__(self, super_bert, tokenizer, data, target, cost_model, settings, session, say):
         self.sb, self.tokenizer, self.data, self.target = super_bert, tokenizer, data, target
-        self.base, self.model, self.settings, self.session = (
-            cost_model,
-            cost_model,
-            settings,
-            session,
-        )
-        self.say = say
+        self.base = self.model = cost_model  # the model is corrected as measurements come
+        self.settings, self.session, self.say = settings, session, say
         self.backend = runner.OrtBackend(session)
         self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
