@@ -171,3 +171,20 @@ def test_a_failed_cleanup_does_not_hide_the_error_that_caused_it(tmp_path, monke
     sb = SuperBert(__import__("helpers").tiny_bert())
     with pytest.raises(ExportError, match="does not match PyTorch"):
         export_module.export_sub_bert(sb, sb.space.min_arch(), tmp_path / "out", seq_len=8)
+
+
+@pytest.mark.parametrize("threads", ["100000", "0"])
+def test_an_absurd_thread_count_is_refused_before_any_session(tmp_path, threads):
+    """--threads 100000 once made ONNX Runtime allocate 17 GB for its thread pool."""
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    result = run(
+        "profile", "--model", model, "--device", "dev", "--threads", threads,
+        "--profiles-dir", tmp_path / "profiles", "--n", 2,
+    )  # fmt: skip
+    assert result.exit_code != 0
+    if threads != "0":  # 0 is refused by the option's own range check
+        assert "threads" in _one_error_line(result)
+    assert not (tmp_path / "profiles").exists()

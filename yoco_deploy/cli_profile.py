@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -54,7 +55,9 @@ FormatOpt = Annotated[
 ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 
 
-def _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding=None):
+def _settings(
+    n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding=None, local=True
+):
     from yoco_deploy.export import FORMATS
     from yoco_deploy.profiling import ProfileError, ProfileSettings
     from yoco_deploy.runner import SessionSpec, resolve_provider
@@ -64,6 +67,12 @@ def _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_bind
     session = SessionSpec(
         provider=provider, threads=threads, spinning=spinning, io_binding=io_binding
     )
+    cores = os.cpu_count() or 1
+    if local and threads > 2 * cores:
+        raise ProfileError(
+            f"--threads {threads} on a machine with {cores} logical cores: timings would "
+            "measure the scheduler, not the model; use at most the core count"
+        )
     if provider != "cpu":
         resolve_provider(provider)  # fail before any work starts
     shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
@@ -169,7 +178,7 @@ def profile_bundle(
         from yoco_deploy.cli_common import quiet_transformers
         from yoco_deploy.profiling import write_bundle
 
-        settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed)
+        settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed, local=False)
         space = space_for(model, space_file)
         quiet_transformers()
         for _, seq in settings.shapes:

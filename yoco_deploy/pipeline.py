@@ -53,7 +53,7 @@ class DeviceStage(_Strict):
 
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
-    threads: int = Field(2, gt=0)
+    threads: int = Field(2, gt=0, le=512)
     spinning: Literal["stop-after-run", "on", "off"] = Field(
         "stop-after-run", description="Idle worker threads; bundles run as profiled."
     )
@@ -73,7 +73,7 @@ class ShipStage(_Strict):
     provider: str | None = Field(
         None, description="Where bundles run and are timed (default: as profiled): cpu, cuda."
     )
-    threads: int | None = Field(None, gt=0, description="Default: as profiled.")
+    threads: int | None = Field(None, gt=0, le=512, description="Default: as profiled.")
     min_metric: float | None = Field(
         None, description="Quality floor; default: the majority class + 2 standard errors."
     )

@@ -107,6 +107,7 @@ def resolve_provider(name: str) -> str:
 # "off" never spins (slow: every run wakes sleeping threads); "stop-after-run" spins
 # during a run and stops as soon as Run() returns (session.force_spinning_stop).
 SPINNING = ("on", "off", "stop-after-run")
+MAX_THREADS = 512
 GRAPH_OPTIMIZATION = ("disabled", "basic", "extended", "all")
 
 
@@ -136,8 +137,11 @@ class SessionSpec:
                 f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, "
                 f"got {self.graph_optimization!r}"
             )
-        if self.threads is not None and self.threads < 1:
-            raise RunnerError(f"threads must be at least 1, got {self.threads}")
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise RunnerError(
+                f"threads must be between 1 and {MAX_THREADS}, got {self.threads} (ONNX "
+                "Runtime creates them all at session start)"
+            )
         if self.io_binding is None:  # resolved once, so equal specs compare equal
             object.__setattr__(self, "io_binding", self.device == "cuda")
 
