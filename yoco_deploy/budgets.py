@@ -88,7 +88,13 @@ def parse_target(text: str) -> Target:
         if key in budgets or (key == "latency" and "latency_share" in budgets):
             raise BudgetError(f"target {text!r}: {key} is given twice; give each budget once")
         if key == "latency" and m and m.group(2) == "%":
-            budgets["latency_share"] = float(m.group(1)) / 100
+            share = float(m.group(1)) / 100
+            if not 0 < share <= 1:
+                raise BudgetError(
+                    f"target {text!r}: a relative latency budget is a share of the max "
+                    "sub-BERT's latency, above 0% and at most 100%"
+                )
+            budgets["latency_share"] = share
             continue
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS[key]:

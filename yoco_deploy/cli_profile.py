@@ -120,13 +120,27 @@ def profile(
     Example: yoco-deploy profile --model minilm --device my-laptop --n 150
     """
     with user_errors():
-        from yoco_deploy.profiling import parse_until, profile_device, profiled_arch_ids
+        from yoco_deploy.profiling import (
+            ProfileError,
+            parse_until,
+            profile_device,
+            profiled_arch_ids,
+            read_device,
+        )
 
         settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding)
         target = parse_until(until) if until else None
         from yoco_deploy.names import check_name
 
         check_name(device, "--device")
+        if near and not target:
+            raise ProfileError(
+                "--near refines around budgets while --until is pursued; add --until"
+            )
+        if any(ms <= 0 for ms in near or ()):
+            raise ProfileError(f"--near budgets must be positive milliseconds, got {near}")
+        for excluded in exclude_profile or []:
+            read_device(excluded)  # a typo is an error, not an empty exclusion
         exclude = set().union(*(profiled_arch_ids(p) for p in exclude_profile or []))
         space = space_for(model, space_file)
         from yoco_deploy.cli_common import quiet_transformers

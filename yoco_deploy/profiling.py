@@ -317,9 +317,14 @@ def parse_until(text: str) -> tuple[str, float]:
     if metric not in UNTIL_METRICS or not value:
         raise ProfileError(f"--until takes METRIC=VALUE with METRIC in {', '.join(UNTIL_METRICS)}")
     try:
-        return metric, float(value)
+        number = float(value)
     except ValueError:
         raise ProfileError(f"--until value {value!r} is not a number") from None
+    bounded = metric != "mape"  # shares and Kendall's tau cannot exceed 1
+    if not (0 < number <= 1 if bounded else number > 0):
+        limits = "above 0 and at most 1" if bounded else "above 0"
+        raise ProfileError(f"--until {metric}={value} can never be met: use a value {limits}")
+    return metric, number
 
 
 def refinement_status(path: Path, until: tuple[str, float]) -> dict[str, Any]:
@@ -500,6 +505,11 @@ def import_bundle(bundle: Path, out: Path, name: str) -> int:
         ) from None
     except ValueError as err:
         raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None
+    if not isinstance(plan, dict) or not isinstance(fingerprint, dict) or "record" not in plan:
+        raise ProfileError(
+            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.py "
+            "write; copy the whole directory back from the device"
+        )
     if fingerprint.get("plan") != plan.get("plan_id"):
         raise ProfileError(f"{bundle}: results belong to another plan than {PLAN}")
     fingerprint = {k: v for k, v in fingerprint.items() if k != "plan"}

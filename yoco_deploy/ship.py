@@ -43,6 +43,13 @@ class ShipSettings:
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
 
+    def __post_init__(self) -> None:
+        if self.min_metric is not None and not -1 <= self.min_metric <= 1:
+            raise BudgetError(
+                f"--min-metric {self.min_metric:g} can never be met or is meaningless: every "
+                "task metric (accuracy, F1, Matthews, Pearson) lies in [-1, 1]"
+            )
+
     def session_for(self, cost_model: CostModel) -> runner.SessionSpec:
         """The session a target's bundle is timed and run with: the one its latency
         predictor was profiled with (predictions only hold for it), else this setting."""
