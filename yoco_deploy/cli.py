@@ -118,11 +118,13 @@ def export(
     Example: yoco-deploy export -m minilm --arch arch.json --out out/ --optimize --quantize int8
     """
     with user_errors():
-        from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
+        from yoco_deploy.atomic import check_writable
+        from yoco_deploy.errors import ExportError
+        from yoco_deploy.export import ExportOptions, export_sub_bert
 
         options = ExportOptions(optimize=optimize, quantize=quantize)
         a = _arch(arch)
-        prepare_out_dir(out)
+        check_writable(out, ExportError)
         _quiet_transformers()
         sb, tokenizer = _load_super_bert(model, num_labels, space_file)
         sb.space.validate(a)

@@ -125,7 +125,7 @@ def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> Ex
     try:
         export_onnx(dense, tmp, spec)
         validation = {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
-    except ExportError:
+    except BaseException:  # an export error, Ctrl-C or SIGTERM: no temporary file left
         discard(tmp)
         raise
     tmp.replace(plain)

@@ -66,6 +66,9 @@ def _removed_on_failure(tmp: Path, step: str):
     except Exception as err:  # ONNX Runtime's tools raise assorted types
         discard(tmp)
         raise ExportError(f"{step} failed: {type(err).__name__}: {err}") from err
+    except BaseException:  # Ctrl-C, SIGTERM: no temporary file left either
+        discard(tmp)
+        raise
 
 
 def _publish(tmp: Path, dst: Path) -> Path:

@@ -128,8 +128,8 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
     from yoco_deploy.runner import RunnerError
 
     try:
+        _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
         _check_inputs(pipeline)
-        _check_devices_and_targets(pipeline)
     except (YocoError, RunnerError, OSError) as err:
         message = err if not isinstance(err, OSError) else f"{err.strerror} ({err.filename})"
         raise PipelineError(f"{path}: {message}") from None
@@ -175,19 +175,19 @@ def _check_devices_and_targets(pipeline: Pipeline) -> None:
     for device in pipeline.devices:
         if device.until:
             parse_until(device.until)
-    if not pipeline.targets:
+    targets = [(text, parse_target(text)) for text in pipeline.targets]
+    if pipeline.ship.provider:
+        resolve_provider(pipeline.ship.provider)
+    if not targets:
         raise PipelineError("targets is empty: name at least one (NAME:latency=50%)")
     names = {d.name for d in pipeline.devices}
-    for text in pipeline.targets:
-        target = parse_target(text)
+    for text, target in targets:
         needs_device = {"latency", "latency_share"} & set(target.budgets)
         if needs_device and target.name not in names:
             raise PipelineError(
                 f"target {text!r} has a latency budget on {target.name!r}, which is not "
                 f"under devices: (known: {', '.join(sorted(names)) or 'none'})"
             )
-    if pipeline.ship.provider:
-        resolve_provider(pipeline.ship.provider)
 
 
 # ---- up-to-date checks ---------------------------------------------------------------------

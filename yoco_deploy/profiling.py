@@ -447,6 +447,13 @@ def write_bundle(
 
     out = Path(out)
     models = out / "models"
+    measured = out / "results" / MEASUREMENTS
+    if measured.is_file() and measured.stat().st_size:
+        raise ProfileError(
+            f"{out} already holds results measured on a device; import them first "
+            f"(yoco-deploy profile-import {out} --device NAME), or write the new bundle "
+            "to another folder: a new plan would orphan them"
+        )
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as err:

@@ -142,9 +142,9 @@ def ship_target(
     settings: ShipSettings = ShipSettings(),
     say=print,
 ) -> Shipped:
-    from yoco_deploy.export import prepare_out_dir
+    from yoco_deploy.atomic import check_writable
 
-    prepare_out_dir(Path(out_dir))  # an unwritable --bundles fails now, not after timing
+    check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, target, cost_model, settings, session, say)
