@@ -30,6 +30,7 @@ from yoco_deploy.costs import arch_costs
 from yoco_deploy.export import ExportOptions, export_sub_bert
 from yoco_deploy.extract import extract
 from yoco_deploy.onnx_export import ort_session
+from yoco_deploy.runner import SessionSpec
 from yoco_deploy.super_bert import SuperBert
 from yoco_deploy.timing import machine_info, time_interleaved
 
@@ -58,7 +59,9 @@ def prepare(sb: SuperBert, arch: Arch, work: Path, threads: int):
     """Export (validated) once; the torch model and one ORT session per variant."""
     export_sub_bert(sb, arch, work, ExportOptions(optimize=True, quantize="int8"))
     sessions = {
-        name: ort_session(work / f"model{suffix}.onnx", threads, spinning=False)
+        name: ort_session(
+            work / f"model{suffix}.onnx", SessionSpec(threads=threads, spinning="off")
+        )
         for name, suffix in (("ORT plain", ""), ("ORT fused", ".opt"), ("ORT int8", ".int8"))
     }
     return extract(sb, arch), sessions

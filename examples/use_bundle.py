@@ -1,6 +1,9 @@
 """Classify sentences with a shipped bundle: onnxruntime + tokenizers, nothing else.
 
 python examples/use_bundle.py BUNDLE_DIR "a gripping, funny film" "a dull mess"
+
+The session is built as the manifest's "session" record says: the settings the bundle's
+latency was measured with (yoco_deploy.runner.SessionSpec builds the same one).
 """
 
 import json
@@ -11,20 +14,53 @@ import numpy as np
 import onnxruntime as ort
 from tokenizers import Tokenizer
 
-bundle, sentences = sys.argv[1], sys.argv[2:]
-manifest = json.loads(Path(bundle, "manifest.json").read_text())
-tokenizer = Tokenizer.from_file(f"{bundle}/tokenizer.json")
-tokenizer.enable_truncation(manifest["seq_len"])
-tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
-encodings = tokenizer.encode_batch(sentences)
-feeds = {
-    "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
-    "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
-    "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
-}
-options = ort.SessionOptions()
-options.intra_op_num_threads = manifest["threads"] or 0
-session = ort.InferenceSession(f"{bundle}/model.onnx", options, providers=["CPUExecutionProvider"])
-logits = session.run(None, feeds)[0]
-for sentence, row in zip(sentences, logits, strict=True):
-    print(json.dumps({"text": sentence, "label": int(row.argmax()), "logits": row.tolist()}))
+PROVIDERS = {"cpu": "CPUExecutionProvider", "cuda": "CUDAExecutionProvider"}
+
+
+def session_options(session: dict) -> ort.SessionOptions:
+    options = ort.SessionOptions()
+    if session.get("threads"):
+        options.intra_op_num_threads = session["threads"]
+        options.inter_op_num_threads = 1
+    spinning = session.get("spinning", "on")
+    if spinning == "off":
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    elif spinning == "stop-after-run":  # spin during a run, stop as soon as it returns
+        options.add_session_config_entry("session.force_spinning_stop", "1")
+    level = session.get("graph_optimization", "all")
+    options.graph_optimization_level = {
+        "disabled": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
+        "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+        "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+        "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+    }[level]
+    return options
+
+
+def open_bundle(bundle: str) -> tuple[ort.InferenceSession, Tokenizer, dict]:
+    manifest = json.loads(Path(bundle, "manifest.json").read_text())
+    session = manifest.get("session") or {"threads": manifest.get("threads")}
+    provider = PROVIDERS.get(session.get("provider", "cpu"), session.get("provider"))
+    options = session_options(session)
+    model = ort.InferenceSession(f"{bundle}/model.onnx", options, providers=[provider])
+    tokenizer = Tokenizer.from_file(f"{bundle}/tokenizer.json")
+    tokenizer.enable_truncation(manifest["seq_len"])
+    tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)
+    return model, tokenizer, manifest
+
+
+def main(bundle: str, sentences: list[str]) -> None:
+    model, tokenizer, _ = open_bundle(bundle)
+    encodings = tokenizer.encode_batch(sentences)
+    feeds = {
+        "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
+        "attention_mask": np.array([e.attention_mask for e in encodings], dtype=np.int64),
+        "token_type_ids": np.array([e.type_ids for e in encodings], dtype=np.int64),
+    }
+    logits = model.run(None, feeds)[0]
+    for sentence, row in zip(sentences, logits, strict=True):
+        print(json.dumps({"text": sentence, "label": int(row.argmax()), "logits": row.tolist()}))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1], sys.argv[2:])

@@ -171,3 +171,109 @@ def test_a_failed_cleanup_does_not_hide_the_error_that_caused_it(tmp_path, monke
     sb = SuperBert(__import__("helpers").tiny_bert())
     with pytest.raises(ExportError, match="does not match PyTorch"):
         export_module.export_sub_bert(sb, sb.space.min_arch(), tmp_path / "out", seq_len=8)
+
+
+@pytest.mark.parametrize("threads", ["100000", "0"])
+def test_an_absurd_thread_count_is_refused_before_any_session(tmp_path, threads):
+    """--threads 100000 once made ONNX Runtime allocate 17 GB for its thread pool."""
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    result = run(
+        "profile", "--model", model, "--device", "dev", "--threads", threads,
+        "--profiles-dir", tmp_path / "profiles", "--n", 2,
+    )  # fmt: skip
+    assert result.exit_code != 0
+    if threads != "0":  # 0 is refused by the option's own range check
+        assert "threads" in _one_error_line(result)
+    assert not (tmp_path / "profiles").exists()
+
+
+@pytest.mark.parametrize(
+    "args",
+    [["costs", "--model", "minilm", "--arch", "x", "--seq-len", "0"], ["baseline"],
+     ["space", "--frobnicate"], ["ship", "--batch", "0"]],
+)  # fmt: skip
+def test_usage_mistakes_are_one_error_line_too(args):
+    """Out-of-range values, unknown options and commands: one `error:` line naming the
+    help to read, exit 2; not click's boxed panel."""
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, "-c", "import sys; from yoco_deploy.cli import main; sys.exit(main())",
+         *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "--help" in lines[0], lines
+
+
+def test_profile_import_of_files_that_are_not_records_is_one_line(tmp_path):
+    from test_cli import run
+
+    bundle = tmp_path / "b"
+    (bundle / "results").mkdir(parents=True)
+    (bundle / "plan.json").write_text("[]")
+    (bundle / "results" / "device.json").write_text("[]")
+    result = run("profile-import", bundle, "--device", "d", "--profiles-dir", tmp_path / "p")
+    assert "is not what profile-bundle and runner.py write" in _one_error_line(result)
+    assert not (tmp_path / "p").exists()
+
+
+def test_a_negative_learning_rate_is_one_line(tmp_path):
+    from test_cli import run
+
+    model_dir, data_dir = __import__("helpers").write_tiny_task(tmp_path, 20, 10)
+    result = run(
+        "finetune", "--model", model_dir, "--task", "sst2", "--data-dir", data_dir,
+        "--out", tmp_path / "ft", "--lr", "-1",
+    )  # fmt: skip
+    assert "lr" in _one_error_line(result)
+    assert not (tmp_path / "ft").exists()
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [(["--until", "within10=1.5"], "can never be met"),
+     (["--near", "3"], "add --until"),
+     (["--until", "within10=0.9", "--near", "-3"], "positive milliseconds"),
+     (["--exclude-profile", "nothere"], "not a profile directory")],
+)  # fmt: skip
+def test_profile_options_that_could_never_work_are_refused(tmp_path, extra, message):
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    result = run(
+        "profile", "--model", model, "--device", "dev", "--n", 2,
+        "--profiles-dir", tmp_path / "profiles", *extra,
+    )  # fmt: skip
+    assert message in _one_error_line(result)
+    assert not (tmp_path / "profiles").exists()
+
+
+def test_an_impossible_quality_floor_is_refused_before_any_work(tmp_path):
+    from test_cli import run
+
+    model_dir, data_dir = __import__("helpers").write_tiny_task(tmp_path, 20, 10)
+    arch = '{"layers": [{"heads": 2, "ffn": 24}]}'
+    result = run(
+        "ship", "--supernet", model_dir, "--task", "sst2", "--data-dir", data_dir,
+        "-t", "d:params=3M", "--arch", arch, "--bundles", tmp_path / "b", "--min-metric", 2,
+    )  # fmt: skip
+    assert "can never be met" in _one_error_line(result)
+    assert not (tmp_path / "b").exists()
+
+
+def test_export_of_an_arch_outside_the_space_leaves_no_folder(tmp_path):
+    from test_cli import run
+
+    model = tmp_path / "tiny"
+    __import__("helpers").tiny_bert().save_pretrained(model)
+    arch = '{"layers": [{"heads": 99, "ffn": 24}]}'
+    result = run("export", "--model", model, "--arch", arch, "--out", tmp_path / "out")
+    _one_error_line(result)
+    assert not (tmp_path / "out").exists()

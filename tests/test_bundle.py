@@ -25,7 +25,12 @@ FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
 def bundle(tmp_path):
     space = SearchSpace.from_config(BertConfig(**TINY))
     out = tmp_path / "bundle"
-    write_bundle(space, out, ProfileSettings(n=4, threads=1, protocol=FAST), "tiny")
+    write_bundle(
+        space,
+        out,
+        ProfileSettings(n=4, session=runner.SessionSpec(threads=1), protocol=FAST),
+        "tiny",
+    )
     return out
 
 

@@ -17,7 +17,7 @@ FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
 def profile_dir(tmp_path_factory):
     space = SearchSpace.from_config(BertConfig(**TINY))
     out = tmp_path_factory.mktemp("profiles") / "fake"
-    settings = ProfileSettings(n=24, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=24, protocol=FAST, session=runner.SessionSpec(threads=1))
     profile_device(
         space, out, "fake", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import pytest
 
@@ -109,3 +110,51 @@ def test_everything_checkable_fails_at_load_and_dry_run(tmp_path, extra, message
     result = run("run", bad, "--dry-run")
     assert result.exit_code == 1 and message in result.output
     assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        ({"task": "imdb"}, "unknown task 'imdb'"),
+        ({"targets": []}, "targets is empty"),
+        ({"targets": ["laptop:latency=50%"]}, "not under devices"),
+        ({"targets": ["tiny-dev:latency=0%"]}, "above 0% and at most 100%"),
+        ({"max_seq_len": 4096}, "position"),
+        ({"train": {"output_dir": "/tmp/elsewhere"}}, "train.output_dir is set by the pipeline"),
+        ({"train": {"space": {"depth": [9]}}}, "depth"),
+        ({"teacher": {"checkpoint": "/nonexistent"}}, "teacher.checkpoint"),
+        ({"data_dir": "/nonexistent"}, "data_dir /nonexistent is not a folder"),
+        ({"devices": [{"name": "tiny-dev", "predictor": "/nonexistent.json"}]}, "nonexistent"),
+    ],
+)
+def test_dry_run_checks_what_used_to_fail_after_training(tmp_path, change, message):
+    """A 356-case probe found each of these passing --dry-run, then failing after the
+    teacher (or the whole pipeline) had run."""
+    import yaml
+    from test_cli import run
+
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=40, n_dev=10)
+    data = yaml.safe_load(Path("configs/pipeline-tiny.yaml").read_text())
+    data.update(model=str(model_dir), data_dir=str(data_dir), workdir=str(tmp_path / "w"))
+    data.update(change)
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(data))
+    result = run("run", path, "--dry-run")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1
+    assert not (tmp_path / "w").exists()
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [("- a\n- b\n", "must be a mapping"), ("hello\n", "must be a mapping"),
+     ("seed: 1\nseed: 2\n", "'seed' is given twice")],
+)  # fmt: skip
+def test_a_pipeline_that_is_not_a_mapping_is_one_line(tmp_path, text, message):
+    from test_cli import run
+
+    path = tmp_path / "p.yaml"
+    path.write_text(text)
+    result = run("run", path, "--dry-run")
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert len(result.output.strip().splitlines()) == 1

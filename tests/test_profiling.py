@@ -65,7 +65,7 @@ def test_measure_stops_when_median_is_stable():
 
 def test_profile_writes_device_and_rows(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=6, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
     result = profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -88,7 +88,7 @@ def test_profile_writes_device_and_rows(space, tmp_path):
 def test_drift_remeasures_the_stretch(space, tmp_path):
     # the machine gets 30% slower after 40 timing calls
     backend = FakeBackend(drift=lambda call: 1.0 if call < 40 else 1.3)
-    settings = ProfileSettings(n=8, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=8, protocol=FAST, session=runner.SessionSpec(threads=1))
     profile_device(
         space, tmp_path / "d", "d", settings, "tiny", progress=lambda *a: None, backend=backend
     )
@@ -102,7 +102,7 @@ def test_drift_remeasures_the_stretch(space, tmp_path):
 
 def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=4, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1))
     profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -114,7 +114,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
             space,
             out,
             "dev",
-            ProfileSettings(n=6, protocol=FAST, threads=1),
+            ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1)),
             "tiny",
             progress=lambda *a: None,
             backend=FakeBackend(),
@@ -127,7 +127,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
         space,
         out,
         "dev",
-        ProfileSettings(n=4, protocol=FAST, threads=1),
+        ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1)),
         "tiny",
         progress=lambda *a: None,
         repair=True,
@@ -142,7 +142,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
 
 def test_profile_of_another_space_is_refused(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=3, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=3, protocol=FAST, session=runner.SessionSpec(threads=1))
     profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -157,7 +157,7 @@ def test_profile_of_another_space_is_refused(space, tmp_path):
             space,
             out,
             "dev",
-            ProfileSettings(n=3, protocol=FAST, threads=2),
+            ProfileSettings(n=3, protocol=FAST, session=runner.SessionSpec(threads=2)),
             "tiny",
             progress=lambda *a: None,
             backend=FakeBackend(),
@@ -220,7 +220,7 @@ def Path_exe():
 
 
 def test_active_refinement_stops_at_the_target(space, tmp_path):
-    settings = ProfileSettings(n=60, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=60, protocol=FAST, session=runner.SessionSpec(threads=1))
     result = profile_device(
         space,
         tmp_path / "r",
@@ -240,7 +240,7 @@ def test_active_refinement_stops_at_the_target(space, tmp_path):
 
 def test_active_refinement_respects_the_cap(space, tmp_path):
     noisy = FakeBackend(drift=lambda call: 1 + 0.3 * ((call * 7919) % 13) / 13)
-    settings = ProfileSettings(n=18, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=18, protocol=FAST, session=runner.SessionSpec(threads=1))
     result = profile_device(
         space,
         tmp_path / "c",

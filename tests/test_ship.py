@@ -46,7 +46,7 @@ def net(tmp_path_factory):
     data = load_task("sst2", data_dir, search_fraction=0.2)
     net = Supernet(sb, load_tokenizer(str(model_dir)), data, None, 16)
     # a latency predictor for the device "tiny-cpu", fitted on a fake device's profile
-    settings = ProfileSettings(n=16, protocol=FAST, threads=1)
+    settings = ProfileSettings(n=16, protocol=FAST, session=runner.SessionSpec(threads=1))
     profile_device(
         sb.space,
         root / "profiles" / "tiny-cpu",
@@ -80,7 +80,7 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
         result,
         tmp_path / "bundles",
         # an untrained tiny model: an explicit floor of 0 lets it through the gate
-        ShipSettings(threads=1, seq_len=16, protocol=FAST, min_metric=0.0),
+        ShipSettings(seq_len=16, protocol=FAST, min_metric=0.0),
         say=lambda s: None,
     )
     m = shipped.manifest
@@ -116,7 +116,7 @@ def test_unmeetable_measured_latency_ships_nothing(net, tmp_path):
     archs = supernet.super_bert.space.sampler(0).sample_many(2)
     from yoco_deploy.ship import ship_target
 
-    with pytest.raises(BudgetError, match="smallest measured latency was"):
+    with pytest.raises(BudgetError, match=r"nothing in the space meets .* the closest was"):
         ship_target(
             supernet.super_bert,
             supernet.tokenizer,
@@ -125,7 +125,7 @@ def test_unmeetable_measured_latency_ships_nothing(net, tmp_path):
             cm,
             archs,
             tmp_path / "bundles",
-            ShipSettings(threads=1, seq_len=16, protocol=FAST),
+            ShipSettings(seq_len=16, protocol=FAST),
             say=lambda s: None,
         )
     assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
@@ -164,7 +164,7 @@ def _ship(supernet, cm, archs, out, **settings):
         cm,
         archs,
         out,
-        ShipSettings(threads=1, seq_len=16, protocol=FAST, **settings),
+        ShipSettings(seq_len=16, protocol=FAST, **settings),
         say=lambda s: None,
     )
 
@@ -302,3 +302,80 @@ def test_a_real_full_disk_during_ship_keeps_the_previous_bundle(tmp_path):
     assert after == before  # the first bundle, summary and plot untouched
     listing = (tmp_path / "listing.txt").read_text()
     assert not any(part in listing for part in (".staging-", ".old-", ".tmp-")), listing
+
+
+def test_the_session_is_recorded_from_profile_to_manifest(net, tmp_path):
+    """profile -> predictor -> ship -> manifest: one SessionSpec, and ship refuses to
+    time a bundle in another session than its predictor was profiled in."""
+    from yoco_deploy.predictor import LatencyPredictor
+
+    supernet, root = net
+    profiled = json.loads((root / "profiles" / "tiny-cpu" / "device.json").read_text())
+    predictor = LatencyPredictor.load(root / "predictors" / "tiny-cpu.json")
+    spec = runner.recorded_session(predictor.device)
+    assert spec == runner.SessionSpec(threads=1)  # what the fixture profiled with
+    assert runner.recorded_session(profiled["fingerprint"]) == spec
+    cm = cost_model(net, parse_target("tiny-cpu:latency=100ms"))
+    arch = [supernet.super_bert.space.min_arch()]
+    shipped = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
+    assert runner.SessionSpec.from_dict(shipped.manifest["session"]) == spec
+    timing = shipped.manifest["timing"]
+    assert timing["reference_ms"] > 0 and timing["calibrated_prediction_ms"] > 0
+    other = runner.SessionSpec(threads=1, spinning="off")
+    with pytest.raises(BudgetError, match="profiled with cpu, 1 threads, spinning stop-after"):
+        _ship(supernet, cm, arch, tmp_path / "b2", min_metric=0.0, session=other)
+
+
+def test_a_relative_budget_moves_with_the_calibrated_speed(net):
+    """With a reference timed twice as slow today, predictions double and so does the
+    millisecond value of latency=50%: a sub-BERT's feasibility does not change."""
+    cm = cost_model(net, parse_target("tiny-cpu:latency=50%"))
+    ref = cm.predictor.predict(cm.space.max_arch(), 1, 16).reference_ms
+    slow = cm.recalibrated(2 * ref)
+    assert slow.target.budgets["latency"] == pytest.approx(2 * cm.target.budgets["latency"], 0.01)
+    archs = cm.space.sampler(3).sample_many(30)
+    assert [cm.feasible(a) for a in archs] == [slow.feasible(a) for a in archs]
+    a = archs[0]
+    assert slow.costs(a)["latency"] == pytest.approx(2 * cm.costs(a)["latency"])
+    # a correction moves predictions, not the share's milliseconds
+    corrected = cm.recalibrated(ref, correction=1.5)
+    assert corrected.target.budgets["latency"] == pytest.approx(cm.target.budgets["latency"], 0.01)
+    assert corrected.costs(a)["latency"] == pytest.approx(1.5 * cm.costs(a)["latency"])
+
+
+def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeypatch):
+    """Models run slower than predicted while the reference does not (the predictor is
+    off near the budget): the first candidate is measured over budget; ship corrects
+    the cost model by what it measured, goes down to the corrected boundary, and ships."""
+    from yoco_deploy import ship as ship_module
+
+    from helpers import FakeBackend
+
+    class SlowModels(FakeBackend):
+        """The size-dependent part of every model but the reference is 30% slower."""
+
+        def __init__(self, spec):
+            def base_ms(path):
+                slower = 1.0 if "reference" in str(path) else 1.3
+                return 0.5 + slower * path.stat().st_size / 2e5
+
+            super().__init__(base_ms)
+
+    monkeypatch.setattr(ship_module.runner, "OrtBackend", SlowModels)
+    supernet, _ = net
+    cm = cost_model(net, parse_target("tiny-cpu:latency=1000ms"))
+    space = supernet.super_bert.space
+    top = space.max_arch()
+    from yoco_deploy.calibrate import build_reference
+
+    ref_ms = FakeBackend().base_ms(build_reference(cm.predictor, tmp_path / "ref"))
+    predicted = cm.recalibrated(ref_ms).costs(top)["latency"]
+    budget = round(1.1 * predicted, 4)  # top fits by prediction, not as measured
+    cm = cost_model(net, Target("tiny-cpu", {"latency": budget}))
+    shipped = _ship(supernet, cm, [top], tmp_path / "bundles", min_metric=0.0)
+    m = shipped.manifest
+    assert shipped.rejected[0]["arch_id"] == top.arch_id
+    assert "measured" in shipped.rejected[0]["why"]
+    assert m["arch_id"] != top.arch_id
+    assert m["measured_latency_ms"]["median"] <= budget
+    assert 1.05 < m["timing"]["correction"] < 1.3

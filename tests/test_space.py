@@ -54,7 +54,7 @@ def test_bad_overrides_are_clear_errors(override, fragment):
 def test_unreadable_override_file(tmp_path):
     bad = tmp_path / "s.json"
     bad.write_text("{oops")
-    with pytest.raises(SpaceError, match="not valid json"):
+    with pytest.raises(SpaceError, match="not valid JSON"):
         SearchSpace.load_overrides(bad)
 
 

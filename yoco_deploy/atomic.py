@@ -48,6 +48,20 @@ def write_text(path: Path, text: str) -> Path:
     return path
 
 
+def check_writable(folder: Path, error: type[Exception]) -> Path:
+    """Fail now if ``folder`` could not be created or written, without creating it (a
+    mistake elsewhere must not leave an empty folder behind)."""
+    folder = Path(folder)
+    for existing in (folder, *folder.parents):
+        if existing.exists():
+            break
+    if not existing.is_dir():
+        raise error(f"cannot write to {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise error(f"cannot write to {folder}: {existing} is not writable")
+    return folder
+
+
 def discard(path: Path) -> None:
     """Remove a temporary file while another error is being raised: a cleanup that fails
     (the folder turned read-only) must not replace the error the user needs to see."""

@@ -88,7 +88,13 @@ def parse_target(text: str) -> Target:
         if key in budgets or (key == "latency" and "latency_share" in budgets):
             raise BudgetError(f"target {text!r}: {key} is given twice; give each budget once")
         if key == "latency" and m and m.group(2) == "%":
-            budgets["latency_share"] = float(m.group(1)) / 100
+            share = float(m.group(1)) / 100
+            if not 0 < share <= 1:
+                raise BudgetError(
+                    f"target {text!r}: a relative latency budget is a share of the max "
+                    "sub-BERT's latency, above 0% and at most 100%"
+                )
+            budgets["latency_share"] = share
             continue
         unit = m.group(2).lower() if m else None
         if not m or unit not in _UNITS[key]:
@@ -126,6 +132,7 @@ class CostModel:
         batch: int = 1,
         reference_ms: float | None = None,
         fmt: str | None = None,
+        correction: float = 1.0,
     ):
         wants_latency = {"latency", "latency_share"} & set(target.budgets)
         if wants_latency and predictor is None:
@@ -134,6 +141,9 @@ class CostModel:
             raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
         self.space, self.predictor = space, predictor
         self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms
+        # measured / predicted latency near the candidates (ship's measurements); the
+        # relative budget stays a share of the max sub-BERT's uncorrected prediction
+        self.correction = correction
         timed = predictor.reference.get("format", "int8") if predictor else None
         if wants_latency and fmt is not None and timed != fmt:
             raise BudgetError(
@@ -142,9 +152,21 @@ class CostModel:
             )
         self.fmt = fmt or timed or "int8"  # what the size budget is estimated for
         self._cache: dict[str, dict[str, float]] = {}
+        self.requested = target  # as the user wrote it: a share stays a share
         self.target = target
         if "latency_share" in target.budgets:
-            self.target = target.resolved(self.costs(space.max_arch())["latency"])
+            top = self.costs(space.max_arch())["latency"] / correction
+            self.target = target.resolved(top)
+
+    def recalibrated(self, reference_ms: float, correction: float = 1.0) -> CostModel:
+        """The same target and predictor at another machine speed (the reference model
+        timed at ``reference_ms``): predictions move, and a relative budget is resolved
+        again against the same calibrated speed, so it moves with them. ``correction``
+        scales the predictions only (what measurements near the budget said)."""
+        return CostModel(
+            self.requested, self.space, self.predictor, self.seq_len, self.batch,
+            reference_ms, fmt=self.fmt, correction=correction,
+        )  # fmt: skip
 
     def costs(self, arch: Arch) -> dict[str, float]:
         if arch.arch_id not in self._cache:
@@ -156,9 +178,12 @@ class CostModel:
                 "size": size_mb(arch, self.space.dims, self.fmt),
             }
             if self.predictor is not None:
-                out["latency"] = self.predictor.predict(
-                    arch, self.batch, self.seq_len, self.reference_ms
-                ).latency_ms
+                out["latency"] = (
+                    self.correction
+                    * self.predictor.predict(
+                        arch, self.batch, self.seq_len, self.reference_ms
+                    ).latency_ms
+                )
             self._cache[arch.arch_id] = out
         return self._cache[arch.arch_id]
 

@@ -11,16 +11,21 @@ from yoco_deploy.predictor import LatencyPredictor
 from yoco_deploy.profiling import ArtifactBuilder
 
 
-def time_reference(
-    predictor: LatencyPredictor, batch: int = 1, seq_len: int = 128, threads: int | None = None
-) -> float:
-    """Median latency (ms) of the predictor's reference model on this machine, today."""
-    space = predictor.search_space
+def build_reference(predictor: LatencyPredictor, folder: Path) -> Path:
+    """The predictor's reference model as an ONNX file in ``folder`` (random weights:
+    latency depends on shapes), in the format it was profiled in."""
     arch = Arch.from_dict(predictor.reference["arch"])
-    threads = threads or predictor.device.get("threads")
-    backend = runner.OrtBackend(predictor.device.get("provider", "cpu"), threads)
+    return ArtifactBuilder(predictor.search_space, predictor.reference["format"], folder).build(
+        arch
+    )
+
+
+def time_reference(predictor: LatencyPredictor, batch: int = 1, seq_len: int = 128) -> float:
+    """Median latency (ms) of the predictor's reference model on this machine, today,
+    in sessions built exactly as the profile's were."""
+    space = predictor.search_space
+    backend = runner.OrtBackend(runner.recorded_session(predictor.device))
     with tempfile.TemporaryDirectory(prefix="yoco-calibrate-") as tmp:
-        path = ArtifactBuilder(space, predictor.reference["format"], Path(tmp)).build(arch)
-        session = backend.load(path)
+        session = backend.load(build_reference(predictor, Path(tmp)))
         feeds = runner.make_feeds(batch, seq_len, space.dims.vocab_size)
         return runner.measure(backend, session, feeds, runner.Protocol())["median_ms"]

@@ -118,11 +118,13 @@ def export(
     Example: yoco-deploy export -m minilm --arch arch.json --out out/ --optimize --quantize int8
     """
     with user_errors():
-        from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
+        from yoco_deploy.atomic import check_writable
+        from yoco_deploy.errors import ExportError
+        from yoco_deploy.export import ExportOptions, export_sub_bert
 
         options = ExportOptions(optimize=optimize, quantize=quantize)
         a = _arch(arch)
-        prepare_out_dir(out)
+        check_writable(out, ExportError)
         _quiet_transformers()
         sb, tokenizer = _load_super_bert(model, num_labels, space_file)
         sb.space.validate(a)
@@ -174,8 +176,32 @@ for _name, _fn in _COMMANDS.items():
     app.command(_name)(_fn)
 
 
-def main() -> None:
-    app()
+def main() -> int:
+    """Run the app; usage mistakes (an unknown option, a value out of range) end with one
+    ``error:`` line and exit 2 like every other mistake, not a boxed panel; SIGTERM
+    stops any command the way Ctrl-C does (exit 143)."""
+    import signal
+
+    from yoco_deploy.errors import Terminated
+
+    def terminate(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, terminate)
+    try:
+        code = app(standalone_mode=False)
+    except typer.TyperException as err:  # click's usage errors, as typer vendors them
+        if type(err).__name__ == "NoArgsIsHelpError":
+            typer.echo(err.format_message(), err=True)
+            return 0
+        ctx = getattr(err, "ctx", None)
+        name = ctx.command_path if ctx is not None else "yoco-deploy"
+        typer.echo(f"error: {err.format_message()} (see {name} --help)", err=True)
+        return getattr(err, "exit_code", 2)
+    except (typer.Abort, KeyboardInterrupt):
+        typer.echo("interrupted", err=True)
+        return 130
+    return code if isinstance(code, int) else 0
 
 
 if __name__ == "__main__":

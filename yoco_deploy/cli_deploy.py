@@ -29,11 +29,20 @@ BundlesOpt = Annotated[Path, typer.Option(help="Where bundles are written.")]
 FormatOpt = Annotated[
     str, typer.Option("--format", help="fp32, fused, int8 (CPU default) or fp16 (GPU).")
 ]
-ThreadsOpt = Annotated[int, typer.Option(min=1, help="Threads for timing on this device.")]
-
-
+ThreadsOpt = Annotated[
+    int | None,
+    typer.Option(min=1, help="Intra-op threads the bundle runs with (default: as profiled)."),
+]
 ProviderOpt = Annotated[
-    str, typer.Option(help="Where bundles are timed and scored: cpu, cuda, tensorrt, ...")
+    str | None,
+    typer.Option(help="Where bundles run, are timed and scored: cpu, cuda, tensorrt, ..."),
+]
+SpinningOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Idle worker threads: stop-after-run (spin during a run only), on (ONNX "
+        "Runtime's default) or off. Default: as the device's predictor was profiled."
+    ),
 ]
 
 
@@ -52,23 +61,24 @@ AllowWeakOpt = Annotated[
 
 def _ship_settings(
     fmt: str,
-    threads: int,
     seq_len: int,
     batch: int,
-    provider: str = "cpu",
+    session: dict,
     min_metric: float | None = None,
     allow_weak: bool = False,
 ):
     from yoco_deploy.export import ExportOptions
-    from yoco_deploy.runner import resolve_provider
-    from yoco_deploy.ship import ShipSettings
+    from yoco_deploy.runner import SessionSpec, resolve_provider
+    from yoco_deploy.ship import DEFAULT_SESSION, ShipSettings
 
     ExportOptions.for_format(fmt)  # validates the name
-    resolve_provider(provider)  # an unavailable provider fails now, not after the search
+    given = {k: v for k, v in session.items() if v is not None}
+    spec = SessionSpec.from_dict({**DEFAULT_SESSION.to_dict(), **given}) if given else None
+    if spec is not None:
+        resolve_provider(spec.provider)  # an unavailable provider fails now, not later
     return ShipSettings(
         fmt=fmt,
-        provider=provider,
-        threads=threads,
+        session=spec,
         seq_len=seq_len,
         batch=batch,
         min_metric=min_metric,
@@ -76,9 +86,8 @@ def _ship_settings(
     )
 
 
-def _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads):
+def _calibrated(models):
     from yoco_deploy.calibrate import time_reference
-    from yoco_deploy.deploy import cost_model_for
 
     refs: dict[str, float] = {}  # one timing per device
     out = []
@@ -88,10 +97,9 @@ def _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads):
             continue
         name = cm.target.name
         if name not in refs:
-            refs[name] = time_reference(cm.predictor, batch, seq_len, threads)
+            refs[name] = time_reference(cm.predictor, cm.batch, cm.seq_len)
             typer.echo(f"{name}: reference model {refs[name]:.2f} ms here now", err=True)
-        t = cm.target
-        out.append(cost_model_for(t, net, predictors_dir, seq_len, batch, fmt, refs[name]))
+        out.append(cm.recalibrated(refs[name]))
     return out
 
 
@@ -159,8 +167,9 @@ def search(
     ship: Annotated[bool, typer.Option(help="Ship each target's winner as a bundle.")] = True,
     bundles: BundlesOpt = Path("bundles"),
     fmt: FormatOpt = "int8",
-    provider: ProviderOpt = "cpu",
-    threads: ThreadsOpt = 2,
+    provider: ProviderOpt = None,
+    threads: ThreadsOpt = None,
+    spinning: SpinningOpt = None,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
     min_metric: MinMetricOpt = None,
@@ -189,9 +198,8 @@ def search(
         from yoco_deploy.search import SearchSettings
 
         targets = [parse_target(t) for t in target]
-        ship_settings = _ship_settings(
-            fmt, threads, seq_len, batch, provider, min_metric, allow_weak
-        )
+        session = {"provider": provider, "threads": threads, "spinning": spinning}
+        ship_settings = _ship_settings(fmt, seq_len, batch, session, min_metric, allow_weak)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         theta = None if cold else net.theta
@@ -205,7 +213,7 @@ def search(
         )
         models = [cost_model_for(t, net, predictors_dir, seq_len, batch, fmt) for t in targets]
         if calibrate:
-            models = _calibrated(models, net, predictors_dir, seq_len, batch, fmt, threads)
+            models = _calibrated(models)
         for cm in models:
             cm.check_achievable()  # every target, before any long work
             if repair_log:
@@ -287,8 +295,9 @@ def ship(
     predictors_dir: PredictorsOpt = Path("predictors"),
     bundles: BundlesOpt = Path("bundles"),
     fmt: FormatOpt = "int8",
-    provider: ProviderOpt = "cpu",
-    threads: ThreadsOpt = 2,
+    provider: ProviderOpt = None,
+    threads: ThreadsOpt = None,
+    spinning: SpinningOpt = None,
     seq_len: Annotated[int, typer.Option(min=1)] = 128,
     batch: Annotated[int, typer.Option(min=1)] = 1,
     min_metric: MinMetricOpt = None,
@@ -303,7 +312,8 @@ def ship(
         if (arch is None) == (from_search is None):
             raise BudgetError("pass exactly one of --arch and --from-search")
         t = parse_target(target)
-        settings = _ship_settings(fmt, threads, seq_len, batch, provider, min_metric, allow_weak)
+        session = {"provider": provider, "threads": threads, "spinning": spinning}
+        settings = _ship_settings(fmt, seq_len, batch, session, min_metric, allow_weak)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:

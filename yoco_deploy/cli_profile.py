@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated
 
@@ -30,6 +31,21 @@ ProviderOpt = Annotated[
     str, typer.Option(help="Execution provider: cpu, cuda, tensorrt, openvino, dml, coreml.")
 ]
 ThreadsOpt = Annotated[int, typer.Option(min=1, help="Intra-op threads (set explicitly).")]
+SpinningOpt = Annotated[
+    str,
+    typer.Option(
+        help="Idle worker threads: stop-after-run (spin during a run, stop when it returns; "
+        "fast, and safe with several sessions in one process), on (ONNX Runtime's default) "
+        "or off. Bundles are run the way they are profiled."
+    ),
+]
+IoBindingOpt = Annotated[
+    bool | None,
+    typer.Option(
+        help="Bind inputs and outputs on the device once (default: on for cuda and "
+        "tensorrt, so a GPU timing measures the model and not the copies)."
+    ),
+]
 FormatOpt = Annotated[
     str,
     typer.Option(
@@ -39,19 +55,28 @@ FormatOpt = Annotated[
 ProfilesOpt = Annotated[Path, typer.Option(help="Where profiles live.")]
 
 
-def _settings(n, seq_len, batch, provider, threads, fmt, seed):
+def _settings(
+    n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding=None, local=True
+):
     from yoco_deploy.export import FORMATS
     from yoco_deploy.profiling import ProfileError, ProfileSettings
-    from yoco_deploy.runner import resolve_provider
+    from yoco_deploy.runner import SessionSpec, resolve_provider
 
     if fmt not in FORMATS:
         raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
+    session = SessionSpec(
+        provider=provider, threads=threads, spinning=spinning, io_binding=io_binding
+    )
+    cores = os.cpu_count() or 1
+    if local and threads > 2 * cores:
+        raise ProfileError(
+            f"--threads {threads} on a machine with {cores} logical cores: timings would "
+            "measure the scheduler, not the model; use at most the core count"
+        )
     if provider != "cpu":
         resolve_provider(provider)  # fail before any work starts
     shapes = tuple((b, s) for b in (batch or [1]) for s in (seq_len or [128]))
-    return ProfileSettings(
-        n=n, shapes=shapes, provider=provider, threads=threads, fmt=fmt, seed=seed
-    )
+    return ProfileSettings(n=n, shapes=shapes, session=session, fmt=fmt, seed=seed)
 
 
 def profile(
@@ -64,6 +89,8 @@ def profile(
     batch: BatchOpt = None,
     provider: ProviderOpt = "cpu",
     threads: ThreadsOpt = 2,
+    spinning: SpinningOpt = "stop-after-run",
+    io_binding: IoBindingOpt = None,
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     until: Annotated[
@@ -93,13 +120,27 @@ def profile(
     Example: yoco-deploy profile --model minilm --device my-laptop --n 150
     """
     with user_errors():
-        from yoco_deploy.profiling import parse_until, profile_device, profiled_arch_ids
+        from yoco_deploy.profiling import (
+            ProfileError,
+            parse_until,
+            profile_device,
+            profiled_arch_ids,
+            read_device,
+        )
 
-        settings = _settings(n, seq_len, batch, provider, threads, fmt, seed)
+        settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding)
         target = parse_until(until) if until else None
         from yoco_deploy.names import check_name
 
         check_name(device, "--device")
+        if near and not target:
+            raise ProfileError(
+                "--near refines around budgets while --until is pursued; add --until"
+            )
+        if any(ms <= 0 for ms in near or ()):
+            raise ProfileError(f"--near budgets must be positive milliseconds, got {near}")
+        for excluded in exclude_profile or []:
+            read_device(excluded)  # a typo is an error, not an empty exclusion
         exclude = set().union(*(profiled_arch_ids(p) for p in exclude_profile or []))
         space = space_for(model, space_file)
         from yoco_deploy.cli_common import quiet_transformers
@@ -137,6 +178,7 @@ def profile_bundle(
     seq_len: SeqOpt = None,
     batch: BatchOpt = None,
     threads: ThreadsOpt = 2,
+    spinning: SpinningOpt = "stop-after-run",
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     space_file: SpaceOpt = None,
@@ -150,7 +192,7 @@ def profile_bundle(
         from yoco_deploy.cli_common import quiet_transformers
         from yoco_deploy.profiling import write_bundle
 
-        settings = _settings(n, seq_len, batch, "cpu", threads, fmt, seed)
+        settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed, local=False)
         space = space_for(model, space_file)
         quiet_transformers()
         for _, seq in settings.shapes:
@@ -254,9 +296,10 @@ def predict(
         bool,
         typer.Option(help="Re-time the reference model now and scale to today's speed."),
     ] = False,
-    threads: Annotated[int | None, typer.Option(help="Threads for --calibrate.")] = None,
 ) -> None:
-    """Predict the latency of a sub-BERT on the predictor's device, as JSON."""
+    """Predict the latency of a sub-BERT on the predictor's device, as JSON.
+
+    --calibrate times the reference in sessions built as the profile's were."""
     with user_errors():
         from yoco_deploy.predictor import LatencyPredictor
 
@@ -269,7 +312,7 @@ def predict(
             from yoco_deploy.cli_common import quiet_transformers
 
             quiet_transformers()
-            ref_ms = time_reference(p, batch, seq_len, threads)
+            ref_ms = time_reference(p, batch, seq_len)
         out = {
             "arch_id": a.arch_id,
             "device": p.device["name"],

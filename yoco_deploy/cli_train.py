@@ -38,7 +38,7 @@ def finetune(
     Example: yoco-deploy finetune -m minilm --task sst2 --data-dir SST-2/ --out runs/teacher
     """
     with user_errors():
-        from yoco_deploy.train_config import Distillation, Phase, parse_config
+        from yoco_deploy.train_config import Distillation, parse_config
         from yoco_deploy.trainer import Trainer
 
         config = parse_config(
@@ -55,9 +55,14 @@ def finetune(
                 "kd": Distillation(alpha=1.0).model_dump(),
                 "sng": {"exploit_explore": False},
                 "phases": [
-                    Phase(
-                        name="finetune", heads="max", ffn="max", depth="max", epochs=epochs, lr=lr
-                    ).model_dump()
+                    {
+                        "name": "finetune",
+                        "heads": "max",
+                        "ffn": "max",
+                        "depth": "max",
+                        "epochs": epochs,
+                        "lr": lr,
+                    }
                 ],
             }
         )
@@ -80,6 +85,7 @@ def train(
         from yoco_deploy.train_config import load_config
 
         cfg = load_config(config)
+        _check_before_work(cfg)
         if dry_run:
             typer.echo(cfg.model_dump_json(indent=2))
             return
@@ -87,6 +93,18 @@ def train(
 
         quiet_transformers()
         _train_and_end(Trainer(cfg), resume)
+
+
+def _check_before_work(cfg) -> None:
+    """What --dry-run can check without loading weights: the task, the model's config,
+    the space override and the sequence length against its positions."""
+    from yoco_deploy.data import get_task
+    from yoco_deploy.loading import load_config
+    from yoco_deploy.space import SearchSpace
+
+    get_task(cfg.task)
+    space = SearchSpace.from_config(load_config(cfg.model), cfg.space)
+    space.dims.check_seq_len(cfg.max_seq_len)
 
 
 def _train_and_end(trainer, resume: bool) -> None:

@@ -125,7 +125,7 @@ def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> Ex
     try:
         export_onnx(dense, tmp, spec)
         validation = {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
-    except ExportError:
+    except BaseException:  # an export error, Ctrl-C or SIGTERM: no temporary file left
         discard(tmp)
         raise
     tmp.replace(plain)
@@ -135,7 +135,8 @@ def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> Ex
     source = plain
     if options.optimize:
         opt = out_dir / "model.opt.onnx"
-        validation["optimized"], fused = optimize_fused(plain, opt, dense, spec)
+        gpu = options.quantize == "fp16"  # fp16 files are for GPUs: fuse for their kernels
+        validation["optimized"], fused = optimize_fused(plain, opt, dense, spec, use_gpu=gpu)
         files["optimized"] = opt.name
         source = opt
     if options.quantize == "int8":

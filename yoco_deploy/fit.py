@@ -20,6 +20,7 @@ from yoco_deploy.predictor import (
     select_and_fit,
 )
 from yoco_deploy.profiling import (
+    ProfileError,
     load_training_data,
     profile_digest,
     read_device,
@@ -75,7 +76,12 @@ def fit_profile(
     if n_hold:
         evals["holdout"] = (held, model)
     if test_profile is not None:
-        test_data, _ = load_training_data(test_profile)
+        test_data, test_dims = load_training_data(test_profile)
+        if test_dims != dims or _space_of(test_profile) != _space_of(profile):
+            raise ProfileError(
+                f"{test_profile} profiles another search space or model than {profile}; "
+                "test a predictor on sub-BERTs of its own space"
+            )
         evals["test"] = (test_data, model)
     table = []
     points = {}
@@ -144,3 +150,7 @@ def draw(points: dict, path: Path, name: str, kind: str) -> Path | None:
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def _space_of(profile: Path) -> dict:
+    return read_device(profile)["space"]

@@ -7,7 +7,6 @@ eager attention is the path ONNX Runtime's BERT fusion recognises (see STACK.md)
 from __future__ import annotations
 
 import warnings
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from yoco_deploy.errors import ExportError, OnnxValidationError
+from yoco_deploy.runner import RunnerError, SessionSpec
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)
@@ -85,30 +85,13 @@ def export_onnx(model: torch.nn.Module, path: Path, spec: OnnxSpec = OnnxSpec())
     return path
 
 
-def ort_session(
-    path: Path,
-    threads: int | None = None,
-    providers: Sequence[str] | None = None,
-    spinning: bool = True,
-):
-    """An ONNX Runtime session. ``spinning=False`` stops idle worker threads from
-    busy-waiting: needed whenever several sessions (or torch) alternate in one process,
-    where spinning threads of one steal the cores of the next (measured on 2 cores:
-    torch 84 ms instead of 23 ms for MiniLM)."""
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-    if not spinning:
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    options.log_severity_level = 3
+def ort_session(path: Path, spec: SessionSpec | None = None):
+    """An ONNX Runtime session built from ``spec`` (default: the CPU with ONNX Runtime's
+    threads, spinning only during a run, so that torch or other sessions in this process
+    keep their cores between runs)."""
     try:
-        return ort.InferenceSession(
-            str(path), options, providers=list(providers or ["CPUExecutionProvider"])
-        )
-    except Exception as err:  # ORT raises its own Fail/InvalidGraph types
+        return (spec or SessionSpec()).load(path)
+    except RunnerError as err:
         raise ExportError(f"ONNX Runtime cannot load {Path(path).name}: {err}") from err
 
 

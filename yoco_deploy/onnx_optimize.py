@@ -66,6 +66,9 @@ def _removed_on_failure(tmp: Path, step: str):
     except Exception as err:  # ONNX Runtime's tools raise assorted types
         discard(tmp)
         raise ExportError(f"{step} failed: {type(err).__name__}: {err}") from err
+    except BaseException:  # Ctrl-C, SIGTERM: no temporary file left either
+        discard(tmp)
+        raise
 
 
 def _publish(tmp: Path, dst: Path) -> Path:
@@ -85,15 +88,22 @@ def fused_operator_counts(path: Path) -> dict[str, int]:
 
 
 def optimize_fused(
-    src: Path, dst: Path, model: torch.nn.Module, spec: OnnxSpec = OnnxSpec()
+    src: Path,
+    dst: Path,
+    model: torch.nn.Module,
+    spec: OnnxSpec = OnnxSpec(),
+    use_gpu: bool = False,
 ) -> tuple[Validation, dict[str, int]]:
-    """Apply ONNX Runtime's BERT fusions; head counts are read per layer from the graph."""
+    """Apply ONNX Runtime's BERT fusions; head counts are read per layer from the graph.
+    ``use_gpu``: the fusions for GPU kernels (for the fp16 files GPUs run)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     tmp = _tmp_name(dst)
     with _removed_on_failure(tmp, "ONNX Runtime fusion"):
         with _quiet():
-            optimized = optimize_model(str(src), model_type="bert", num_heads=0, hidden_size=0)
+            optimized = optimize_model(
+                str(src), model_type="bert", num_heads=0, hidden_size=0, use_gpu=use_gpu
+            )
         optimized.save_model_to_file(str(tmp))
         validation = validate_onnx(tmp, model, spec, what="fused ONNX model")
     counts = fused_operator_counts(tmp)

@@ -53,7 +53,10 @@ class DeviceStage(_Strict):
 
     n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
     until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
-    threads: int = Field(2, gt=0)
+    threads: int = Field(2, gt=0, le=512)
+    spinning: Literal["stop-after-run", "on", "off"] = Field(
+        "stop-after-run", description="Idle worker threads; bundles run as profiled."
+    )
     format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
 
@@ -67,10 +70,15 @@ class SearchStage(_Strict):
 
 class ShipStage(_Strict):
     format: Format = "int8"
-    provider: str = Field("cpu", description="Where bundles are timed: cpu, cuda, ...")
-    threads: int = 2
+    provider: str | None = Field(
+        None, description="Where bundles run and are timed (default: as profiled): cpu, cuda."
+    )
+    threads: int | None = Field(None, gt=0, le=512, description="Default: as profiled.")
     min_metric: float | None = Field(
-        None, description="Quality floor; default: the majority class + 2 standard errors."
+        None,
+        ge=-1,
+        le=1,
+        description="Quality floor; default: the majority class + 2 standard errors.",
     )
     allow_weak: bool = Field(False, description="Ship below the floor, with a warning.")
 
@@ -92,14 +100,9 @@ class Pipeline(_Strict):
 
 
 def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
-    import yaml
+    from yoco_deploy.yaml_file import load_mapping
 
-    try:
-        data = yaml.safe_load(Path(path).read_text()) or {}
-    except OSError as err:
-        raise PipelineError(f"cannot read {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise PipelineError(f"{path} is not valid YAML: {err}") from None
+    data = load_mapping(path, PipelineError, "a pipeline")
     data.update(overrides or {})
     try:
         pipeline = Pipeline(**data)
@@ -118,21 +121,73 @@ def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeli
 
 def _check_before_work(pipeline: Pipeline, path: Path) -> None:
     """Everything that can fail without doing work fails now (and under --dry-run), not
-    after an hour of training: profiling targets, the ship provider, the targets."""
-    from yoco_deploy.budgets import parse_target
+    after an hour of training: the task, model, data, sequence length, space, teacher
+    and predictors, the workdir, the targets and the devices they name, the ship
+    provider."""
     from yoco_deploy.errors import YocoError
-    from yoco_deploy.profiling import parse_until
-    from yoco_deploy.runner import RunnerError, resolve_provider
+    from yoco_deploy.runner import RunnerError
 
     try:
-        for device in pipeline.devices:
-            if device.until:
-                parse_until(device.until)
-        for text in pipeline.targets:
-            parse_target(text)
+        _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
+        _check_inputs(pipeline)
+    except (YocoError, RunnerError, OSError) as err:
+        message = err if not isinstance(err, OSError) else f"{err.strerror} ({err.filename})"
+        raise PipelineError(f"{path}: {message}") from None
+
+
+def _check_inputs(pipeline: Pipeline) -> None:
+    from yoco_deploy.data import get_task
+    from yoco_deploy.loading import load_config
+    from yoco_deploy.space import SearchSpace
+
+    get_task(pipeline.task)
+    for owned in ("model", "teacher", "task", "data_dir", "output_dir", "max_seq_len"):
+        if owned in pipeline.train:
+            raise PipelineError(
+                f"train.{owned} is set by the pipeline itself (top-level keys and its "
+                "workdir); remove it from train:"
+            )
+    if pipeline.data_dir is not None and not Path(pipeline.data_dir).is_dir():
+        raise PipelineError(f"data_dir {pipeline.data_dir} is not a folder")
+    workdir = Path(pipeline.workdir)
+    for folder in (workdir, *workdir.parents):
+        if folder.exists():
+            if not folder.is_dir():
+                raise PipelineError(f"workdir {workdir}: {folder} is a file, not a folder")
+            break
+    checkpoint = pipeline.teacher.checkpoint
+    if checkpoint and not Path(checkpoint).is_dir():
+        raise PipelineError(f"teacher.checkpoint {checkpoint} is not a folder")
+    space = SearchSpace.from_config(load_config(pipeline.model), pipeline.train.get("space"))
+    space.dims.check_seq_len(pipeline.max_seq_len)
+    for device in pipeline.devices:
+        if device.predictor:
+            from yoco_deploy.predictor import LatencyPredictor
+
+            LatencyPredictor.load(Path(device.predictor), space)
+
+
+def _check_devices_and_targets(pipeline: Pipeline) -> None:
+    from yoco_deploy.budgets import parse_target
+    from yoco_deploy.profiling import parse_until
+    from yoco_deploy.runner import resolve_provider
+
+    for device in pipeline.devices:
+        if device.until:
+            parse_until(device.until)
+    targets = [(text, parse_target(text)) for text in pipeline.targets]
+    if pipeline.ship.provider:
         resolve_provider(pipeline.ship.provider)
-    except (YocoError, RunnerError) as err:
-        raise PipelineError(f"{path}: {err}") from None
+    if not targets:
+        raise PipelineError("targets is empty: name at least one (NAME:latency=50%)")
+    names = {d.name for d in pipeline.devices}
+    for text, target in targets:
+        needs_device = {"latency", "latency_share"} & set(target.budgets)
+        if needs_device and target.name not in names:
+            raise PipelineError(
+                f"target {text!r} has a latency budget on {target.name!r}, which is not "
+                f"under devices: (known: {', '.join(sorted(names)) or 'none'})"
+            )
 
 
 # ---- up-to-date checks ---------------------------------------------------------------------
@@ -334,11 +389,13 @@ class Runner:
     def _profile(self, d: DeviceStage, out: Path) -> None:
         from yoco_deploy.loading import load_config
         from yoco_deploy.profiling import ProfileSettings, parse_until, profile_device
+        from yoco_deploy.runner import SessionSpec
         from yoco_deploy.space import SearchSpace
 
         space = SearchSpace.from_config(load_config(self.p.model), self.p.train.get("space"))
+        session = SessionSpec(threads=d.threads, spinning=d.spinning)
         settings = ProfileSettings(
-            n=d.n, shapes=((1, self.p.max_seq_len),), threads=d.threads, fmt=d.format
+            n=d.n, shapes=((1, self.p.max_seq_len),), session=session, fmt=d.format
         )
         result = profile_device(
             space,
@@ -416,8 +473,7 @@ class Runner:
         result = search_target(net, cost_model, settings, self.work / "search")
         ship = ShipSettings(
             fmt=self.p.ship.format,
-            provider=self.p.ship.provider,
-            threads=self.p.ship.threads,
+            session=self._ship_session(),
             seq_len=net.max_seq_len,
             min_metric=self.p.ship.min_metric,
             allow_weak=self.p.ship.allow_weak,
@@ -425,6 +481,15 @@ class Runner:
         with staged_dir(out) as stage:  # the target's previous bundle stays until this works
             shipped = ship_result(net, cost_model, result, stage, ship, say=self.say)
         self.say(f"shipped {out / shipped.path.name}")
+
+    def _ship_session(self):
+        """An explicit ship session only where the YAML sets one (else: as profiled)."""
+        from yoco_deploy.runner import SessionSpec
+        from yoco_deploy.ship import DEFAULT_SESSION
+
+        given = {"provider": self.p.ship.provider, "threads": self.p.ship.threads}
+        given = {k: v for k, v in given.items() if v is not None}
+        return SessionSpec.from_dict({**DEFAULT_SESSION.to_dict(), **given}) if given else None
 
     # ---- driving ------------------------------------------------------------------------
 

@@ -42,8 +42,7 @@ class ProfileSettings:
 
     n: int = 150
     shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
-    provider: str = "cpu"
-    threads: int | None = 2
+    session: runner.SessionSpec = field(default_factory=lambda: runner.SessionSpec(threads=2))
     fmt: str = "int8"
     seed: int = 0
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
@@ -147,7 +146,7 @@ _MUST_MATCH = {
     "format": "export format",
     "reference": "reference model",
 }
-_DEVICE_MUST_MATCH = ("cpu", "logical_cores", "provider", "threads")
+_DEVICE_MUST_MATCH = ("cpu", "logical_cores", "provider", "threads", "session")
 
 
 def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -265,8 +264,8 @@ def _profile(
     backend, exclude,
 ) -> ProfileResult:  # fmt: skip
     started = time.monotonic()
-    backend = backend or runner.OrtBackend(settings.provider, settings.threads)
-    fingerprint = runner.device_fingerprint(settings.provider, settings.threads)
+    backend = backend or runner.OrtBackend(settings.session)
+    fingerprint = runner.device_fingerprint(settings.session)
     record = device_record(name, space, settings, fingerprint, model)
     log = prepare_profile_dir(out, record, repair)
     rounds: list[dict[str, Any]] = []
@@ -318,9 +317,14 @@ def parse_until(text: str) -> tuple[str, float]:
     if metric not in UNTIL_METRICS or not value:
         raise ProfileError(f"--until takes METRIC=VALUE with METRIC in {', '.join(UNTIL_METRICS)}")
     try:
-        return metric, float(value)
+        number = float(value)
     except ValueError:
         raise ProfileError(f"--until value {value!r} is not a number") from None
+    bounded = metric != "mape"  # shares and Kendall's tau cannot exceed 1
+    if not (0 < number <= 1 if bounded else number > 0):
+        limits = "above 0 and at most 1" if bounded else "above 0"
+        raise ProfileError(f"--until {metric}={value} can never be met: use a value {limits}")
+    return metric, number
 
 
 def refinement_status(path: Path, until: tuple[str, float]) -> dict[str, Any]:
@@ -443,6 +447,13 @@ def write_bundle(
 
     out = Path(out)
     models = out / "models"
+    measured = out / "results" / MEASUREMENTS
+    if measured.is_file() and measured.stat().st_size:
+        raise ProfileError(
+            f"{out} already holds results measured on a device; import them first "
+            f"(yoco-deploy profile-import {out} --device NAME), or write the new bundle "
+            "to another folder: a new plan would orphan them"
+        )
     try:
         models.mkdir(parents=True, exist_ok=True)
     except OSError as err:
@@ -467,7 +478,7 @@ def write_bundle(
     plan = {
         "schema": DEVICE_SCHEMA,
         "record": record,
-        "threads": settings.threads,
+        "session": settings.session.to_dict(),
         "vocab_size": space.dims.vocab_size,
         "protocol": settings.protocol.to_dict(),
         "reference": {"file": files[ref.arch_id], "arch": ref.to_dict()},
@@ -501,6 +512,11 @@ def import_bundle(bundle: Path, out: Path, name: str) -> int:
         ) from None
     except ValueError as err:
         raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None
+    if not isinstance(plan, dict) or not isinstance(fingerprint, dict) or "record" not in plan:
+        raise ProfileError(
+            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.py "
+            "write; copy the whole directory back from the device"
+        )
     if fingerprint.get("plan") != plan.get("plan_id"):
         raise ProfileError(f"{bundle}: results belong to another plan than {PLAN}")
     fingerprint = {k: v for k, v in fingerprint.items() if k != "plan"}

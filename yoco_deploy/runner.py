@@ -32,6 +32,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,6 +46,7 @@ PROVIDERS = {
     "coreml": "CoreMLExecutionProvider",
     "rocm": "ROCMExecutionProvider",
 }
+GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider")
 REFERENCE_ID = "reference"
 
 
@@ -99,33 +101,163 @@ def resolve_provider(name: str) -> str:
     return full
 
 
-class OrtBackend:
-    """Times real ONNX Runtime sessions. Worker threads do not spin: the reference and
-    the model under test alternate in one process, and a spinning idle session steals
-    the cores of the busy one."""
+# How idle worker threads wait for work. ONNX Runtime's default ("on") busy-waits between
+# and after runs: fastest for one session, but in a process that alternates sessions (a
+# model and its reference) an idle one's spinning threads steal the busy one's cores.
+# "off" never spins (slow: every run wakes sleeping threads); "stop-after-run" spins
+# during a run and stops as soon as Run() returns (session.force_spinning_stop).
+SPINNING = ("on", "off", "stop-after-run")
+MAX_THREADS = 512
+GRAPH_OPTIMIZATION = ("disabled", "basic", "extended", "all")
 
-    def __init__(self, provider: str = "cpu", threads: int | None = None):
-        self.provider = resolve_provider(provider)
-        self.threads = threads
 
-    def load(self, path: Path):
+@dataclass(frozen=True)
+class SessionSpec:
+    """How a bundle is run: the one definition of an ONNX Runtime session (provider,
+    threads, spinning, graph optimization, provider options) that the profiler, the
+    reference timing, ship, the examples and the Python API all build sessions from, and
+    that every profile, predictor and manifest records."""
+
+    provider: str = "cpu"
+    threads: int | None = None  # intra-op threads; None: ONNX Runtime's default
+    spinning: str = "stop-after-run"
+    graph_optimization: str = "all"
+    provider_options: tuple[tuple[str, str], ...] = ()
+    # inputs and outputs bound on the provider's device once, so a GPU timing measures
+    # the model and not host-device copies (default: on for GPU providers)
+    io_binding: bool | None = None
+
+    def __post_init__(self):
+        if self.spinning not in SPINNING:
+            raise RunnerError(
+                f"spinning must be one of {', '.join(SPINNING)}, got {self.spinning!r}"
+            )
+        if self.graph_optimization not in GRAPH_OPTIMIZATION:
+            raise RunnerError(
+                f"graph_optimization must be one of {', '.join(GRAPH_OPTIMIZATION)}, "
+                f"got {self.graph_optimization!r}"
+            )
+        if self.threads is not None and not 1 <= self.threads <= MAX_THREADS:
+            raise RunnerError(
+                f"threads must be between 1 and {MAX_THREADS}, got {self.threads} (ONNX "
+                "Runtime creates them all at session start)"
+            )
+        if self.io_binding is None:  # resolved once, so equal specs compare equal
+            object.__setattr__(self, "io_binding", self.device == "cuda")
+
+    @property
+    def provider_name(self) -> str:
+        return PROVIDERS.get(self.provider.lower(), self.provider)
+
+    @property
+    def device(self) -> str:
+        """Where ONNX Runtime keeps bound inputs and outputs for this provider."""
+        return "cuda" if self.provider_name in GPU_PROVIDERS else "cpu"
+
+    def to_dict(self) -> dict:
+        out = asdict(self)
+        out["provider_options"] = dict(self.provider_options)
+        return out
+
+    def describe(self) -> str:
+        threads = self.threads or "default"
+        return f"{self.provider}, {threads} threads, spinning {self.spinning}"
+
+    @classmethod
+    def from_dict(cls, data: dict) -> SessionSpec:
+        known = {f for f in cls.__dataclass_fields__}
+        unknown = set(data) - known
+        if unknown:
+            raise RunnerError(f"unknown session settings: {', '.join(sorted(unknown))}")
+        options = data.get("provider_options") or {}
+        return cls(
+            **{k: v for k, v in data.items() if k != "provider_options"},
+            provider_options=tuple(sorted((str(k), str(v)) for k, v in options.items())),
+        )
+
+    def session_options(self):
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         if self.threads:
             options.intra_op_num_threads = self.threads
             options.inter_op_num_threads = 1
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        if self.spinning == "off":
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        elif self.spinning == "stop-after-run":
+            options.add_session_config_entry("session.force_spinning_stop", "1")
+        levels = ort.GraphOptimizationLevel
+        options.graph_optimization_level = {
+            "disabled": levels.ORT_DISABLE_ALL,
+            "basic": levels.ORT_ENABLE_BASIC,
+            "extended": levels.ORT_ENABLE_EXTENDED,
+            "all": levels.ORT_ENABLE_ALL,
+        }[self.graph_optimization]
         options.log_severity_level = 3
-        providers = [self.provider]
-        if self.provider != "CPUExecutionProvider":
+        return options
+
+    def load(self, path: Path):
+        """An InferenceSession for ``path`` built exactly as this spec says."""
+        import onnxruntime as ort
+
+        provider = resolve_provider(self.provider)
+        providers: list = [(provider, dict(self.provider_options))]
+        if provider != "CPUExecutionProvider":
             providers.append("CPUExecutionProvider")
         try:
-            return ort.InferenceSession(str(path), options, providers=providers)
+            return ort.InferenceSession(str(path), self.session_options(), providers=providers)
         except Exception as err:  # ORT raises its own exception types
             raise RunnerError(f"cannot load {path}: {err}") from err
 
+
+def recorded_session(device: dict) -> SessionSpec:
+    """The SessionSpec a profile, predictor or manifest was timed with. Records written
+    before specs existed hold provider and threads only, and were timed with spinning
+    off."""
+    if device.get("session"):
+        return SessionSpec.from_dict(device["session"])
+    provider = {v: k for k, v in PROVIDERS.items()}.get(device.get("provider"), "cpu")
+    return SessionSpec(provider=provider, threads=device.get("threads"), spinning="off")
+
+
+class OrtBackend:
+    """Times real ONNX Runtime sessions built from one SessionSpec; with I/O binding, the
+    inputs are copied to the device once per session and outputs stay there."""
+
+    def __init__(self, spec: SessionSpec = SessionSpec()):
+        self.spec = spec
+        self.provider = resolve_provider(spec.provider)
+        self.threads = spec.threads
+        self._bound: list[tuple[Any, dict, Any]] = []  # (session, feeds, binding), recent
+
+    def load(self, path: Path):
+        return self.spec.load(path)
+
+    def binding(self, session, feeds: dict):
+        import onnxruntime as ort
+
+        for s, f, b in self._bound:
+            if s is session and f is feeds:
+                return b
+        device = self.spec.device
+        binding = session.io_binding()
+        for node in session.get_inputs():
+            value = ort.OrtValue.ortvalue_from_numpy(feeds[node.name], device, 0)
+            binding.bind_ortvalue_input(node.name, value)
+        for node in session.get_outputs():
+            binding.bind_output(node.name, device)
+        # a few recent bindings: the model and the reference alternate; older sessions
+        # are released with their bindings
+        self._bound = [*self._bound[-3:], (session, feeds, binding)]
+        return binding
+
     def time_one(self, session, feeds: dict) -> float:
+        if self.spec.io_binding:
+            binding = self.binding(session, feeds)
+            start = time.perf_counter()
+            session.run_with_iobinding(binding)
+            binding.synchronize_outputs()  # a GPU run is asynchronous until here
+            return (time.perf_counter() - start) * 1e3
         start = time.perf_counter()
         session.run(None, feeds)
         return (time.perf_counter() - start) * 1e3
@@ -320,12 +452,12 @@ def host_fingerprint() -> dict:
     }
 
 
-def device_fingerprint(provider: str, threads: int | None) -> dict:
+def device_fingerprint(spec: SessionSpec) -> dict:
     return {
         **host_fingerprint(),
-        "provider": PROVIDERS.get(provider.lower(), provider),
-        "threads": threads,
-        "ort_spinning": False,
+        "provider": spec.provider_name,
+        "threads": spec.threads,
+        "session": spec.to_dict(),
     }
 
 
@@ -452,8 +584,9 @@ def _install_sigterm() -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Time a yoco-deploy profile bundle.")
     parser.add_argument("bundle", type=Path, help="bundle directory (holds plan.json)")
-    parser.add_argument("--provider", default="cpu", help=f"one of {', '.join(PROVIDERS)}")
+    parser.add_argument("--provider", default=None, help=f"one of {', '.join(PROVIDERS)}")
     parser.add_argument("--threads", type=int, default=None, help="intra-op threads")
+    parser.add_argument("--spinning", choices=SPINNING, default=None, help="idle threads")
     parser.add_argument("--repair", action="store_true", help="set unreadable rows aside")
     args = parser.parse_args(argv)
     try:
@@ -461,14 +594,24 @@ def main(argv: list[str] | None = None) -> int:
         if not plan_path.is_file():
             raise RunnerError(f"{plan_path} not found: pass a directory made by profile-bundle")
         plan = json.loads(plan_path.read_text())
-        threads = args.threads if args.threads is not None else plan.get("threads")
+        recorded = plan.get("session") or {"threads": plan.get("threads")}
+        overrides = {
+            k: v
+            for k, v in (
+                ("provider", args.provider),
+                ("threads", args.threads),
+                ("spinning", args.spinning),
+            )
+            if v is not None
+        }
+        spec = SessionSpec.from_dict({**recorded, **overrides})
         results = args.bundle / "results"
         results.mkdir(exist_ok=True)
         if args.repair:
             MeasurementLog.repair(results / "measurements.jsonl")
         log = MeasurementLog(results / "measurements.jsonl")
-        backend = OrtBackend(args.provider, threads)
-        device = {**device_fingerprint(args.provider, threads), "plan": plan["plan_id"]}
+        backend = OrtBackend(spec)
+        device = {**device_fingerprint(spec), "plan": plan["plan_id"]}
         (results / "device.json").write_text(json.dumps(device, indent=2) + "\n")
         jobs = [Job(j["arch_id"], j["batch"], j["seq_len"], j.get("arch")) for j in plan["jobs"]]
         files = {j["arch_id"]: j["file"] for j in plan["jobs"]}

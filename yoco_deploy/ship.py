@@ -34,14 +34,41 @@ MANIFEST_SCHEMA = 1
 @dataclass(frozen=True)
 class ShipSettings:
     fmt: str = "int8"
-    provider: str = "cpu"
-    threads: int | None = 2
+    # how the bundle is run and timed; None: as its device's predictor was profiled
+    session: runner.SessionSpec | None = None
     seq_len: int = 128
     batch: int = 1
     max_candidates: int = 5
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
+
+    def __post_init__(self) -> None:
+        if self.min_metric is not None and not -1 <= self.min_metric <= 1:
+            raise BudgetError(
+                f"--min-metric {self.min_metric:g} can never be met or is meaningless: every "
+                "task metric (accuracy, F1, Matthews, Pearson) lies in [-1, 1]"
+            )
+
+    def session_for(self, cost_model: CostModel) -> runner.SessionSpec:
+        """The session a target's bundle is timed and run with: the one its latency
+        predictor was profiled with (predictions only hold for it), else this setting."""
+        predictor = cost_model.predictor
+        if predictor is None:
+            return self.session or DEFAULT_SESSION
+        profiled = runner.recorded_session(predictor.device)
+        if self.session is not None and self.session != profiled:
+            raise BudgetError(
+                f"target {cost_model.target.label()}: its predictor was profiled with "
+                f"{profiled.describe()}, but ship was asked for {self.session.describe()}; "
+                "predictions only hold for the profiled settings: drop the session options, "
+                "or profile the device again with them"
+            )
+        return profiled
+
+
+# what a bundle runs with when no predictor says otherwise (ship without a latency budget)
+DEFAULT_SESSION = runner.SessionSpec(threads=2)
 
 
 @dataclass(frozen=True)
@@ -60,14 +87,14 @@ def sha256(path: Path) -> str:
 
 
 def onnx_metric(
-    path: Path, data, tokenizer, seq_len: int, threads: int | None, provider: str = "cpu"
+    path: Path, data, tokenizer, seq_len: int, spec: runner.SessionSpec = runner.SessionSpec()
 ) -> dict:
-    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime on
-    ``provider`` (the file's own kernels: for fp16 on a GPU, the GPU's)."""
+    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime as the
+    bundle will be run (the file's own kernels: for fp16 on a GPU, the GPU's)."""
     from yoco_deploy.data import encode
     from yoco_deploy.evaluation import evaluate, sorted_by_length
 
-    session = runner.OrtBackend(provider, threads).load(path)
+    session = spec.load(path)
     enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
     result = evaluate(lambda feeds: session.run(None, feeds)[0], enc, data.task, 64)
     return {**result.to_dict(), "split": "dev"}
@@ -115,83 +142,188 @@ def ship_target(
     settings: ShipSettings = ShipSettings(),
     say=print,
 ) -> Shipped:
-    from yoco_deploy.export import ExportOptions, export_sub_bert, prepare_out_dir
-    from yoco_deploy.extract import extract, save_extracted
+    from yoco_deploy.atomic import check_writable
 
-    prepare_out_dir(Path(out_dir))  # an unwritable --bundles fails now, not after timing
+    check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
+    session = settings.session_for(cost_model)
+    with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
+        run = _ShipRun(super_bert, tokenizer, data, target, cost_model, settings, session, say)
+        run.reference = _reference_session(cost_model, run.backend, Path(tmp))
+        return run.ship(candidates, Path(out_dir))
 
-    backend = runner.OrtBackend(settings.provider, settings.threads)
-    feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
-    rejected: list[dict[str, Any]] = []
-    options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
-    gate = None  # set by the first candidate that gets as far as its dev metric
-    for arch in candidates[: settings.max_candidates]:
-        if not cost_model.feasible(arch):
-            rejected.append({"arch_id": arch.arch_id, "why": "predicted costs break a budget"})
-            continue
+
+def _reference_session(cost_model: CostModel, backend, folder: Path):
+    """The predictor's reference model, timed beside every candidate so that its
+    prediction is calibrated to this machine's speed at that moment."""
+    if cost_model.predictor is None:
+        return None
+    from yoco_deploy.calibrate import build_reference
+
+    return backend.load(build_reference(cost_model.predictor, folder))
+
+
+class _ShipRun:
+    """One target's way down its candidates. Each is exported, timed beside the
+    predictor's reference and checked; a latency rejection corrects the cost model with
+    what was just measured (today's reference speed, then the measured/predicted ratio)
+    and repairs the remaining candidates to the corrected budget boundary, so ship gives
+    up only when even the min sub-BERT is measured over the budget."""
+
+    def __init__(self, super_bert, tokenizer, data, target, cost_model, settings, session, say):
+        self.sb, self.tokenizer, self.data, self.target = super_bert, tokenizer, data, target
+        self.base = self.model = cost_model  # the model is corrected as measurements come
+        self.settings, self.session, self.say = settings, session, say
+        self.backend = runner.OrtBackend(session)
+        self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
+        self.reference = None
+        self.rejected: list[dict[str, Any]] = []
+        self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
+        self.gate = None  # set by the first candidate that gets as far as its dev metric
+        self.over_budget: Arch | None = None  # the last candidate measured over budget
+
+    def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
+        queue = list(candidates[: self.settings.max_candidates])
+        tried: set[str] = set()
+        while len(tried) < self.settings.max_candidates * 2:  # exports, corrections included
+            if not queue:
+                if self.over_budget is None:
+                    break
+                # measured over budget with nothing left: go down from it, with the cost
+                # model corrected by what was just measured
+                queue.append(self.over_budget)
+                self.over_budget = None
+            arch = queue.pop(0)
+            if arch.arch_id in tried or not self.model.feasible(arch):
+                fixed = self._repair(arch, tried)
+                if fixed is None:
+                    if arch.arch_id not in tried:
+                        self._reject(arch, "predicted costs break a budget")
+                    continue
+                arch = fixed
+            tried.add(arch.arch_id)
+            shipped = self._try(arch, out_dir)
+            if shipped is not None:
+                return shipped
+        return self._give_up()
+
+    def _repair(self, arch: Arch, tried: set[str]) -> Arch | None:
+        """The first sub-BERT below ``arch`` that the corrected cost model calls feasible
+        and that was not timed yet; None when there is none."""
+        from yoco_deploy.repair import repair
+
+        def fits(a: Arch) -> bool:
+            return a.arch_id not in tried and self.model.feasible(a)
+
+        fixed = repair(arch, self.base.space, fits, self.settings.seq_len)
+        return fixed if fits(fixed) else None
+
+    def _reject(self, arch: Arch, why: str, **extra) -> None:
+        self.rejected.append({"arch_id": arch.arch_id, "why": why, **extra})
+
+    def _try(self, arch: Arch, out_dir: Path) -> Shipped | None:
+        from yoco_deploy.export import ExportOptions, export_sub_bert
+
+        settings, target = self.settings, self.target
+        options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
         with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
             report = export_sub_bert(
-                super_bert, arch, Path(tmp), options, tokenizer, settings.seq_len, settings.batch
+                self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len, settings.batch
             )
             onnx_path = report.deploy_file
-            stats = runner.measure(backend, backend.load(onnx_path), feeds, settings.protocol)
+            handle = self.backend.load(onnx_path)
+            stats = runner.measure(
+                self.backend, handle, self.feeds, settings.protocol, self.reference
+            )
+            timing = self._calibrate(arch, stats)
             size_mb = onnx_path.stat().st_size / 1e6
             broken = []
-            if "latency" in target.budgets and stats["median_ms"] > target.budgets["latency"]:
-                broken.append(
-                    f"measured {stats['median_ms']:.2f} ms > {target.budgets['latency']:g} ms"
-                )
+            latency_budget = self.model.target.budgets.get("latency")
+            if latency_budget is not None and stats["median_ms"] > latency_budget:
+                broken.append(f"measured {stats['median_ms']:.2f} ms > {latency_budget:g} ms")
             if "size" in target.budgets and size_mb > target.budgets["size"]:
                 broken.append(f"file {size_mb:.1f} MB > {target.budgets['size']:g} MB")
             if broken:
-                rejected.append(
-                    {
-                        "arch_id": arch.arch_id,
-                        "why": "; ".join(broken),
-                        "measured_ms": stats["median_ms"],
-                    }
-                )
-                say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
-                continue
+                if latency_budget is not None and stats["median_ms"] > latency_budget:
+                    self.over_budget = arch
+                self._reject(arch, "; ".join(broken), measured_ms=stats["median_ms"])
+                self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
+                return None
             metric = onnx_metric(
-                onnx_path, data, tokenizer, settings.seq_len, settings.threads, settings.provider
+                onnx_path, self.data, self.tokenizer, settings.seq_len, self.session
             )
-            gate = quality_gate(data, settings, metric["name"])
+            self.gate = gate = quality_gate(self.data, settings, metric["name"])
             if not gate.passes(metric["value"]):
                 weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
                 if not gate.allow_weak:
-                    rejected.append(
-                        {"arch_id": arch.arch_id, "why": weak, "metric": metric["value"]}
-                    )
-                    say(f"{target.name}: {arch.short()} rejected ({weak}); next")
-                    continue
-                say(f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})")
-            bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
-            # staged beside its final place: a failure leaves the previous bundle intact
-            with staged_dir(bundle) as stage:
-                shutil.copyfile(onnx_path, stage / "model.onnx")
-                save_extracted(extract(super_bert, arch), Path(tmp) / "hf", tokenizer)
-                for f in (Path(tmp) / "hf").iterdir():
-                    if f.name != "model.safetensors":  # the ONNX file carries the weights
-                        shutil.copyfile(f, stage / f.name)
-                manifest = make_manifest(
-                    arch, target, cost_model, report, stats, metric, settings, stage / "model.onnx"
+                    self._reject(arch, weak, metric=metric["value"])
+                    self.say(f"{target.name}: {arch.short()} rejected ({weak}); next")
+                    return None
+                self.say(
+                    f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
                 )
-                manifest["quality"] = gate.record(metric["value"])
-                write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
-            return Shipped(bundle, manifest, rejected)
-    scores = [r["metric"] for r in rejected if "metric" in r]
-    if gate is not None and scores:
-        raise gate.refusal(max(scores), target.label())
-    measured = [r["measured_ms"] for r in rejected if "measured_ms" in r]
-    smallest = f"; the smallest measured latency was {min(measured):.2f} ms" if measured else ""
-    raise BudgetError(
-        f"target {target.label()}: none of the {len(candidates[: settings.max_candidates])} "
-        f"candidates meets its budgets on this device{smallest}"
-    )
+            bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
+            return self._write(bundle, arch, report, stats, timing, metric, onnx_path, Path(tmp))
+
+    def _calibrate(self, arch: Arch, stats: dict) -> dict[str, Any]:
+        """Predictions at the speed the reference was just measured at, and the cost model
+        corrected by every measurement so far."""
+        if self.base.predictor is None or "ref_ms" not in stats:
+            return {}
+        now = self.base.recalibrated(stats["ref_ms"])
+        calibrated = now.costs(arch)["latency"]
+        self.ratios.append(stats["median_ms"] / calibrated)
+        correction = float(np.median(self.ratios))
+        self.model = self.base.recalibrated(stats["ref_ms"], correction)
+        return {
+            "reference_ms": stats["ref_ms"],
+            "calibrated_prediction_ms": calibrated,
+            "prediction_error": calibrated / stats["median_ms"] - 1,
+            "budget_ms": now.target.budgets.get("latency"),
+            "correction": correction,
+        }
+
+    def _write(self, bundle, arch, report, stats, timing, metric, onnx_path, tmp) -> Shipped:
+        from yoco_deploy.extract import extract, save_extracted
+
+        # staged beside its final place: a failure leaves the previous bundle intact
+        with staged_dir(bundle) as stage:
+            shutil.copyfile(onnx_path, stage / "model.onnx")
+            save_extracted(extract(self.sb, arch), tmp / "hf", self.tokenizer)
+            for f in (tmp / "hf").iterdir():
+                if f.name != "model.safetensors":  # the ONNX file carries the weights
+                    shutil.copyfile(f, stage / f.name)
+            manifest = make_manifest(
+                arch, self.target, self.base, report, stats, metric, self.settings,
+                self.session, stage / "model.onnx",
+            )  # fmt: skip
+            manifest["timing"] = timing
+            if timing.get("budget_ms") is not None:
+                manifest["budget_ms"] = timing["budget_ms"]  # a share, at today's speed
+            manifest["quality"] = self.gate.record(metric["value"])
+            write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        return Shipped(bundle, manifest, self.rejected)
+
+    def _give_up(self):
+        scores = [r["metric"] for r in self.rejected if "metric" in r]
+        if self.gate is not None and scores:
+            raise self.gate.refusal(max(scores), self.target.label())
+        measured = [r for r in self.rejected if "measured_ms" in r]
+        closest = ""
+        if measured:
+            best = min(measured, key=lambda r: r["measured_ms"])
+            closest = (
+                f"; the closest was {best['arch_id']} at {best['measured_ms']:.2f} ms "
+                f"({len(measured)} timed, predictions corrected after each)"
+            )
+        raise BudgetError(
+            f"target {self.target.label()}: nothing in the space meets its budgets on this "
+            f"device{closest}"
+        )
 
 
-def make_manifest(arch, target, cost_model, report, stats, metric, settings, onnx_path) -> dict:
+def make_manifest(
+    arch, target, cost_model, report, stats, metric, settings, session, onnx_path
+) -> dict:
     costs = arch_costs(arch, cost_model.space.dims, settings.seq_len, settings.batch)
     predicted = cost_model.costs(arch).get("latency")
     return {
@@ -212,9 +344,10 @@ def make_manifest(arch, target, cost_model, report, stats, metric, settings, onn
             "runs": stats["runs"],
         },
         "device": target.name,
-        "machine": runner.device_fingerprint(settings.provider, settings.threads),
-        "provider": runner.PROVIDERS.get(settings.provider, settings.provider),
-        "threads": settings.threads,
+        "machine": runner.device_fingerprint(session),
+        "provider": session.provider_name,
+        "threads": session.threads,
+        "session": session.to_dict(),
         "seq_len": settings.seq_len,
         "batch": settings.batch,
         "format": settings.fmt,

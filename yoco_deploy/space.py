@@ -163,20 +163,18 @@ class SearchSpace:
     def load_overrides(cls, path: str | Path) -> dict[str, Any]:
         """Read a JSON or YAML file holding ``{depth: [...], heads: [...], ffn: [...]}``."""
         path = Path(path)
+        if path.suffix in (".yaml", ".yml"):
+            from yoco_deploy.yaml_file import load_mapping
+
+            return load_mapping(path, SpaceError, "a space file")
         try:
             text = path.read_text()
         except OSError as err:
             raise SpaceError(f"cannot read space file {path}: {err.strerror}") from None
         try:
-            if path.suffix in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text)
-            else:
-                data = json.loads(text)
-        except Exception as err:  # yaml and json raise different types
-            raise SpaceError(f"{path} is not valid {path.suffix[1:] or 'JSON'}: {err}") from None
-        return data
+            return json.loads(text)
+        except ValueError as err:
+            raise SpaceError(f"{path} is not valid JSON: {err}") from None
 
     # ---- facts ---------------------------------------------------------------------
 

@@ -116,17 +116,9 @@ class TrainConfig(Strict):
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    import yaml
+    from yoco_deploy.yaml_file import load_mapping
 
-    path = Path(path)
-    try:
-        data = yaml.safe_load(path.read_text()) or {}
-    except OSError as err:
-        raise ConfigError(f"cannot read config {path}: {err.strerror}") from None
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from None
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: the config must be a mapping of keys to values")
+    data = load_mapping(Path(path), ConfigError, "the config")
     data.update(overrides or {})
     return parse_config(data, str(path))
 

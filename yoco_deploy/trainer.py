@@ -132,6 +132,13 @@ class Trainer:
 
         self.config = c = config
         self.say = log
+        if c.mixed_precision == "fp16" and not torch.cuda.is_available():
+            from yoco_deploy.train_config import ConfigError
+
+            raise ConfigError(
+                "mixed_precision: fp16 needs a CUDA GPU and none is visible; use bf16 "
+                "(CPUs support it) or no"
+            )
         from accelerate.state import AcceleratorState
         from accelerate.utils import DistributedDataParallelKwargs
 

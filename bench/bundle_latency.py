@@ -1,0 +1,180 @@
+"""Does a bundle run as fast as its manifest says? Checked the way a user would check it.
+
+    .venv/bin/python bench/bundle_latency.py demo-out/bundles runs/bench-search/bundles
+
+For every bundle under the given folders (any depth: each folder holding a manifest.json
+and a model.onnx), a fresh process that does not import yoco_deploy builds a plain
+``onnxruntime.InferenceSession`` from the manifest's recorded "session" (through
+examples/use_bundle.py, the recipe users copy) and times the bundle and the reference
+model its manifest was timed beside (exported here from the predictor's recorded
+reference architecture), alternating, --runs runs after warm-up. Reported per bundle:
+
+- absolute: the fresh median against the manifest's measured median (same machine, a
+  later moment: drift included);
+- relative: fresh bundle / fresh reference against the manifest's measured median /
+  its reference_ms (what ship recorded side by side): drift cancels.
+
+Both must be within +-10%. Writes bench/results/bundle_latency.json and .md. A timing
+job: run it alone.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+
+CHILD = r"""
+import importlib.util, json, sys, time
+import numpy as np
+spec = importlib.util.spec_from_file_location("use_bundle", sys.argv[1])
+ub = importlib.util.module_from_spec(spec); spec.loader.exec_module(ub)
+import onnxruntime as ort
+assert "yoco_deploy" not in sys.modules
+manifest = json.loads(open(sys.argv[2] + "/manifest.json").read())
+session = manifest["session"]
+provider = ub.PROVIDERS.get(session["provider"], session["provider"])
+opts = lambda: ub.session_options(session)
+model = ort.InferenceSession(sys.argv[2] + "/model.onnx", opts(), providers=[provider])
+ref = ort.InferenceSession(sys.argv[3], opts(), providers=[provider])
+seq, runs = manifest["seq_len"], int(sys.argv[4])
+rng = np.random.default_rng(0)
+feeds = {"input_ids": rng.integers(1, 1000, size=(manifest["batch"], seq), dtype=np.int64),
+         "attention_mask": np.ones((manifest["batch"], seq), dtype=np.int64),
+         "token_type_ids": np.zeros((manifest["batch"], seq), dtype=np.int64)}
+def once(s):
+    t = time.perf_counter(); s.run(None, feeds); return (time.perf_counter() - t) * 1e3
+for _ in range(10):
+    once(model); once(ref)
+m, r = [], []
+for _ in range(runs):
+    m.append(once(model)); r.append(once(ref))
+m, r = np.array(m), np.array(r)
+print(json.dumps({"median_ms": float(np.median(m)), "ref_ms": float(np.median(r)),
+                  "rel": float(np.median(m / r))}))
+"""
+
+
+def bundles_under(folders: list[Path]) -> list[Path]:
+    found = set()
+    for folder in folders:
+        for manifest in Path(folder).rglob("manifest.json"):
+            if (manifest.parent / "model.onnx").is_file() and ".staging" not in str(manifest):
+                found.add(manifest.parent)
+    return sorted(found)
+
+
+def reference_file(manifest: dict, predictors: Path, folder: Path) -> Path | None:
+    """The reference model ship timed beside this bundle, rebuilt from its predictor."""
+    from yoco_deploy.calibrate import build_reference
+    from yoco_deploy.predictor import LatencyPredictor
+
+    path = predictors / f"{manifest['device']}.json"
+    if not path.is_file():
+        return None
+    return build_reference(LatencyPredictor.load(path), folder)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("folders", type=Path, nargs="+")
+    parser.add_argument("--runs", type=int, default=100)
+    parser.add_argument("--repeats", type=int, default=3, help="Fresh processes per bundle.")
+    parser.add_argument(
+        "--predictors",
+        type=Path,
+        nargs="+",
+        default=[ROOT / "predictors", ROOT / "demo-out" / "predictors"],
+        help="Where each bundle's device predictor lives (its reference architecture).",
+    )
+    args = parser.parse_args()
+    from yoco_deploy.timing import machine_info
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="yoco-bundle-check-") as tmp:
+        for bundle in bundles_under(args.folders):
+            manifest = json.loads((bundle / "manifest.json").read_text())
+            timing = manifest.get("timing") or {}
+            ref = None
+            for folder in args.predictors:
+                ref = ref or reference_file(manifest, folder, Path(tmp) / bundle.name)
+            if ref is None or "session" not in manifest or "reference_ms" not in timing:
+                rows.append({"bundle": str(bundle), "skipped": "no session or reference record"})
+                continue
+            fresh = []
+            for _ in range(args.repeats):
+                out = subprocess.run(
+                    [sys.executable, "-c", CHILD, str(ROOT / "examples" / "use_bundle.py"),
+                     str(bundle), str(ref), str(args.runs)],
+                    capture_output=True, text=True, check=True,
+                )  # fmt: skip
+                fresh.append(json.loads(out.stdout))
+            median = float(np.median([f["median_ms"] for f in fresh]))
+            rel = float(np.median([f["rel"] for f in fresh]))
+            recorded = manifest["measured_latency_ms"]["median"]
+            recorded_rel = recorded / timing["reference_ms"]
+            row = {
+                "bundle": str(bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle),
+                "session": manifest["session"],
+                "manifest_ms": recorded,
+                "manifest_calibrated_prediction_ms": timing.get("calibrated_prediction_ms"),
+                "fresh_ms": median,
+                "absolute_error": median / recorded - 1,
+                "manifest_rel": recorded_rel,
+                "fresh_rel": rel,
+                "relative_error": rel / recorded_rel - 1,
+                "fresh_runs": fresh,
+            }
+            rows.append(row)
+            print(
+                f"{bundle.name}: manifest {recorded:.3f} ms, fresh {median:.3f} ms "
+                f"({row['absolute_error']:+.1%}); relative {row['relative_error']:+.1%}",
+                file=sys.stderr,
+            )
+    checked = [r for r in rows if "skipped" not in r]
+    within = lambda key: sum(abs(r[key]) <= 0.10 for r in checked)  # noqa: E731
+    result = {
+        "command": "python bench/bundle_latency.py " + " ".join(sys.argv[1:]),
+        "machine": machine_info(),
+        "runs": args.runs,
+        "repeats": args.repeats,
+        "bundles": rows,
+        "within_10pct_absolute": f"{within('absolute_error')}/{len(checked)}",
+        "within_10pct_relative": f"{within('relative_error')}/{len(checked)}",
+    }
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / "bundle_latency.json").write_text(json.dumps(result, indent=1) + "\n")
+    lines = [
+        "# Bundles re-timed by a plain onnxruntime session built from the manifest",
+        "",
+        f"Command: `{result['command']}`; {args.repeats} fresh processes x {args.runs} runs "
+        f"per bundle, bundle and reference alternating; machine: {result['machine']['cpu']}, "
+        f"{result['machine']['logical_cores']} cores. Within +-10%: absolute "
+        f"{result['within_10pct_absolute']}, relative to the reference "
+        f"{result['within_10pct_relative']}.",
+        "",
+        "| bundle | spinning | manifest ms | calibrated prediction ms | fresh ms | abs. error "
+        "| rel. error |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in checked:
+        pred = r["manifest_calibrated_prediction_ms"]
+        lines.append(
+            f"| {Path(r['bundle']).name} | {r['session']['spinning']} | {r['manifest_ms']:.3f} | "
+            f"{pred:.3f} | {r['fresh_ms']:.3f} | {r['absolute_error']:+.1%} | "
+            f"{r['relative_error']:+.1%} |"
+        )
+    (RESULTS / "bundle_latency.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
