@@ -41,6 +41,7 @@ def print_summary(bundles: list[Path]) -> None:
     table = Table(title="shipped bundles")
     for col in (
         "target",
+        "budget ms",
         "arch",
         "params",
         "GFLOPs",
@@ -53,9 +54,13 @@ def print_summary(bundles: list[Path]) -> None:
         table.add_column(col)
     for b in bundles:
         m = json.loads((b / "manifest.json").read_text())
-        lat, pred = m["measured_latency_ms"], m["predicted_latency_ms"]
+        lat = m["measured_latency_ms"]
+        # the prediction at the speed the bundle was timed at, where ship recorded one
+        pred = (m.get("timing") or {}).get("calibrated_prediction_ms", m["predicted_latency_ms"])
+        budget = m.get("budget_ms")
         table.add_row(
             m["target"],
+            f"{budget:.2f}" if budget else "-",
             Arch.from_dict(m["arch"]).short(),
             f"{m['params'] / 1e6:.1f}M",
             f"{m['flops'] / 1e9:.2f}",

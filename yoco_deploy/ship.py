@@ -296,6 +296,7 @@ class _ShipRun:
                 arch, self.target, self.base, report, stats, metric, self.settings,
                 self.session, stage / "model.onnx",
             )  # fmt: skip
+            manifest["target"] = self.base.requested.label()  # as asked: a share stays one
             manifest["timing"] = timing
             if timing.get("budget_ms") is not None:
                 manifest["budget_ms"] = timing["budget_ms"]  # a share, at today's speed
