@@ -82,9 +82,16 @@ def space_for(model: str, space_file: Path | None, config=None):
 
 
 def arch_arg(text: str):
+    """--arch: inline JSON (an object with "layers") or the path of a JSON file."""
     from yoco_deploy.arch import Arch
+    from yoco_deploy.errors import ArchError
 
-    if text.lstrip().startswith("{"):
+    if not text.strip():
+        raise ArchError(
+            "--arch is empty: pass a JSON file or inline JSON like "
+            '\'{"layers": [{"heads": 12, "ffn": 3072}]}\''
+        )
+    if text.lstrip()[:1] in "{[":
         return Arch.from_json(text)
     return Arch.load(text)
 

@@ -273,10 +273,14 @@ def _ranked_archs(path: Path) -> list:
     try:
         ranked = json.loads(path.read_text())["ranked"]
         archs = [Arch.from_dict(r["arch"]) for r in ranked]
-    except (ValueError, KeyError, TypeError) as err:
+    except ValueError as err:  # not JSON, or an arch that is not one
         raise SearchError(
-            f"{path} is not a search result (a result.json written by `search`): "
-            f"{type(err).__name__}: {err}"
+            f"{path} is not a search result (a result.json written by `search`): {err}"
+        ) from None
+    except (KeyError, TypeError):
+        raise SearchError(
+            f"{path} is not a search result: `search` writes a result.json holding "
+            '"ranked": [{"arch": {"layers": [...]}, ...}]'
         ) from None
     if not archs:
         raise SearchError(f"{path} ranks no candidate")

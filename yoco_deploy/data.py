@@ -224,7 +224,8 @@ def load_task(
     if data_dir is not None:
         data_dir = Path(data_dir)
         if not data_dir.is_dir():
-            raise DataError(f"data directory {data_dir} does not exist")
+            what = "is a file, not a folder" if data_dir.exists() else "does not exist"
+            raise DataError(f"data directory {data_dir} {what}")
         train_path = _find(data_dir, "train")
         dev_path = _find(data_dir, Path(task.dev_file).stem) or _find(data_dir, "dev")
         if train_path is None or dev_path is None:
