@@ -53,7 +53,14 @@ def user_errors():
     except OSError as err:
         if debug:
             raise
+        import errno
+
         where = f" ({err.filename})" if getattr(err, "filename", None) else ""
+        in_the_way = err.errno == errno.ENOTDIR or (
+            err.errno == errno.EEXIST and err.filename and Path(err.filename).is_file()
+        )
+        if in_the_way:
+            err.strerror = "a file is where a folder is needed"
         if getattr(err, "filename2", None):  # a copy names both ends; either may be at fault
             where = f" (copying {err.filename} to {err.filename2})"
         typer.echo(f"error: {err.strerror or err}{where}", err=True)
