@@ -39,9 +39,19 @@ def cli(*args: str) -> tuple[str, float]:
     return done.stdout, time.time() - started
 
 
+def retire_stale(folder: Path) -> None:
+    """A committed profile measured before session settings were recorded (spinning off)
+    is re-made under today's settings: it is moved aside, never mixed with new rows."""
+    device = folder / "device.json"
+    if device.is_file() and "session" not in json.loads(device.read_text())["fingerprint"]:
+        folder.rename(folder.with_name(folder.name + f".spinning-off-{int(time.time())}"))
+
+
 def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) -> dict:
     name = f"{MACHINE_CLASS}-{space}"
     train_dir, test_dir = f"profiles/{name}", f"profiles/{name}-heldout"
+    for folder in (train_dir, test_dir):
+        retire_stale(ROOT / folder)
     common = [
         "--model",
         MODELS[space],
