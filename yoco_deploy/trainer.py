@@ -253,6 +253,8 @@ class Trainer:
 
     def train(self, resume: bool = False, stop_at: int | None = None) -> Path:
         """Train to the end (or to ``stop_at``); checkpoints on the way and on SIGTERM."""
+        if resume and not (self.out / "checkpoint").is_dir():
+            raise TrainError(f"nothing to resume in {self.out} (no checkpoint/)")
         self.out.mkdir(parents=True, exist_ok=True)
         optimizer, scheduler = self._build_optimizer()
         if resume:
