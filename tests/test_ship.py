@@ -106,6 +106,30 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 2 and all(len(r["logits"]) == 2 for r in lines)
+    # the Python API gives the same answers, in a process without torch or transformers
+    api = subprocess.run(
+        [sys.executable, "-c", WITHOUT_TORCH, str(shipped.path)], capture_output=True, text=True
+    )
+    assert api.returncode == 0, api.stderr[-1500:]
+    got = json.loads(api.stdout)
+    assert [p["label"] for p in got] == [r["label"] for r in lines]
+    for p, r in zip(got, lines, strict=True):
+        assert p["logits"] == pytest.approx(r["logits"], abs=1e-5)
+        assert 0.5 <= p["score"] <= 1.0
+
+
+WITHOUT_TORCH = """
+import json, sys
+class Block:  # the API must not need torch or transformers
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in ("torch", "transformers"):
+            raise ModuleNotFoundError("blocked: " + name)
+sys.meta_path.insert(0, Block())
+from dataclasses import asdict
+from yoco_deploy import load_bundle
+bundle = load_bundle(sys.argv[1])
+print(json.dumps([asdict(p) for p in bundle.classify(["good great film", "awful boring plot"])]))
+"""
 
 
 def test_unmeetable_measured_latency_ships_nothing(net, tmp_path):
