@@ -116,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     else:
         # This machine's speed drifts between the profile and today: calibrate predictions
         # by the reference model timed now (what `search --calibrate` does).
-        reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ, 2)
+        reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ)
         calibrated = cost_model_for(
             probe.target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=reference_ms
         )
@@ -234,7 +234,7 @@ def ship_all(args, net, setup, evaluator) -> list[dict]:
     space, ref = net.super_bert.space, setup["reference_ms_today"]
     settings = SearchSettings(algo="esng", evaluations=args.evaluations, seed=0,
                               warm_theta=net.theta)  # fmt: skip
-    ship = ShipSettings(seq_len=LATENCY_SEQ, threads=2, max_candidates=10)
+    ship = ShipSettings(seq_len=LATENCY_SEQ, max_candidates=10)  # timed as profiled
     bundles, out = ROOT / "bundles" / "bench", []
     for share in args.shares:
         budget = setup["budgets"][str(share)]

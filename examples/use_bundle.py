@@ -22,7 +22,7 @@ def session_options(session: dict) -> ort.SessionOptions:
     if session.get("threads"):
         options.intra_op_num_threads = session["threads"]
         options.inter_op_num_threads = 1
-    spinning = session.get("spinning", "on")
+    spinning = session.get("spinning", "off")  # bundles from before "session": spinning off
     if spinning == "off":
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     elif spinning == "stop-after-run":  # spin during a run, stop as soon as it returns
@@ -40,9 +40,11 @@ def session_options(session: dict) -> ort.SessionOptions:
 def open_bundle(bundle: str) -> tuple[ort.InferenceSession, Tokenizer, dict]:
     manifest = json.loads(Path(bundle, "manifest.json").read_text())
     session = manifest.get("session") or {"threads": manifest.get("threads")}
-    provider = PROVIDERS.get(session.get("provider", "cpu"), session.get("provider"))
+    name = session.get("provider", "cpu")
+    provider = (PROVIDERS.get(name, name), session.get("provider_options") or {})
     options = session_options(session)
-    model = ort.InferenceSession(f"{bundle}/model.onnx", options, providers=[provider])
+    providers = [provider, "CPUExecutionProvider"] if name != "cpu" else [provider]
+    model = ort.InferenceSession(f"{bundle}/model.onnx", options, providers=providers)
     tokenizer = Tokenizer.from_file(f"{bundle}/tokenizer.json")
     tokenizer.enable_truncation(manifest["seq_len"])
     tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)

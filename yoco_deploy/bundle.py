@@ -44,21 +44,27 @@ class Bundle:
     def __init__(self, path: str | Path):
         from tokenizers import Tokenizer
 
-        from yoco_deploy.runner import RunnerError, recorded_session
+        from yoco_deploy.runner import RunnerError, SessionSpec, recorded_session
 
         self.path = Path(path)
         self.manifest = self._json("manifest.json")
         config = self._json("config.json")
         names = config.get("id2label") or {}
         self.labels = {int(k): str(v) for k, v in names.items()}
+        if "seq_len" not in self.manifest:
+            raise BundleError(f"{self.path}/manifest.json has no seq_len: not written by ship")
         self.seq_len = int(self.manifest["seq_len"])
-        session = self.manifest.get("session") or self.manifest.get("machine") or {}
         try:
-            self.session_spec = recorded_session(session)
+            if "session" in self.manifest:  # the settings its latency was measured with
+                self.session_spec = SessionSpec.from_dict(self.manifest["session"])
+            else:  # a bundle from before sessions were recorded
+                self.session_spec = recorded_session(self.manifest.get("machine") or {})
             self.session = self.session_spec.load(self.path / "model.onnx")
+            self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         except RunnerError as err:
             raise BundleError(f"{self.path}: {err}") from None
-        self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
+        except Exception as err:  # tokenizers raises its own exception type
+            raise BundleError(f"{self.path}/tokenizer.json cannot be read: {err}") from None
         self.tokenizer.enable_truncation(self.seq_len)  # what was timed, no longer
         pad = self.tokenizer.token_to_id("[PAD]") or 0
         self.tokenizer.enable_padding(pad_id=pad)
@@ -75,8 +81,9 @@ class Bundle:
             raise BundleError(f"{self.path / name} is not a JSON object")
         return data
 
-    def logits(self, texts: list[str], batch_size: int = 32) -> np.ndarray:
+    def logits(self, texts: list[str] | str, batch_size: int = 32) -> np.ndarray:
         """Logits for ``texts`` (shape: texts x classes), batch by batch."""
+        texts = [texts] if isinstance(texts, str) else list(texts)
         out = []
         for start in range(0, len(texts), batch_size):
             encodings = self.tokenizer.encode_batch(list(texts[start : start + batch_size]))
@@ -89,7 +96,7 @@ class Bundle:
             out.append(self.session.run(None, feeds)[0])
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
-    def classify(self, texts: list[str], batch_size: int = 32) -> list[Prediction]:
+    def classify(self, texts: list[str] | str, batch_size: int = 32) -> list[Prediction]:
         logits = self.logits(texts, batch_size)
         if logits.size == 0:
             return []

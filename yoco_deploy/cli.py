@@ -184,7 +184,10 @@ def main() -> int:
 
     from yoco_deploy.errors import Terminated
 
+    terminated = []
+
     def terminate(signum, frame):
+        terminated.append(signum)
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)
@@ -198,9 +201,9 @@ def main() -> int:
         name = ctx.command_path if ctx is not None else "yoco-deploy"
         typer.echo(f"error: {err.format_message()} (see {name} --help)", err=True)
         return getattr(err, "exit_code", 2)
-    except (typer.Abort, KeyboardInterrupt):
-        typer.echo("interrupted", err=True)
-        return 130
+    except (typer.Abort, KeyboardInterrupt):  # click turns a stray Terminated into Abort
+        typer.echo("terminated" if terminated else "interrupted", err=True)
+        return 143 if terminated else 130
     return code if isinstance(code, int) else 0
 
 

@@ -68,17 +68,16 @@ def _ship_settings(
     allow_weak: bool = False,
 ):
     from yoco_deploy.export import ExportOptions
-    from yoco_deploy.runner import SessionSpec, resolve_provider
+    from yoco_deploy.runner import resolve_provider
     from yoco_deploy.ship import DEFAULT_SESSION, ShipSettings
 
     ExportOptions.for_format(fmt)  # validates the name
     given = {k: v for k, v in session.items() if v is not None}
-    spec = SessionSpec.from_dict({**DEFAULT_SESSION.to_dict(), **given}) if given else None
-    if spec is not None:
-        resolve_provider(spec.provider)  # an unavailable provider fails now, not later
+    spec = DEFAULT_SESSION.with_options(**given)  # checks the values now
+    resolve_provider(spec.provider)  # an unavailable provider fails now, not later
     return ShipSettings(
         fmt=fmt,
-        session=spec,
+        session=given,
         seq_len=seq_len,
         batch=batch,
         min_metric=min_metric,
@@ -195,6 +194,7 @@ def search(
             search_target,
             ship_result,
         )
+        from yoco_deploy.runner import resolve_provider
         from yoco_deploy.search import SearchSettings
 
         targets = [parse_target(t) for t in target]
@@ -216,6 +216,8 @@ def search(
             models = _calibrated(models)
         for cm in models:
             cm.check_achievable()  # every target, before any long work
+            if ship:  # a session that contradicts the profile fails now, not after search
+                resolve_provider(ship_settings.session_for(cm).provider)
             if repair_log:
                 from yoco_deploy.deploy import search_log_path
                 from yoco_deploy.search import Search

@@ -71,7 +71,8 @@ def _settings(
     if local and threads > 2 * cores:
         raise ProfileError(
             f"--threads {threads} on a machine with {cores} logical cores: timings would "
-            "measure the scheduler, not the model; use at most the core count"
+            "measure the scheduler, not the model (the limit is twice the core count); use "
+            "at most the core count"
         )
     if provider != "cpu":
         resolve_provider(provider)  # fail before any work starts

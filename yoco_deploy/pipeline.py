@@ -170,7 +170,7 @@ def _check_inputs(pipeline: Pipeline) -> None:
 def _check_devices_and_targets(pipeline: Pipeline) -> None:
     from yoco_deploy.budgets import parse_target
     from yoco_deploy.profiling import parse_until
-    from yoco_deploy.runner import resolve_provider
+    from yoco_deploy.runner import SessionSpec, resolve_provider
 
     for device in pipeline.devices:
         if device.until:
@@ -178,6 +178,18 @@ def _check_devices_and_targets(pipeline: Pipeline) -> None:
     targets = [(text, parse_target(text)) for text in pipeline.targets]
     if pipeline.ship.provider:
         resolve_provider(pipeline.ship.provider)
+    for device in pipeline.devices:  # bundles run as profiled: the YAML must agree
+        if device.predictor:
+            continue
+        profiled = SessionSpec(threads=device.threads, spinning=device.spinning)
+        asked = profiled.with_options(
+            provider=pipeline.ship.provider, threads=pipeline.ship.threads
+        )
+        if asked != profiled:
+            raise PipelineError(
+                f"ship asks for {asked.describe()} but device {device.name} is profiled with "
+                f"{profiled.describe()}: drop ship.provider/threads, or change the device"
+            )
     if not targets:
         raise PipelineError("targets is empty: name at least one (NAME:latency=50%)")
     names = {d.name for d in pipeline.devices}
@@ -482,14 +494,10 @@ class Runner:
             shipped = ship_result(net, cost_model, result, stage, ship, say=self.say)
         self.say(f"shipped {out / shipped.path.name}")
 
-    def _ship_session(self):
-        """An explicit ship session only where the YAML sets one (else: as profiled)."""
-        from yoco_deploy.runner import SessionSpec
-        from yoco_deploy.ship import DEFAULT_SESSION
-
+    def _ship_session(self) -> dict:
+        """The session settings the YAML changes from the profiled ones (usually none)."""
         given = {"provider": self.p.ship.provider, "threads": self.p.ship.threads}
-        given = {k: v for k, v in given.items() if v is not None}
-        return SessionSpec.from_dict({**DEFAULT_SESSION.to_dict(), **given}) if given else None
+        return {k: v for k, v in given.items() if v is not None}
 
     # ---- driving ------------------------------------------------------------------------
 

@@ -146,7 +146,7 @@ _MUST_MATCH = {
     "format": "export format",
     "reference": "reference model",
 }
-_DEVICE_MUST_MATCH = ("cpu", "logical_cores", "provider", "threads", "session")
+_DEVICE_MUST_MATCH = ("cpu", "logical_cores")
 
 
 def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
@@ -159,6 +159,11 @@ def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any
         for key in _DEVICE_MUST_MATCH
         if old.get(key) != new.get(key)
     ]
+    # sessions compared as specs: a profile made before specs were recorded reads as
+    # spinning off, and can be extended with --spinning off
+    was, now = runner.recorded_session(old), runner.recorded_session(new)
+    if was != now:
+        problems.append(f"it was timed with {was.describe()}, now {now.describe()}")
     if problems:
         raise ProfileError(
             f"{path} holds a profile of something else ({'; '.join(problems)}); nothing was "

@@ -128,6 +128,17 @@ class SessionSpec:
     io_binding: bool | None = None
 
     def __post_init__(self):
+        if not isinstance(self.provider, str) or not (
+            self.threads is None or isinstance(self.threads, int)
+        ):
+            raise RunnerError(f"provider must be a name and threads a whole number: {self!r}")
+        short = {v.lower(): k for k, v in PROVIDERS.items()}
+        name = self.provider.lower()
+        # one spelling per provider ("CUDA", "cuda" and "CUDAExecutionProvider" are one)
+        object.__setattr__(
+            self, "provider", short.get(name, name if name in PROVIDERS else self.provider)
+        )
+        object.__setattr__(self, "provider_options", tuple(sorted(self.provider_options)))
         if self.spinning not in SPINNING:
             raise RunnerError(
                 f"spinning must be one of {', '.join(SPINNING)}, got {self.spinning!r}"
@@ -161,7 +172,19 @@ class SessionSpec:
 
     def describe(self) -> str:
         threads = self.threads or "default"
-        return f"{self.provider}, {threads} threads, spinning {self.spinning}"
+        io = ", I/O bound" if self.io_binding else ""
+        return (
+            f"{self.provider}, {threads} threads, spinning {self.spinning}, graph "
+            f"optimization {self.graph_optimization}{io}"
+        )
+
+    def with_options(self, **given) -> SessionSpec:
+        """This spec with some settings changed (None: keep); a changed provider gets its
+        own default I/O binding."""
+        given = {k: v for k, v in given.items() if v is not None}
+        if "provider" in given and "io_binding" not in given:
+            given["io_binding"] = None
+        return SessionSpec.from_dict({**self.to_dict(), **given}) if given else self
 
     @classmethod
     def from_dict(cls, data: dict) -> SessionSpec:
@@ -170,6 +193,8 @@ class SessionSpec:
         if unknown:
             raise RunnerError(f"unknown session settings: {', '.join(sorted(unknown))}")
         options = data.get("provider_options") or {}
+        if not isinstance(options, dict):
+            raise RunnerError(f"provider_options must be a mapping, got {options!r}")
         return cls(
             **{k: v for k, v in data.items() if k != "provider_options"},
             provider_options=tuple(sorted((str(k), str(v)) for k, v in options.items())),
@@ -216,7 +241,7 @@ def recorded_session(device: dict) -> SessionSpec:
     off."""
     if device.get("session"):
         return SessionSpec.from_dict(device["session"])
-    provider = {v: k for k, v in PROVIDERS.items()}.get(device.get("provider"), "cpu")
+    provider = device.get("provider") or "cpu"  # SessionSpec maps the long name to the short
     return SessionSpec(provider=provider, threads=device.get("threads"), spinning="off")
 
 

@@ -34,8 +34,9 @@ MANIFEST_SCHEMA = 1
 @dataclass(frozen=True)
 class ShipSettings:
     fmt: str = "int8"
-    # how the bundle is run and timed; None: as its device's predictor was profiled
-    session: runner.SessionSpec | None = None
+    # settings to change from how the device's predictor was profiled (provider, threads,
+    # spinning); empty: exactly as profiled, which is the only way predictions hold
+    session: dict[str, Any] = field(default_factory=dict)
     seq_len: int = 128
     batch: int = 1
     max_candidates: int = 5
@@ -52,15 +53,17 @@ class ShipSettings:
 
     def session_for(self, cost_model: CostModel) -> runner.SessionSpec:
         """The session a target's bundle is timed and run with: the one its latency
-        predictor was profiled with (predictions only hold for it), else this setting."""
+        predictor was profiled with (predictions only hold for it), with the settings
+        asked for, which must then agree with it."""
         predictor = cost_model.predictor
         if predictor is None:
-            return self.session or DEFAULT_SESSION
+            return DEFAULT_SESSION.with_options(**self.session)
         profiled = runner.recorded_session(predictor.device)
-        if self.session is not None and self.session != profiled:
+        asked = profiled.with_options(**self.session)
+        if asked != profiled:
             raise BudgetError(
                 f"target {cost_model.target.label()}: its predictor was profiled with "
-                f"{profiled.describe()}, but ship was asked for {self.session.describe()}; "
+                f"{profiled.describe()}, but ship was asked for {asked.describe()}; "
                 "predictions only hold for the profiled settings: drop the session options, "
                 "or profile the device again with them"
             )
@@ -149,6 +152,7 @@ def ship_target(
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, target, cost_model, settings, session, say)
         run.reference = _reference_session(cost_model, run.backend, Path(tmp))
+        run.calibrate_now()
         return run.ship(candidates, Path(out_dir))
 
 
@@ -163,11 +167,12 @@ def _reference_session(cost_model: CostModel, backend, folder: Path):
 
 
 class _ShipRun:
-    """One target's way down its candidates. Each is exported, timed beside the
-    predictor's reference and checked; a latency rejection corrects the cost model with
-    what was just measured (today's reference speed, then the measured/predicted ratio)
-    and repairs the remaining candidates to the corrected budget boundary, so ship gives
-    up only when even the min sub-BERT is measured over the budget."""
+    """One target's way down its candidates. The reference is timed first, so predictions
+    start at today's speed; each candidate is exported, timed beside the reference and
+    checked; a latency rejection corrects the cost model with what was just measured (the
+    measured/predicted ratio) and repairs the remaining candidates to the corrected
+    budget boundary. It gives up when the corrected cost model rules out everything below
+    the last rejection, or after 2 x max_candidates exports."""
 
     def __init__(self, super_bert, tokenizer, data, target, cost_model, settings, session, say):
         self.sb, self.tokenizer, self.data, self.target = super_bert, tokenizer, data, target
@@ -180,6 +185,14 @@ class _ShipRun:
         self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
         self.gate = None  # set by the first candidate that gets as far as its dev metric
         self.over_budget: Arch | None = None  # the last candidate measured over budget
+
+    def calibrate_now(self) -> None:
+        """Predictions at the speed of this machine now (the reference timed alone)."""
+        if self.reference is None:
+            return
+        protocol = self.settings.protocol
+        stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
+        self.model = self.base.recalibrated(stats["median_ms"])
 
     def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
         queue = list(candidates[: self.settings.max_candidates])
@@ -195,16 +208,20 @@ class _ShipRun:
             arch = queue.pop(0)
             if arch.arch_id in tried or not self.model.feasible(arch):
                 fixed = self._repair(arch, tried)
+                if arch.arch_id not in tried:
+                    self._reject(arch, "predicted over a budget at today's speed")
                 if fixed is None:
-                    if arch.arch_id not in tried:
-                        self._reject(arch, "predicted costs break a budget")
                     continue
+                self.say(
+                    f"{self.target.name}: {arch.short()} -> {fixed.short()} (repaired "
+                    "to the budget boundary by the corrected cost model)"
+                )
                 arch = fixed
             tried.add(arch.arch_id)
             shipped = self._try(arch, out_dir)
             if shipped is not None:
                 return shipped
-        return self._give_up()
+        return self._give_up(len(tried) >= self.settings.max_candidates * 2)
 
     def _repair(self, arch: Arch, tried: set[str]) -> Arch | None:
         """The first sub-BERT below ``arch`` that the corrected cost model calls feasible
@@ -298,13 +315,14 @@ class _ShipRun:
             )  # fmt: skip
             manifest["target"] = self.base.requested.label()  # as asked: a share stays one
             manifest["timing"] = timing
-            if timing.get("budget_ms") is not None:
-                manifest["budget_ms"] = timing["budget_ms"]  # a share, at today's speed
+            if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
+                manifest["budget_ms"] = timing["budget_ms"]
+                manifest["budgets"] = {**manifest["budgets"], "latency": timing["budget_ms"]}
             manifest["quality"] = self.gate.record(metric["value"])
             write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return Shipped(bundle, manifest, self.rejected)
 
-    def _give_up(self):
+    def _give_up(self, capped: bool):
         scores = [r["metric"] for r in self.rejected if "metric" in r]
         if self.gate is not None and scores:
             raise self.gate.refusal(max(scores), self.target.label())
@@ -316,10 +334,12 @@ class _ShipRun:
                 f"; the closest was {best['arch_id']} at {best['measured_ms']:.2f} ms "
                 f"({len(measured)} timed, predictions corrected after each)"
             )
-        raise BudgetError(
-            f"target {self.target.label()}: nothing in the space meets its budgets on this "
-            f"device{closest}"
+        why = (
+            f"none of the {self.settings.max_candidates * 2} sub-BERTs timed meets its budgets"
+            if capped
+            else "nothing in the space meets its budgets"
         )
+        raise BudgetError(f"target {self.target.label()}: {why} on this device{closest}")
 
 
 def make_manifest(
