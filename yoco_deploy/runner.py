@@ -251,8 +251,7 @@ class OrtBackend:
 
     def __init__(self, spec: SessionSpec = SessionSpec()):
         self.spec = spec
-        self.provider = resolve_provider(spec.provider)
-        self.threads = spec.threads
+        resolve_provider(spec.provider)  # an unavailable provider fails here, with the fix
         self._bound: list[tuple[Any, dict, Any]] = []  # (session, feeds, binding), recent
 
     def load(self, path: Path):
@@ -619,23 +618,16 @@ def main(argv: list[str] | None = None) -> int:
         if not plan_path.is_file():
             raise RunnerError(f"{plan_path} not found: pass a directory made by profile-bundle")
         plan = json.loads(plan_path.read_text())
-        recorded = plan.get("session") or {"threads": plan.get("threads")}
-        overrides = {
-            k: v
-            for k, v in (
-                ("provider", args.provider),
-                ("threads", args.threads),
-                ("spinning", args.spinning),
-            )
-            if v is not None
-        }
-        spec = SessionSpec.from_dict({**recorded, **overrides})
+        recorded = SessionSpec.from_dict(plan.get("session") or {"threads": plan.get("threads")})
+        spec = recorded.with_options(
+            provider=args.provider, threads=args.threads, spinning=args.spinning
+        )
+        backend = OrtBackend(spec)  # an unavailable provider fails before results/ is made
         results = args.bundle / "results"
         results.mkdir(exist_ok=True)
         if args.repair:
             MeasurementLog.repair(results / "measurements.jsonl")
         log = MeasurementLog(results / "measurements.jsonl")
-        backend = OrtBackend(spec)
         device = {**device_fingerprint(spec), "plan": plan["plan_id"]}
         (results / "device.json").write_text(json.dumps(device, indent=2) + "\n")
         jobs = [Job(j["arch_id"], j["batch"], j["seq_len"], j.get("arch")) for j in plan["jobs"]]
