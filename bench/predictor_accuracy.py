@@ -113,17 +113,24 @@ def add_spans(result: dict) -> dict:
     return result
 
 
+def session_of(row: dict) -> str:
+    """How the space was timed: a profile from before sessions were recorded ran with
+    spinning off."""
+    return row["machine"].get("session", {}).get("spinning", "off (not recorded)")
+
+
 def markdown(result: dict) -> str:
     lines = [
-        "| space | profiled (wall) | held-out | model | ±10% | ±5% | MAPE | Kendall τ | "
+        "| space | session | profiled (wall) | held-out | model | ±10% | ±5% | MAPE | Kendall τ | "
         "mean signed | FLOPs baseline ±10% / MAPE / τ |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in result["spaces"]:
         t = r["test"]
         m, b = t[r["chosen_model"]], t["flops_baseline"]
         lines.append(
-            f"| {r['space']} | {r['profiled']} ({r['profile_span_s'] / 60:.1f} min) | "
+            f"| {r['space']} | {session_of(r)} | {r['profiled']} "
+            f"({r['profile_span_s'] / 60:.1f} min) | "
             f"{r['heldout']} | {r['chosen_model']} | {m['within10']:.0%} | {m['within5']:.0%} | "
             f"{m['mape']:.1%} | {m['kendall_tau']:.3f} | {m['mean_signed_error']:+.1%} | "
             f"{b['within10']:.0%} / {b['mape']:.1%} / {b['kendall_tau']:.3f} |"

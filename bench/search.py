@@ -92,6 +92,13 @@ def main(argv: list[str] | None = None) -> int:
         help="sentences per half of the search split (search, re-score) per evaluation",
     )
     parser.add_argument("--ship", action="store_true", help="Ship and time one bundle a budget.")
+    parser.add_argument(
+        "--ship-only",
+        action="store_true",
+        help="Only ship (no benchmark runs; the runs' results are left as they are). The "
+        "budgets are the shares resolved against the committed predictor at today's speed, "
+        "recorded in --work/setup.json on first use. Writes bench/results/search_ship.json.",
+    )
     parser.add_argument("--out", type=Path, default=RESULTS / "search.json")
     parser.add_argument("--work", type=Path, default=WORK, help="Run log, cache, setup.")
     args = parser.parse_args(argv)
@@ -139,6 +146,10 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(line)
             done[(row["share"], row["algo"], row["seed"])] = row
     dev_cache: dict[str, float] = {}
+    if args.ship_only:
+        ships = ship_all(args, net, setup, evaluator)
+        print(write_ships(args, setup, ships))
+        return 0
     for seed in range(args.seeds):
         for share in args.shares:
             budget = setup["budgets"][str(share)]
@@ -272,6 +283,50 @@ def ship_all(args, net, setup, evaluator) -> list[dict]:
     return out
 
 
+def write_ships(args, setup, ships) -> str:
+    """The shipped bundles alone (``--ship-only``), beside the benchmark's results."""
+    out = args.out.with_name("search_ship.json")
+    result = {
+        "benchmark": "search-ship",
+        "command": " ".join(sys.argv),
+        **setup,
+        "latency_seq_len": LATENCY_SEQ,
+        "search_examples": args.search_examples,
+        "evaluations": args.evaluations,
+        "ships": ships,
+    }
+    out.write_text(json.dumps(result, indent=1) + "\n")
+    table = ship_table(ships)
+    head = (
+        f"# Search benchmark bundles\n\nCommand: `{result['command']}`. Budgets: shares of the "
+        f"max sub-BERT's calibrated prediction ({setup['max_latency_ms']:.2f} ms, reference "
+        f"{setup['reference_ms_today']:.3f} ms today against {setup['reference_ms_profiled']:.3f} "
+        f"ms profiled); ESNG warm, seed 0, {args.evaluations} evaluations.\n\n"
+    )
+    out.with_suffix(".md").write_text(head + table)
+    return head + table
+
+
+def ship_table(ships) -> str:
+    lines = [
+        "| budget | shipped under | GFLOPs | calibrated prediction ms | measured ms (p90) "
+        "| prediction error | dev | within budget |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for s in ships:
+        if "error" in s:
+            lines.append(f"| {s['budget_ms']} ms | - | - | - | - | - | - | {s['error']} |")
+            continue
+        lat, timing = s["measured_ms"], s["manifest"].get("timing", {})
+        pred = timing.get("calibrated_prediction_ms", math.nan)
+        lines.append(
+            f"| {s['budget_ms']} ms | {s['kind']} | {s['flops'] / 1e9:.2f} | {pred:.3f} | "
+            f"{lat['median']:.3f} ({lat['p90']:.3f}) | {pred / lat['median'] - 1:+.1%} | "
+            f"{s['dev_metric']:.4f} | {s['within_budget']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
 def marks_for(evaluations: int) -> list[int]:
     """Where the anytime curves are read: 25, 50, ... and the end."""
     return [m for m in (25, 50, 100, 200) if m < evaluations] + [evaluations]
@@ -380,21 +435,7 @@ def markdown(result: dict, shares) -> str:
             + f" | {ci(r['dev'])} | {r['stuck']}/{r['runs']} ({lo:.2f}-{hi:.2f}) | {reach_cell} |"
         )
     if result["ships"]:
-        lines += [
-            "",
-            "| budget | shipped under | GFLOPs | measured ms (p90) | dev | within budget |",
-            "|---|---|---|---|---|---|",
-        ]
-        for s in result["ships"]:
-            if "error" in s:
-                lines.append(f"| {s['budget_ms']} ms | - | - | - | - | {s['error']} |")
-                continue
-            lat = s["measured_ms"]
-            lines.append(
-                f"| {s['budget_ms']} ms | {s['kind']} | {s['flops'] / 1e9:.2f} | "
-                f"{lat['median']:.2f} ({lat['p90']:.2f}) | {s['dev_metric']:.4f} | "
-                f"{s['within_budget']} |"
-            )
+        lines += ["", ship_table(result["ships"]).rstrip("\n")]
     return "\n".join(lines) + "\n"
 
 
