@@ -53,6 +53,8 @@ def open_bundle(bundle: str) -> tuple[ort.InferenceSession, Tokenizer, dict]:
 
 def main(bundle: str, sentences: list[str]) -> None:
     model, tokenizer, _ = open_bundle(bundle)
+    config = json.loads(Path(bundle, "config.json").read_text())
+    names = config.get("id2label") or {}  # class names ("negative", "positive"), by index
     encodings = tokenizer.encode_batch(sentences)
     feeds = {
         "input_ids": np.array([e.ids for e in encodings], dtype=np.int64),
@@ -61,7 +63,9 @@ def main(bundle: str, sentences: list[str]) -> None:
     }
     logits = model.run(None, feeds)[0]
     for sentence, row in zip(sentences, logits, strict=True):
-        print(json.dumps({"text": sentence, "label": int(row.argmax()), "logits": row.tolist()}))
+        label = int(row.argmax())
+        name = names.get(str(label), str(label))
+        print(json.dumps({"text": sentence, "label": label, "name": name, "logits": row.tolist()}))
 
 
 if __name__ == "__main__":

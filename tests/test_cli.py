@@ -63,6 +63,14 @@ def test_export_end_to_end(tiny_dir, tmp_path):
     assert (out / "model.int8.onnx").is_file() and (out / "model" / "config.json").is_file()
 
 
+def test_export_json_is_the_report(tiny_dir, tmp_path):
+    out = tmp_path / "out"
+    result = run("export", "-m", tiny_dir, "--arch", ARCH, "--out", out, "--json")
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # stdout is the JSON alone; notes go to stderr
+    assert printed == json.loads((out / "export.json").read_text())
+
+
 @pytest.mark.parametrize(
     "args, fragment",
     [

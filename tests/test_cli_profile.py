@@ -40,6 +40,11 @@ def test_fit_then_predict(profile_dir, tmp_path):
     assert pred["latency_ms"] > 0 and pred["low_ms"] <= pred["latency_ms"] <= pred["high_ms"]
     # the fake device's latency is linear in file size: the predictor should be close
     assert saved["metrics"]["holdout"][saved["model"]["type"]]["mape"] < 0.05
+    again = run("fit", "--profile", profile_dir, "--out", tmp_path / "again.json", "--json")
+    assert again.exit_code == 0, again.output
+    printed = json.loads(again.stdout)
+    assert printed["model"] == saved["model"]["type"]
+    assert {r["split"] for r in printed["metrics"]} >= {"holdout"}
 
 
 @pytest.mark.parametrize(

@@ -58,6 +58,10 @@ def test_dry_run_prints_the_plan(pipeline):
     assert result.exit_code == 0, result.output
     assert "teacher" in result.output and "will run (never run)" in result.output
     assert not (pipeline.workdir / "teacher").exists()  # nothing ran
+    as_json = CliRunner().invoke(app, ["run", str(path), "--dry-run", "--json"])
+    assert as_json.exit_code == 0, as_json.output
+    plan = json.loads(as_json.stdout)
+    assert plan[0] == {"stage": "teacher", "status": "never run"}
 
 
 def test_bad_pipeline_is_a_clear_error(tmp_path):

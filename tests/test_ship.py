@@ -42,8 +42,8 @@ def net(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("ship")
     model_dir, data_dir = write_tiny_task(root, n_train=200, n_dev=40)
-    sb = SuperBert.from_pretrained(str(model_dir), 2).eval()
     data = load_task("sst2", data_dir, search_fraction=0.2)
+    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
     net = Supernet(sb, load_tokenizer(str(model_dir)), data, None, 16)
     # a latency predictor for the device "tiny-cpu", fitted on a fake device's profile
     settings = ProfileSettings(n=16, protocol=FAST, session=runner.SessionSpec(threads=1))
@@ -106,6 +106,7 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
     assert done.returncode == 0, done.stderr[-1500:]
     lines = [json.loads(line) for line in done.stdout.splitlines()]
     assert len(lines) == 2 and all(len(r["logits"]) == 2 for r in lines)
+    assert {r["name"] for r in lines} <= {"negative", "positive"}  # SST-2's class names
     # the Python API gives the same answers, in a process without torch or transformers
     api = subprocess.run(
         [sys.executable, "-c", WITHOUT_TORCH, str(shipped.path)], capture_output=True, text=True
@@ -116,6 +117,68 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
     for p, r in zip(got, lines, strict=True):
         assert p["logits"] == pytest.approx(r["logits"], abs=1e-5)
         assert 0.5 <= p["score"] <= 1.0
+        assert p["name"] == r["name"] == ("negative", "positive")[p["label"]]
+    check_bundle_describes_itself(shipped.path, m)
+    check_classify_command(shipped.path, got)
+
+
+def check_classify_command(bundle, expected):
+    """`yoco-deploy classify` is the API's shell: the same names, as text or JSON."""
+    from typer.testing import CliRunner
+
+    from yoco_deploy.cli import app
+
+    texts = ["good great film", "awful boring plot"]
+    run = CliRunner().invoke(app, ["classify", str(bundle), *texts, "--json"])
+    assert run.exit_code == 0, run.output
+    rows = json.loads(run.stdout)
+    assert [r["name"] for r in rows] == [p["name"] for p in expected]
+    assert [r["text"] for r in rows] == texts
+    piped = CliRunner().invoke(app, ["classify", str(bundle)], input="\n".join(texts) + "\n")
+    assert piped.exit_code == 0, piped.output
+    assert [line.split("\t")[0] for line in piped.stdout.splitlines()] == [r["name"] for r in rows]
+    missing = CliRunner().invoke(app, ["classify", str(bundle.parent / "nope"), "x"])
+    assert missing.exit_code == 1 and missing.output.startswith("error: ")
+    assert len(missing.output.strip().splitlines()) == 1
+
+
+def check_bundle_describes_itself(bundle, manifest):
+    """Labels in the config, a card a hub indexes, ONNX metadata, the profiled length."""
+    import onnxruntime as ort
+    from huggingface_hub import ModelCard
+    from transformers import AutoTokenizer
+
+    from yoco_deploy import onnx_metadata
+    from yoco_deploy.ship import sha256
+
+    config = json.loads((bundle / "config.json").read_text())
+    assert config["id2label"] == {"0": "negative", "1": "positive"}
+    assert config["label2id"] == {"negative": 0, "positive": 1}
+    assert manifest["labels"] == ["negative", "positive"]
+
+    card = ModelCard.load(bundle / "README.md")
+    data = card.data.to_dict()
+    assert data["pipeline_tag"] == "text-classification"
+    assert {"onnx", "int8"} <= set(data["tags"])
+    result = card.data.eval_results[0]
+    assert result.metric_type == "accuracy"
+    assert result.metric_value == pytest.approx(manifest["metric"]["value"], abs=1e-4)
+    assert f"{manifest['measured_latency_ms']['median']:.3f} ms" in card.text
+    assert manifest["device"] in card.text and "truncated" in card.text
+
+    session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
+    meta = onnx_metadata.read(session)
+    assert meta["arch_id"] == manifest["arch_id"]
+    assert json.loads(meta["labels"]) == ["negative", "positive"]
+    assert int(meta["seq_len"]) == manifest["seq_len"] and meta["format"] == manifest["format"]
+    assert meta["manifest_sha256"] == onnx_metadata.manifest_digest(manifest)
+    assert sha256(bundle / "model.onnx") == manifest["onnx_sha256"]
+    assert (bundle / "model.onnx").stat().st_size / 1e6 == manifest["size_mb"]
+
+    tokenizer = AutoTokenizer.from_pretrained(bundle)
+    assert tokenizer.model_max_length == manifest["seq_len"]
+    ids = tokenizer(" ".join(["good"] * 100), truncation=True)["input_ids"]
+    assert len(ids) == manifest["seq_len"]
 
 
 WITHOUT_TORCH = """
@@ -252,14 +315,14 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
     arch = [supernet.super_bert.space.min_arch()]
     first = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
     before = {p.name: p.read_bytes() for p in first.path.iterdir()}
-    copy = ship_module.shutil.copyfile
+    write = ship_module.write_text
 
-    def full_disk(src, dst, *args, **kwargs):
-        if str(dst).endswith("config.json"):
+    def full_disk(path, *args, **kwargs):  # the disk fills up after model.onnx is copied
+        if str(path).endswith("config.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
-        return copy(src, dst, *args, **kwargs)
+        return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(ship_module.shutil, "copyfile", full_disk)
+    monkeypatch.setattr(ship_module, "write_text", full_disk)
     with pytest.raises(OSError, match="No space left"):
         _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
     left = sorted(p.name for p in (tmp_path / "bundles").iterdir())

@@ -68,6 +68,9 @@ def test_training_lowers_the_loss_of_max_and_min(tiny_task, tmp_path):
     assert ("layer0", "min") in evals and ("final", "max") in evals
     meta = json.loads((out / "final" / "yoco_supernet.json").read_text())
     assert len(meta["sng"]["theta"]) == 1 + space.dims.num_layers
+    for final in (tiny_task[2], out / "final"):  # the teacher and the super-BERT: SST-2's names
+        config = json.loads((final / "config.json").read_text())
+        assert config["id2label"] == {"0": "negative", "1": "positive"}
 
 
 def test_resumed_run_equals_uninterrupted_run(tiny_task, tmp_path):

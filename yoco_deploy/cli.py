@@ -14,7 +14,7 @@ from typing import Annotated
 import typer
 
 from yoco_deploy import cli_deploy, cli_pipeline, cli_profile, cli_train
-from yoco_deploy.cli_common import ArchOpt, ModelOpt, SpaceOpt, user_errors
+from yoco_deploy.cli_common import ArchOpt, JsonOpt, ModelOpt, SpaceOpt, print_json, user_errors
 from yoco_deploy.cli_common import arch_arg as _arch
 from yoco_deploy.cli_common import quiet_transformers as _quiet_transformers
 from yoco_deploy.cli_common import space_for as _space
@@ -39,7 +39,7 @@ app = typer.Typer(
 def space(
     model: ModelOpt,
     space_file: SpaceOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Show the search space of a model: depth, head and FFN choices, and its size.
 
@@ -107,6 +107,7 @@ def export(
         int | None, typer.Option(min=1, help="Classifier outputs, if the model has no head yet.")
     ] = None,
     space_file: SpaceOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Extract a sub-BERT and export it to validated ONNX.
 
@@ -129,7 +130,52 @@ def export(
         sb, tokenizer = _load_super_bert(model, num_labels, space_file)
         sb.space.validate(a)
         report = export_sub_bert(sb, a, out, options, tokenizer)
-        _print_export(report)
+        if as_json:
+            print_json(report.to_dict())
+        else:
+            _print_export(report)
+
+
+@app.command()
+def classify(
+    bundle: Annotated[Path, typer.Argument(help="A bundle folder written by ship or search.")],
+    texts: Annotated[
+        list[str] | None, typer.Argument(help="Texts to classify (or --file, or stdin).")
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option("--file", "-f", help="A text file: one text per line.")
+    ] = None,
+    batch_size: Annotated[int, typer.Option(min=1, help="Texts per ONNX Runtime run.")] = 32,
+    as_json: JsonOpt = False,
+) -> None:
+    """Classify texts with a shipped bundle: its class names, scores and logits.
+
+    Runs as the bundle was timed (its recorded session settings, inputs truncated to the
+    profiled length), with onnxruntime and tokenizers only.
+
+    Example: yoco-deploy classify bundles/BUNDLE "a gripping film" "a dull mess" --json
+    """
+    with user_errors():
+        from dataclasses import asdict
+
+        from yoco_deploy.bundle import BundleError, load_bundle
+
+        if file is not None:
+            try:
+                lines = file.read_text(encoding="utf-8").splitlines()
+            except UnicodeDecodeError:
+                raise BundleError(f"--file {file} is not UTF-8 text") from None
+            texts = [*(texts or []), *(line for line in lines if line.strip())]
+        elif not texts and not sys.stdin.isatty():
+            texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if not texts:
+            raise BundleError("no texts to classify: pass them as arguments, --file or stdin")
+        predictions = load_bundle(bundle).classify(texts, batch_size)
+        if as_json:
+            print_json([{"text": t, **asdict(p)} for t, p in zip(texts, predictions, strict=True)])
+            return
+        for text, p in zip(texts, predictions, strict=True):
+            typer.echo(f"{p.name}\t{p.score:.3f}\t{text}")
 
 
 def _load_super_bert(model: str, num_labels: int | None, space_file: Path | None):

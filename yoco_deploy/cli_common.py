@@ -28,6 +28,21 @@ ArchOpt = Annotated[
 ]
 
 
+JsonOpt = Annotated[
+    bool,
+    typer.Option(
+        "--json", help="Print the result as JSON on stdout (progress and notes stay on stderr)."
+    ),
+]
+
+
+def print_json(result) -> None:
+    """A command's result for machines: one JSON document on stdout."""
+    import json
+
+    typer.echo(json.dumps(result, indent=2, default=str))
+
+
 DEBUG_ENV = "YOCO_DEBUG"  # set to 1 for the full traceback of any error
 
 

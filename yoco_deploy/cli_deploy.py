@@ -8,7 +8,14 @@ from typing import Annotated
 
 import typer
 
-from yoco_deploy.cli_common import arch_arg, progress_bar, quiet_transformers, user_errors
+from yoco_deploy.cli_common import (
+    JsonOpt,
+    arch_arg,
+    print_json,
+    progress_bar,
+    quiet_transformers,
+    user_errors,
+)
 
 SupernetOpt = Annotated[
     str, typer.Option(help="Trained super-BERT (OUTPUT_DIR/final of `train`), or any BERT.")
@@ -102,12 +109,12 @@ def _calibrated(models):
     return out
 
 
-def _summary(shipped, bundles: Path) -> None:
+def _summary(shipped, bundles: Path, as_json: bool) -> None:
     from yoco_deploy.atomic import write_text
     from yoco_deploy.cli_pipeline import print_summary
     from yoco_deploy.deploy import pareto_plot
 
-    print_summary([s.path for s in shipped])
+    print_summary([s.path for s in shipped], as_json)
     keys = (
         "target",
         "arch_id",
@@ -173,6 +180,7 @@ def search(
     batch: Annotated[int, typer.Option(min=1)] = 1,
     min_metric: MinMetricOpt = None,
     allow_weak: AllowWeakOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Find the best sub-BERT for each target (YOCO stage II) and ship it.
 
@@ -257,14 +265,31 @@ def search(
         # no collective call after this point: the main process ships alone
         accelerator.wait_for_everyone()
         accelerator.end_training()
-        if not (ship and main):
+        if not main:
+            return
+        if not ship:
+            if as_json:
+                print_json([_search_summary(cm, r) for cm, r in zip(models, results, strict=True)])
             return
         say = lambda s: typer.echo(s, err=True)  # noqa: E731
         shipped = [
             ship_result(net, cm, result, bundles, ship_settings, say=say)
             for cm, result in zip(models, results, strict=True)
         ]
-        _summary(shipped, bundles)
+        _summary(shipped, bundles, as_json)
+
+
+def _search_summary(cm, result) -> dict:
+    best = result.best
+    return {
+        "target": cm.target.label(),
+        "arch_id": best.arch.arch_id,
+        "arch": best.arch.to_dict(),
+        "search_metric": best.fitness,
+        "rescore_metric": best.rescore,
+        "costs": best.costs,
+        "evaluations": result.evaluations,
+    }
 
 
 def _ranked_archs(path: Path) -> list:
@@ -308,6 +333,7 @@ def ship(
     batch: Annotated[int, typer.Option(min=1)] = 1,
     min_metric: MinMetricOpt = None,
     allow_weak: AllowWeakOpt = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
     with user_errors():
@@ -338,7 +364,7 @@ def ship(
             settings,
             say=lambda s: typer.echo(s, err=True),
         )
-        _summary([shipped], bundles)
+        _summary([shipped], bundles, as_json)
 
 
 COMMANDS = {"search": search, "ship": ship}

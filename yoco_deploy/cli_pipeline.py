@@ -7,17 +7,26 @@ from typing import Annotated
 
 import typer
 
-from yoco_deploy.cli_common import quiet_transformers, table_console, user_errors
+from yoco_deploy.cli_common import (
+    JsonOpt,
+    print_json,
+    quiet_transformers,
+    table_console,
+    user_errors,
+)
 
 QUICKSTART = Path(__file__).parent / "data" / "quickstart.yaml"
 
 
-def _drive(pipeline, dry_run: bool) -> None:
+def _drive(pipeline, dry_run: bool, as_json: bool = False) -> None:
     from rich.table import Table
 
     from yoco_deploy.pipeline import Runner
 
     runner = Runner(pipeline, say=lambda s: typer.echo(s, err=True))
+    if dry_run and as_json:
+        print_json([{"stage": key, "status": status} for key, status in runner.plan()])
+        return
     if dry_run:
         table = Table(title=f"plan for {pipeline.workdir}")
         table.add_column("stage")
@@ -28,12 +37,34 @@ def _drive(pipeline, dry_run: bool) -> None:
         return
     quiet_transformers()
     runner.run()
-    print_summary(runner.bundles())
+    print_summary(runner.bundles(), as_json)
 
 
-def print_summary(bundles: list[Path]) -> None:
+def bundle_summary(bundle: Path) -> dict:
+    """One shipped bundle as the summary tables and --json show it."""
     import json
 
+    m = json.loads((bundle / "manifest.json").read_text())
+    return {
+        "bundle": str(bundle),
+        "target": m["target"],
+        "budget_ms": m.get("budget_ms"),
+        "arch_id": m["arch_id"],
+        "arch": m["arch"],
+        "params": m["params"],
+        "flops": m["flops"],
+        # the prediction at the speed the bundle was timed at, where ship recorded one
+        "predicted_ms": (m.get("timing") or {}).get(
+            "calibrated_prediction_ms", m["predicted_latency_ms"]
+        ),
+        "measured_latency_ms": m["measured_latency_ms"],
+        "metric": m["metric"],
+        "quality": m.get("quality"),
+        "labels": m.get("labels"),
+    }
+
+
+def print_summary(bundles: list[Path], as_json: bool = False) -> None:
     from rich.table import Table
 
     from yoco_deploy.arch import Arch
@@ -52,12 +83,12 @@ def print_summary(bundles: list[Path]) -> None:
         "bundle",
     ):
         table.add_column(col)
-    for b in bundles:
-        m = json.loads((b / "manifest.json").read_text())
-        lat = m["measured_latency_ms"]
-        # the prediction at the speed the bundle was timed at, where ship recorded one
-        pred = (m.get("timing") or {}).get("calibrated_prediction_ms", m["predicted_latency_ms"])
-        budget = m.get("budget_ms")
+    rows = [bundle_summary(b) for b in bundles]
+    if as_json:
+        print_json(rows)
+        return
+    for m in rows:
+        lat, pred, budget = m["measured_latency_ms"], m["predicted_ms"], m["budget_ms"]
         table.add_row(
             m["target"],
             f"{budget:.2f}" if budget else "-",
@@ -67,8 +98,8 @@ def print_summary(bundles: list[Path]) -> None:
             f"{pred:.2f}" if pred else "-",
             f"{lat['median']:.2f} ({lat['p90']:.2f})",
             f"{m['metric']['name']} {m['metric']['value']:.3f}",
-            _baseline_cell(m.get("quality")),
-            str(b),
+            _baseline_cell(m["quality"]),
+            m["bundle"],
         )
     table_console().print(table)
 
@@ -85,6 +116,7 @@ def run(
     dry_run: Annotated[
         bool, typer.Option(help="Print the plan: what runs, what is up to date.")
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Teacher -> super-BERT -> profile -> fit -> search -> ship, for every target.
 
@@ -93,7 +125,7 @@ def run(
     with user_errors():
         from yoco_deploy.pipeline import load_pipeline
 
-        _drive(load_pipeline(pipeline), dry_run)
+        _drive(load_pipeline(pipeline), dry_run, as_json)
 
 
 def quickstart(
@@ -103,6 +135,7 @@ def quickstart(
         "quickstart-out"
     ),
     dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The whole pipeline offline in minutes (what `make demo` runs).
 
@@ -118,7 +151,7 @@ def quickstart(
         overrides = {"model": model, "workdir": out}
         if task is not None:
             overrides.update(task=task, builtin_task=False, max_seq_len=128)
-        _drive(load_pipeline(QUICKSTART, overrides), dry_run)
+        _drive(load_pipeline(QUICKSTART, overrides), dry_run, as_json)
 
 
 COMMANDS = {"run": run, "quickstart": quickstart}

@@ -11,9 +11,11 @@ import typer
 
 from yoco_deploy.cli_common import (
     ArchOpt,
+    JsonOpt,
     ModelOpt,
     SpaceOpt,
     arch_arg,
+    print_json,
     progress_bar,
     space_for,
     table_console,
@@ -183,6 +185,7 @@ def profile_bundle(
     fmt: FormatOpt = "int8",
     seed: Annotated[int, typer.Option(help="Seed of the design and the order.")] = 0,
     space_file: SpaceOpt = None,
+    as_json: JsonOpt = False,
 ) -> None:
     """Write ONNX files and a standalone runner for a device without torch.
 
@@ -200,17 +203,18 @@ def profile_bundle(
             space.dims.check_seq_len(seq)
         with progress_bar("exporting") as update:
             plan = write_bundle(space, out, settings, model, progress=update)
-        typer.echo(
-            f"wrote {len(plan['jobs'])} jobs to {out}; on the device: "
-            f"python runner.py {out} --provider cpu --threads {threads}",
-            err=True,
-        )
+        command = f"python runner.py {out} --provider cpu --threads {threads}"
+        if as_json:
+            print_json({"bundle": str(out), "jobs": len(plan["jobs"]), "run_on_device": command})
+            return
+        typer.echo(f"wrote {len(plan['jobs'])} jobs to {out}; on the device: {command}", err=True)
 
 
 def profile_import(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory holding results/.")],
     device: Annotated[str, typer.Option(help="Device name: results go to PROFILES/NAME.")],
     profiles_dir: ProfilesOpt = Path("profiles"),
+    as_json: JsonOpt = False,
 ) -> None:
     """Bring a remote device's results into profiles/NAME (rerunning adds only new rows)."""
     with user_errors():
@@ -218,6 +222,9 @@ def profile_import(
         from yoco_deploy.profiling import import_bundle
 
         added = import_bundle(bundle, profiles_dir / check_name(device, "--device"), device)
+        if as_json:
+            print_json({"profile": str(profiles_dir / device), "added_rows": added})
+            return
         typer.echo(f"imported {added} new rows into {profiles_dir / device}", err=True)
 
 
@@ -237,6 +244,7 @@ def fit(
             "are kept)."
         ),
     ] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fit a latency predictor: linear, boosted trees and a FLOPs baseline compared by
     cross-validation; metrics on held-out sub-BERTs; a predicted-vs-measured PNG beside it.
@@ -258,6 +266,16 @@ def fit(
                     typer.echo(f"{folder}: {moved} rows set aside", err=True)
 
         result = fit_profile(profile_path, out, test, holdout, seed)
+        if as_json:
+            print_json(
+                {
+                    "predictor": str(result.path),
+                    "model": result.predictor.model["type"],
+                    "plot": str(result.plot) if result.plot else None,
+                    "metrics": result.table,
+                }
+            )
+            return
         table = Table(title=f"latency predictor {result.path} ({result.predictor.model['type']})")
         for col in (
             "split",

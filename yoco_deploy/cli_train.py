@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from yoco_deploy.cli_common import ModelOpt, quiet_transformers, user_errors
+from yoco_deploy.cli_common import JsonOpt, ModelOpt, print_json, quiet_transformers, user_errors
 
 TaskOpt = Annotated[
     str, typer.Option(help="GLUE task: sst2, cola, mrpc, rte, stsb, qqp, qnli, mnli.")
@@ -32,6 +33,7 @@ def finetune(
     max_train: Annotated[int | None, typer.Option(min=1, help="Seeded train subset.")] = None,
     seed: int = 0,
     resume: Annotated[bool, typer.Option(help="Continue an interrupted run in OUT.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fine-tune the full model on a task: the teacher for super-BERT training.
 
@@ -67,13 +69,14 @@ def finetune(
             }
         )
         quiet_transformers()
-        _train_and_end(Trainer(config), resume)
+        _train_and_end(Trainer(config), resume, as_json)
 
 
 def train(
     config: Annotated[Path, typer.Option("--config", "-c", help="YAML training config.")],
     resume: Annotated[bool, typer.Option(help="Continue from OUTPUT_DIR/checkpoint.")] = False,
     dry_run: Annotated[bool, typer.Option(help="Print the resolved config and exit.")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train the super-BERT (YOCO stage I) as the config says.
 
@@ -92,7 +95,7 @@ def train(
         from yoco_deploy.trainer import Trainer
 
         quiet_transformers()
-        _train_and_end(Trainer(cfg), resume)
+        _train_and_end(Trainer(cfg), resume, as_json)
 
 
 def _check_before_work(cfg) -> None:
@@ -107,11 +110,15 @@ def _check_before_work(cfg) -> None:
     space.dims.check_seq_len(cfg.max_seq_len)
 
 
-def _train_and_end(trainer, resume: bool) -> None:
-    trainer.train(resume=resume)
+def _train_and_end(trainer, resume: bool, as_json: bool = False) -> None:
+    out = trainer.train(resume=resume)
     # under accelerate launch: leave the process group cleanly (gloo aborts otherwise)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
+    if as_json and trainer.accelerator.is_main_process:
+        rows = [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+        final = [r for r in rows if r.get("kind") == "eval" and r.get("phase") == "final"]
+        print_json({"final": str(out / "final"), "evaluations": final})
 
 
 COMMANDS = {"finetune": finetune, "train": train}

@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -33,55 +33,56 @@ class Task:
     tsv: tuple[str | int, str | int | None, str | int]  # GLUE TSV columns (name or index)
     tsv_header: bool = True
     dev_file: str = "dev.tsv"
+    names: tuple[str, ...] | None = None  # what each class means (GLUE's names), else labels
 
     @property
     def num_labels(self) -> int:
         return len(self.labels) if self.labels else 1
 
+    @property
+    def label_names(self) -> tuple[str, ...] | None:
+        """Class names in class order, for id2label; None for a regression task."""
+        return self.names or self.labels
 
+
+def _glue(name, a, b, labels, metric, tsv, names=None, **kw) -> Task:
+    return Task(name, a, b, labels, metric, tsv, names=names, **kw)
+
+
+# GLUE's label values in its TSV files, and the class names the hub's glue dataset gives
 TASKS = {
-    "sst2": Task("sst2", "sentence", None, ("0", "1"), "accuracy", ("sentence", None, "label")),
-    "cola": Task("cola", "sentence", None, ("0", "1"), "mcc", (3, None, 1), tsv_header=False),
-    "mrpc": Task(
-        "mrpc", "sentence1", "sentence2", ("0", "1"), "f1", ("#1 String", "#2 String", "Quality")
+    "sst2": _glue(
+        "sst2", "sentence", None, ("0", "1"), "accuracy", ("sentence", None, "label"),
+        ("negative", "positive"),
     ),
-    "rte": Task(
-        "rte",
-        "sentence1",
-        "sentence2",
-        ("entailment", "not_entailment"),
-        "accuracy",
+    "cola": _glue(
+        "cola", "sentence", None, ("0", "1"), "mcc", (3, None, 1),
+        ("unacceptable", "acceptable"), tsv_header=False,
+    ),
+    "mrpc": _glue(
+        "mrpc", "sentence1", "sentence2", ("0", "1"), "f1",
+        ("#1 String", "#2 String", "Quality"), ("not_equivalent", "equivalent"),
+    ),
+    "rte": _glue(
+        "rte", "sentence1", "sentence2", ("entailment", "not_entailment"), "accuracy",
         ("sentence1", "sentence2", "label"),
     ),
-    "stsb": Task(
+    "stsb": _glue(
         "stsb", "sentence1", "sentence2", None, "pearson", ("sentence1", "sentence2", "score")
     ),
-    "qqp": Task(
-        "qqp",
-        "question1",
-        "question2",
-        ("0", "1"),
-        "f1",
-        ("question1", "question2", "is_duplicate"),
+    "qqp": _glue(
+        "qqp", "question1", "question2", ("0", "1"), "f1",
+        ("question1", "question2", "is_duplicate"), ("not_duplicate", "duplicate"),
     ),
-    "qnli": Task(
-        "qnli",
-        "question",
-        "sentence",
-        ("entailment", "not_entailment"),
-        "accuracy",
+    "qnli": _glue(
+        "qnli", "question", "sentence", ("entailment", "not_entailment"), "accuracy",
         ("question", "sentence", "label"),
     ),
-    "mnli": Task(
-        "mnli",
-        "premise",
-        "hypothesis",
-        ("entailment", "neutral", "contradiction"),
-        "accuracy",
-        ("sentence1", "sentence2", "gold_label"),
-        dev_file="dev_matched.tsv",
+    "mnli": _glue(
+        "mnli", "premise", "hypothesis", ("entailment", "neutral", "contradiction"),
+        "accuracy", ("sentence1", "sentence2", "gold_label"), dev_file="dev_matched.tsv",
     ),
-}
+}  # fmt: skip
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb"}
 
 
@@ -109,12 +110,16 @@ class Examples:
         return Examples(tuple(self.text_a[i] for i in idx), b, self.labels[idx])
 
 
+GLUE_HUB = "nyu-mll/glue"
+
+
 @dataclass(frozen=True)
 class TaskData:
     task: Task
     train: Examples
     search: Examples
     dev: Examples
+    source: str = GLUE_HUB  # the hub dataset, or the local folder the files came from
 
 
 def split_search(train: Examples, fraction: float, seed: int) -> tuple[Examples, Examples]:
@@ -123,6 +128,26 @@ def split_search(train: Examples, fraction: float, seed: int) -> tuple[Examples,
     order = np.random.default_rng(seed).permutation(len(train))
     n = max(1, round(fraction * len(train)))
     return train.subset(np.sort(order[n:])), train.subset(np.sort(order[:n]))
+
+
+def labelled_by(task: Task, values: list, where: str) -> Task:
+    """The task as its training data labels it. GLUE's own values, or class indices,
+    keep the task; words (a CSV whose labels are "neg" and "pos") become its labels and
+    class names, in sorted order, so predictions come out as those words."""
+    if task.labels is None:
+        return task
+    found = sorted({str(v).strip() for v in values})
+    known = set(task.labels) | {str(i) for i in range(len(task.labels))}
+    if set(found) <= known:
+        return task
+    if len(found) != task.num_labels:
+        shown = ", ".join(map(repr, found[:8])) + (", ..." if len(found) > 8 else "")
+        raise DataError(
+            f"{where}: the labels {shown} are {len(found)} classes, but task {task.name} has "
+            f"{task.num_labels} ({', '.join(task.labels)}); relabel the data or pick a task "
+            f"with {len(found)} classes"
+        )
+    return replace(task, labels=tuple(found), names=tuple(found))
 
 
 def _label_array(values: list, task: Task, where: str) -> np.ndarray:
@@ -146,6 +171,11 @@ def _label_array(values: list, task: Task, where: str) -> np.ndarray:
 
 def read_glue_tsv(path: Path, task: Task) -> Examples:
     """A GLUE TSV file (quotes are text, not quoting)."""
+    a, b, raw = _glue_tsv_columns(path, task)
+    return Examples(a, b, _label_array(raw, task, str(path)))
+
+
+def _glue_tsv_columns(path: Path, task: Task) -> tuple[tuple[str, ...], tuple | None, list]:
     csv.field_size_limit(sys.maxsize)
     try:
         with open(path, newline="", encoding="utf-8") as f:
@@ -175,12 +205,13 @@ def read_glue_tsv(path: Path, task: Task) -> Examples:
             file=sys.stderr,
         )
     rows = complete
-    labels = _label_array([r[y_col] for r in rows], task, str(path))
     text_b = tuple(r[b_col] for r in rows) if b_col is not None else None
-    return Examples(tuple(r[a_col] for r in rows), text_b, labels)
+    return tuple(r[a_col] for r in rows), text_b, [r[y_col] for r in rows]
 
 
-def read_table(path: Path, task: Task, text_columns: list[str], label_column: str) -> Examples:
+def _table_columns(
+    path: Path, text_columns: list[str], label_column: str
+) -> tuple[tuple[str, ...], tuple | None, list]:
     """CSV or JSON (lines) with named columns, through ``datasets`` (works offline)."""
     from datasets import load_dataset
 
@@ -196,11 +227,7 @@ def read_table(path: Path, task: Task, text_columns: list[str], label_column: st
     if missing:
         raise DataError(f"{path}: missing column(s) {missing}; has {table.column_names}")
     b = tuple(str(x) for x in table[text_columns[1]]) if len(text_columns) > 1 else None
-    return Examples(
-        tuple(str(x) for x in table[text_columns[0]]),
-        b,
-        _label_array(list(table[label_column]), task, str(path)),
-    )
+    return tuple(str(x) for x in table[text_columns[0]]), b, list(table[label_column])
 
 
 def _find(data_dir: Path, stem: str) -> Path | None:
@@ -232,26 +259,31 @@ def load_task(
             raise DataError(f"{data_dir} needs train and dev files (.tsv, .csv or .json)")
         if text_columns:
             cols = (text_columns, label_column or "label")
-            train, dev = (read_table(p, task, *cols) for p in (train_path, dev_path))
+            read = lambda p: _table_columns(p, *cols)  # noqa: E731
         elif train_path.suffix == ".tsv":
-            train, dev = read_glue_tsv(train_path, task), read_glue_tsv(dev_path, task)
+            read = lambda p: _glue_tsv_columns(p, task)  # noqa: E731
         else:
             cols = ([task.text_a] + ([task.text_b] if task.text_b else []), "label")
-            train, dev = (read_table(p, task, *cols) for p in (train_path, dev_path))
+            read = lambda p: _table_columns(p, *cols)  # noqa: E731
+        (ta, tb, traw), (da, db, draw) = read(train_path), read(dev_path)
+        task = labelled_by(task, traw, str(train_path))  # words as labels name the classes
+        train = Examples(ta, tb, _label_array(traw, task, str(train_path)))
+        dev = Examples(da, db, _label_array(draw, task, str(dev_path)))
     else:
         train, dev = _load_hub(task)
     if max_train is not None and len(train) > max_train:
         idx = np.random.default_rng(seed).permutation(len(train))[:max_train]
         train = train.subset(np.sort(idx))
     train, search = split_search(train, search_fraction, seed)
-    return TaskData(task, train, search, dev)
+    source = str(Path(data_dir).resolve()) if data_dir is not None else GLUE_HUB
+    return TaskData(task, train, search, dev, source)
 
 
 def _load_hub(task: Task) -> tuple[Examples, Examples]:
     from datasets import load_dataset
 
     try:
-        ds = load_dataset("glue", task.name)
+        ds = load_dataset(GLUE_HUB, task.name)
     except Exception as err:
         raise DataError(
             f"cannot load glue/{task.name} from the hub ({str(err)[:120]}); pass "

@@ -53,7 +53,9 @@ def load_supernet(
         config.get("label_column"),
         config.get("max_train"),
     )
-    super_bert = SuperBert.from_pretrained(ref, data.task.num_labels, config.get("space")).eval()
+    super_bert = SuperBert.from_pretrained(
+        ref, data.task.num_labels, config.get("space"), label_names=data.task.label_names
+    ).eval()
     theta = meta.get("sng", {}).get("theta")
     return Supernet(
         super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)

@@ -59,6 +59,43 @@ def sub_config(super_bert: SuperBert, arch: Arch) -> YocoBertConfig:
     return config
 
 
+def onnx_config(super_bert: SuperBert, arch: Arch) -> dict:
+    """config.json of a bundle, whose weights are in model.onnx only: a stock BertConfig
+    describing the graph's interface (vocabulary, positions, labels, depth), so that
+    optimum's ORTModel and transformers' pipeline() read it without custom code. The
+    per-layer widths, which BertConfig cannot express, are under ``layer_heads`` and
+    ``layer_ffn``; there are no PyTorch weights, so transformers refuses to build a
+    PyTorch model from it rather than building a wrong one."""
+    from transformers import BertConfig
+
+    sub = sub_config(super_bert, arch)
+    c = super_bert.config
+    config = BertConfig(
+        vocab_size=c.vocab_size,
+        hidden_size=c.hidden_size,
+        num_hidden_layers=arch.depth,
+        num_attention_heads=c.num_attention_heads,
+        intermediate_size=c.intermediate_size,
+        max_position_embeddings=c.max_position_embeddings,
+        type_vocab_size=c.type_vocab_size,
+        **{k: getattr(c, k) for k in _COPIED if getattr(c, k, None) is not None},
+    ).to_dict()
+    config.update(
+        architectures=["BertForSequenceClassification"],
+        layer_heads=sub.layer_heads,
+        layer_ffn=sub.layer_ffn,
+        pooling=sub.pooling,
+        source_layers=sub.source_layers,
+        yoco_arch=arch.to_dict(),
+        yoco_arch_id=arch.arch_id,
+        yoco_note=(
+            "weights in model.onnx only; num_attention_heads and intermediate_size are the "
+            "super-BERT's, each layer's own are layer_heads and layer_ffn"
+        ),
+    )
+    return config
+
+
 @torch.no_grad()
 def extract(super_bert: SuperBert, arch: Arch) -> YocoBertForSequenceClassification:
     """A dense model with exactly the sub-BERT's (smaller) tensors, in eval mode."""

@@ -9,6 +9,19 @@ from yoco_deploy.errors import ModelLoadError
 
 # Aliases for weights that ship inside a pip package, usable without the hub.
 MINILM_ALIASES = ("minilm", "all-minilm-l6-v2")
+MINILM_HUB_ID = "sentence-transformers/all-MiniLM-L6-v2"
+# where a checkpoint's config.json records the hub model it descends from (model cards)
+BASE_MODEL_KEY = "yoco_base_model"
+
+
+def base_model_id(ref: str) -> str | None:
+    """The hub id a model reference stands for: the alias's, a hub id itself; None for a
+    local folder, which names no public model."""
+    if ref.lower() in MINILM_ALIASES:
+        return MINILM_HUB_ID
+    if Path(ref).expanduser().exists() or ref.startswith((".", "/", "~")):
+        return None
+    return ref
 
 
 def resolve(ref: str) -> str:
@@ -59,7 +72,11 @@ def _refuse_extracted(ref: str, path: Path) -> None:
         )
 
 
-def load_config(ref: str, num_labels: int | None = None) -> Any:
+def load_config(
+    ref: str, num_labels: int | None = None, label_names: tuple[str, ...] | None = None
+) -> Any:
+    """The BERT config of ``ref``; ``label_names`` (class order) set its id2label and
+    label2id, which every checkpoint, extracted model and bundle then carries."""
     from transformers import AutoConfig
 
     target = resolve(ref)
@@ -73,17 +90,27 @@ def load_config(ref: str, num_labels: int | None = None) -> Any:
             f"model {ref!r} is a {config.model_type!r} model; yoco-deploy compresses BERT "
             "encoders (model_type 'bert')"
         )
+    if getattr(config, BASE_MODEL_KEY, None) is None:  # a checkpoint keeps its ancestor's
+        setattr(config, BASE_MODEL_KEY, base_model_id(ref))
     if num_labels is not None:
         config.num_labels = num_labels
+    if label_names:
+        if num_labels is not None and len(label_names) != num_labels:
+            raise ValueError(f"{len(label_names)} label names for {num_labels} labels")
+        config.num_labels = len(label_names)
+        config.id2label = dict(enumerate(label_names))
+        config.label2id = {name: i for i, name in enumerate(label_names)}
     return config
 
 
-def load_bert_classifier(ref: str, num_labels: int | None = None):
+def load_bert_classifier(
+    ref: str, num_labels: int | None = None, label_names: tuple[str, ...] | None = None
+):
     """A ``BertForSequenceClassification``; a bare encoder gets a fresh classifier head."""
     from transformers import BertForSequenceClassification
     from transformers.utils import logging as hf_logging
 
-    config = load_config(ref, num_labels)
+    config = load_config(ref, num_labels, label_names)
     if getattr(config, "position_embedding_type", "absolute") != "absolute":
         raise ModelLoadError(
             f"model {ref!r} uses {config.position_embedding_type!r} position embeddings; "

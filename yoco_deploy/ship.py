@@ -22,11 +22,12 @@ from typing import Any
 
 import numpy as np
 
-from yoco_deploy import runner
+from yoco_deploy import model_card, onnx_metadata, runner
 from yoco_deploy.arch import Arch
 from yoco_deploy.atomic import staged_dir, write_text
 from yoco_deploy.budgets import BudgetError, CostModel, Target
 from yoco_deploy.costs import arch_costs
+from yoco_deploy.loading import BASE_MODEL_KEY
 
 MANIFEST_SCHEMA = 1
 
@@ -117,6 +118,26 @@ def bundle_name(target: Target, measured_ms: float, metric: dict, arch: Arch) ->
     return f"{target.name}@{measured_ms:.1f}ms_{metric['name']}@{value:.3f}_{arch.arch_id}"
 
 
+def class_names(config, task) -> list[str]:
+    """The model's class names in class order (its config's id2label, which training set
+    from the task); none for a regression task."""
+    if task.labels is None:
+        return []
+    return [str(config.id2label.get(i, i)) for i in range(task.num_labels)]
+
+
+def limit_tokenizer(folder: Path, seq_len: int) -> None:
+    """The bundle's tokenizer stops at the length its latency was measured at: a longer
+    input would run at a latency nobody measured (transformers reads model_max_length)."""
+    path = folder / "tokenizer_config.json"
+    if not path.is_file():
+        return
+    config = json.loads(path.read_text())
+    config["model_max_length"] = seq_len
+    config["yoco_note"] = f"truncated to {seq_len} tokens: the length this bundle was timed at"
+    write_text(path, json.dumps(config, indent=2) + "\n")
+
+
 def library_versions() -> dict[str, str]:
     import onnx
     import onnxruntime
@@ -185,6 +206,7 @@ class _ShipRun:
         self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
         self.gate = None  # set by the first candidate that gets as far as its dev metric
         self.over_budget: Arch | None = None  # the last candidate measured over budget
+        self.labels = class_names(super_bert.config, data.task)
 
     def calibrate_now(self) -> None:
         """Predictions at the speed of this machine now (the reference timed alone)."""
@@ -247,6 +269,9 @@ class _ShipRun:
                 self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len, settings.batch
             )
             onnx_path = report.deploy_file
+            # the metadata now (the digest later, same length): the size checked is the size shipped
+            props = onnx_metadata.props_for(arch, self.labels, settings.seq_len, settings.fmt)
+            onnx_metadata.embed(onnx_path, props)
             handle = self.backend.load(onnx_path)
             stats = runner.measure(
                 self.backend, handle, self.feeds, settings.protocol, self.reference
@@ -279,7 +304,7 @@ class _ShipRun:
                     f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
                 )
             bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
-            return self._write(bundle, arch, report, stats, timing, metric, onnx_path, Path(tmp))
+            return self._write(bundle, arch, report, stats, timing, metric, onnx_path)
 
     def _calibrate(self, arch: Arch, stats: dict) -> dict[str, Any]:
         """Predictions at the speed the reference was just measured at, and the cost model
@@ -299,26 +324,39 @@ class _ShipRun:
             "correction": correction,
         }
 
-    def _write(self, bundle, arch, report, stats, timing, metric, onnx_path, tmp) -> Shipped:
-        from yoco_deploy.extract import extract, save_extracted
+    def _write(self, bundle, arch, report, stats, timing, metric, onnx_path) -> Shipped:
+        from yoco_deploy.extract import onnx_config
 
         # staged beside its final place: a failure leaves the previous bundle intact
         with staged_dir(bundle) as stage:
             shutil.copyfile(onnx_path, stage / "model.onnx")
-            save_extracted(extract(self.sb, arch), tmp / "hf", self.tokenizer)
-            for f in (tmp / "hf").iterdir():
-                if f.name != "model.safetensors":  # the ONNX file carries the weights
-                    shutil.copyfile(f, stage / f.name)
+            # the ONNX file carries the weights: a stock config and the tokenizer beside it
+            config = onnx_config(self.sb, arch)
+            write_text(stage / "config.json", json.dumps(config, indent=2) + "\n")
+            self.tokenizer.save_pretrained(stage)
+            limit_tokenizer(stage, self.settings.seq_len)
             manifest = make_manifest(
                 arch, self.target, self.base, report, stats, metric, self.settings,
                 self.session, stage / "model.onnx",
             )  # fmt: skip
+            manifest["name"] = bundle.name
+            manifest["labels"] = self.labels
+            manifest["base_model"] = getattr(self.sb.config, BASE_MODEL_KEY, None)
+            manifest["source_layers"] = list(self.sb.space.kept_layers(arch.depth))
+            manifest["data"] = {
+                "task": self.data.task.name,
+                "source": self.data.source,
+                "name": Path(self.data.source).name or self.data.source,
+            }
             manifest["target"] = self.base.requested.label()  # as asked: a share stays one
             manifest["timing"] = timing
             if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
                 manifest["budget_ms"] = timing["budget_ms"]
                 manifest["budgets"] = {**manifest["budgets"], "latency": timing["budget_ms"]}
             manifest["quality"] = self.gate.record(metric["value"])
+            onnx_metadata.set_digest(stage / "model.onnx", manifest)
+            manifest["onnx_sha256"] = sha256(stage / "model.onnx")
+            write_text(stage / "README.md", model_card.render(manifest, self.labels))
             write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return Shipped(bundle, manifest, self.rejected)
 

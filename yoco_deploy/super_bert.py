@@ -56,13 +56,15 @@ class SuperBert(nn.Module):
         space_overrides: dict | None = None,
         pooling: str | None = None,
         layer_selection: str | None = None,
+        label_names: tuple[str, ...] | None = None,
     ) -> SuperBert:
         """Pooling and layer selection: as given, else as the checkpoint records them,
-        else as a sentence-transformers folder declares (``readout.resolve_readout``)."""
+        else as a sentence-transformers folder declares (``readout.resolve_readout``).
+        ``label_names``: the task's classes, recorded as the config's id2label."""
         from yoco_deploy.errors import ModelLoadError
         from yoco_deploy.loading import load_bert_classifier, resolve
 
-        model = load_bert_classifier(ref, num_labels)
+        model = load_bert_classifier(ref, num_labels, label_names)
         try:
             pooling, selection = resolve_readout(
                 model.config, resolve(ref), pooling, layer_selection

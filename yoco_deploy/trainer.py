@@ -167,7 +167,7 @@ class Trainer:
         if self.tokenizer is None:
             raise TrainError(f"model {c.model!r} has no tokenizer files")
         self.super_bert = SuperBert.from_pretrained(
-            c.model, task.num_labels, c.space, c.pooling, c.layer_selection
+            c.model, task.num_labels, c.space, c.pooling, c.layer_selection, task.label_names
         )
         self.teacher = None
         if c.kd.alpha < 1 or c.kd.hidden_mse > 0:

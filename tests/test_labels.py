@@ -1,0 +1,109 @@
+"""Class names from the task (GLUE's) or from the data (string labels) reach the model."""
+
+import pytest
+
+from yoco_deploy.data import DataError, get_task, load_task
+
+from helpers import tiny_sentences, write_tiny_task
+
+
+def write_split(folder, name, rows, sep, header):
+    folder.mkdir(parents=True, exist_ok=True)
+    lines = [sep.join(header)] + [sep.join(row) for row in rows]
+    (folder / name).write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(
+    "task, names",
+    [
+        ("sst2", ("negative", "positive")),
+        ("cola", ("unacceptable", "acceptable")),
+        ("mrpc", ("not_equivalent", "equivalent")),
+        ("qqp", ("not_duplicate", "duplicate")),
+        ("rte", ("entailment", "not_entailment")),
+        ("mnli", ("entailment", "neutral", "contradiction")),
+        ("stsb", None),
+    ],
+)
+def test_glue_tasks_name_their_classes(task, names):
+    assert get_task(task).label_names == names
+
+
+def test_glue_tsv_keeps_glue_names(tmp_path):
+    _, data_dir = write_tiny_task(tmp_path, n_train=40, n_dev=10)
+    data = load_task("sst2", data_dir)
+    assert data.task.label_names == ("negative", "positive")
+    assert data.source == str(data_dir.resolve())
+
+
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_string_labels_become_the_class_names(tmp_path, suffix, sep):
+    folder = tmp_path / "reviews"
+    words = {0: "neg", 1: "pos"}
+    for split, n, seed in (("train", 40, 0), ("dev", 12, 1)):
+        rows = [(text, words[y]) for text, y in tiny_sentences(n, seed)]
+        write_split(folder, f"{split}{suffix}", rows, sep, ("review", "sentiment"))
+    data = load_task("sst2", folder, text_columns=["review"], label_column="sentiment")
+    assert data.task.label_names == ("neg", "pos")  # sorted: neg is class 0
+    expected = [y for _, y in tiny_sentences(12, 1)]
+    assert data.dev.labels.tolist() == expected
+
+
+def test_string_labels_reach_the_super_bert_config(tmp_path):
+    from yoco_deploy.super_bert import SuperBert
+
+    model_dir, _ = write_tiny_task(tmp_path, n_train=10, n_dev=4)
+    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=("neg", "pos"))
+    assert sb.config.id2label == {0: "neg", 1: "pos"}
+    assert sb.config.label2id == {"neg": 0, "pos": 1}
+    sb.model.save_pretrained(tmp_path / "ckpt")  # a checkpoint keeps them
+    again = SuperBert.from_pretrained(str(tmp_path / "ckpt"), 2)
+    assert again.config.id2label == {0: "neg", 1: "pos"}
+
+
+def test_string_labels_with_the_wrong_number_of_classes_are_one_clear_error(tmp_path):
+    folder = tmp_path / "three"
+    rows = [("good film", "pos"), ("bad film", "neg"), ("a film", "meh")]
+    for split in ("train", "dev"):
+        write_split(folder, f"{split}.csv", rows, ",", ("text", "label"))
+    with pytest.raises(DataError, match="3 classes, but task sst2 has 2"):
+        load_task("sst2", folder, text_columns=["text"], label_column="label")
+
+
+def test_a_dev_label_unseen_in_train_is_named(tmp_path):
+    folder = tmp_path / "unseen"
+    write_split(folder, "train.csv", [("good", "pos"), ("bad", "neg")], ",", ("text", "label"))
+    write_split(folder, "dev.csv", [("fine", "okay")], ",", ("text", "label"))
+    with pytest.raises(DataError, match="label 'okay' is not one of"):
+        load_task("sst2", folder, text_columns=["text"], label_column="label")
+
+
+def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
+    import json
+
+    from yoco_deploy import load_bundle
+    from yoco_deploy.budgets import CostModel, Target
+    from yoco_deploy.loading import load_tokenizer
+    from yoco_deploy.ship import ShipSettings, ship_target
+    from yoco_deploy.super_bert import SuperBert
+
+    model_dir, _ = write_tiny_task(tmp_path, n_train=10, n_dev=4)
+    folder = tmp_path / "reviews"
+    for split, n, seed in (("train", 40, 0), ("dev", 12, 1)):
+        rows = [(text, ("neg", "pos")[y]) for text, y in tiny_sentences(n, seed)]
+        write_split(folder, f"{split}.csv", rows, ",", ("review", "sentiment"))
+    data = load_task("sst2", folder, text_columns=["review"], label_column="sentiment")
+    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
+    target = Target("cpu", {"params": 1e9})
+    shipped = ship_target(
+        sb, load_tokenizer(str(model_dir)), data, target, CostModel(target, sb.space),
+        [sb.space.min_arch()], tmp_path / "bundles", ShipSettings(seq_len=16, min_metric=0.0),
+        say=lambda s: None,
+    )  # fmt: skip
+    config = json.loads((shipped.path / "config.json").read_text())
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and shipped.manifest["labels"] == [
+        "neg",
+        "pos",
+    ]
+    names = {p.name for p in load_bundle(shipped.path).classify(["good film", "bad film"])}
+    assert names <= {"neg", "pos"}
