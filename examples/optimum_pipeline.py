@@ -17,15 +17,14 @@ from optimum.onnxruntime import ORTModelForSequenceClassification
 from transformers import AutoTokenizer, pipeline
 
 sys.path.insert(0, str(Path(__file__).parent))
-from use_bundle import PROVIDERS, session_options
+from use_bundle import session_settings
 
 
 def main(bundle: str, sentences: list[str]) -> None:
-    session = json.loads(Path(bundle, "manifest.json").read_text())["session"]
+    manifest = json.loads(Path(bundle, "manifest.json").read_text())
+    providers, provider_options, options = session_settings(manifest)
     model = ORTModelForSequenceClassification.from_pretrained(
-        bundle,
-        provider=PROVIDERS.get(session["provider"], session["provider"]),
-        session_options=session_options(session),
+        bundle, providers=providers, provider_options=provider_options, session_options=options
     )
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     classify = pipeline("text-classification", model=model, tokenizer=tokenizer)

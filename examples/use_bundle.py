@@ -37,14 +37,25 @@ def session_options(session: dict) -> ort.SessionOptions:
     return options
 
 
-def open_bundle(bundle: str) -> tuple[ort.InferenceSession, Tokenizer, dict]:
-    manifest = json.loads(Path(bundle, "manifest.json").read_text())
+def session_settings(manifest: dict) -> tuple[list[str], list[dict], ort.SessionOptions]:
+    """Providers, their options and the session options, as the manifest records them."""
     session = manifest.get("session") or {"threads": manifest.get("threads")}
     name = session.get("provider", "cpu")
-    provider = (PROVIDERS.get(name, name), session.get("provider_options") or {})
-    options = session_options(session)
-    providers = [provider, "CPUExecutionProvider"] if name != "cpu" else [provider]
-    model = ort.InferenceSession(f"{bundle}/model.onnx", options, providers=providers)
+    providers, provider_options = (
+        [PROVIDERS.get(name, name)],
+        [session.get("provider_options") or {}],
+    )
+    if name != "cpu":  # what a GPU provider cannot run falls back to the CPU
+        providers, provider_options = [*providers, "CPUExecutionProvider"], [*provider_options, {}]
+    return providers, provider_options, session_options(session)
+
+
+def open_bundle(bundle: str) -> tuple[ort.InferenceSession, Tokenizer, dict]:
+    manifest = json.loads(Path(bundle, "manifest.json").read_text())
+    providers, provider_options, options = session_settings(manifest)
+    model = ort.InferenceSession(
+        f"{bundle}/model.onnx", options, providers=providers, provider_options=provider_options
+    )
     tokenizer = Tokenizer.from_file(f"{bundle}/tokenizer.json")
     tokenizer.enable_truncation(manifest["seq_len"])
     tokenizer.enable_padding(pad_id=tokenizer.token_to_id("[PAD]") or 0)

@@ -173,3 +173,20 @@ def plain_transformers_logits(path, x, tmp_path):
     )
     assert result.returncode == 0, result.stderr[-2000:]
     return torch.load(tmp_path / "out.pt", weights_only=True)
+
+
+def ship_tiny_bundle(model_dir, data, folder, arch=None):
+    """A bundle shipped from the tiny BERT under a parameter budget (no latency predictor;
+    an untrained model, so the quality floor is 0)."""
+    from yoco_deploy.budgets import CostModel, Target
+    from yoco_deploy.loading import load_tokenizer
+    from yoco_deploy.ship import ShipSettings, ship_target
+    from yoco_deploy.super_bert import SuperBert
+
+    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
+    target = Target("tiny-cpu", {"params": 1e9})
+    return ship_target(
+        sb, load_tokenizer(str(model_dir)), data, target, CostModel(target, sb.space),
+        [arch or sb.space.min_arch()], folder, ShipSettings(seq_len=16, min_metric=0.0),
+        say=lambda s: None,
+    )  # fmt: skip

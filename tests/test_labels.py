@@ -4,7 +4,7 @@ import pytest
 
 from yoco_deploy.data import DataError, get_task, load_task
 
-from helpers import tiny_sentences, write_tiny_task
+from helpers import ship_tiny_bundle, tiny_sentences, write_tiny_task
 
 
 def write_split(folder, name, rows, sep, header):
@@ -82,10 +82,6 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
     import json
 
     from yoco_deploy import load_bundle
-    from yoco_deploy.budgets import CostModel, Target
-    from yoco_deploy.loading import load_tokenizer
-    from yoco_deploy.ship import ShipSettings, ship_target
-    from yoco_deploy.super_bert import SuperBert
 
     model_dir, _ = write_tiny_task(tmp_path, n_train=10, n_dev=4)
     folder = tmp_path / "reviews"
@@ -93,13 +89,7 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
         rows = [(text, ("neg", "pos")[y]) for text, y in tiny_sentences(n, seed)]
         write_split(folder, f"{split}.csv", rows, ",", ("review", "sentiment"))
     data = load_task("sst2", folder, text_columns=["review"], label_column="sentiment")
-    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
-    target = Target("cpu", {"params": 1e9})
-    shipped = ship_target(
-        sb, load_tokenizer(str(model_dir)), data, target, CostModel(target, sb.space),
-        [sb.space.min_arch()], tmp_path / "bundles", ShipSettings(seq_len=16, min_metric=0.0),
-        say=lambda s: None,
-    )  # fmt: skip
+    shipped = ship_tiny_bundle(model_dir, data, tmp_path / "bundles")
     config = json.loads((shipped.path / "config.json").read_text())
     assert config["id2label"] == {"0": "neg", "1": "pos"} and shipped.manifest["labels"] == [
         "neg",
@@ -107,3 +97,23 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
     ]
     names = {p.name for p in load_bundle(shipped.path).classify(["good film", "bad film"])}
     assert names <= {"neg", "pos"}
+
+
+def test_glue_names_as_labels_keep_glue_order(tmp_path):
+    folder = tmp_path / "pairs"
+    rows = [("a", "b", "equivalent"), ("c", "d", "not_equivalent"), ("e", "f", "equivalent")]
+    for split in ("train", "dev"):
+        write_split(folder, f"{split}.csv", rows, ",", ("s1", "s2", "label"))
+    data = load_task("mrpc", folder, text_columns=["s1", "s2"], label_column="label")
+    # sorted, "equivalent" would be class 0 and F1 would score the wrong class
+    assert data.task.label_names == ("not_equivalent", "equivalent")
+    assert data.dev.labels.tolist() == [1, 0, 1]
+
+
+def test_an_f1_task_refuses_words_it_cannot_order(tmp_path):
+    folder = tmp_path / "pairs"
+    rows = [("a", "b", "same"), ("c", "d", "different")]
+    for split in ("train", "dev"):
+        write_split(folder, f"{split}.csv", rows, ",", ("s1", "s2", "label"))
+    with pytest.raises(DataError, match="positive class"):
+        load_task("mrpc", folder, text_columns=["s1", "s2"], label_column="label")

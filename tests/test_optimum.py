@@ -12,11 +12,8 @@ from pathlib import Path
 import pytest
 
 from yoco_deploy import load_bundle
-from yoco_deploy.budgets import CostModel, Target
-from yoco_deploy.deploy import Supernet
-from yoco_deploy.ship import ShipSettings, ship_target
 
-from helpers import write_tiny_task
+from helpers import ship_tiny_bundle, write_tiny_task
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,11 +30,13 @@ model = ORTModelForSequenceClassification.from_pretrained(bundle)  # no trust_re
 tokenizer = AutoTokenizer.from_pretrained(bundle)
 classify = pipeline("text-classification", model=model, tokenizer=tokenizer)
 out = classify(texts, truncation=True)  # one text at a time
+import onnxruntime as ort
+plain = ort.InferenceSession(bundle + "/model.onnx", providers=["CPUExecutionProvider"])
 logits, raw = [], []
 for text in texts:
     feeds = tokenizer(text, truncation=True, return_tensors="np")
     logits.append(model(**tokenizer(text, truncation=True, return_tensors="pt")).logits[0])
-    raw.append(model.model.run(None, {k: v for k, v in feeds.items()})[0][0])
+    raw.append(plain.run(None, {k: v for k, v in feeds.items()})[0][0])
 exact = all((a.numpy() == b).all() for a, b in zip(logits, raw))
 print(json.dumps({"transformers": transformers.__version__, "pipeline": out, "exact": exact,
                   "logits": [x.tolist() for x in logits],
@@ -61,21 +60,16 @@ def optimum_env() -> Path:
 
 
 def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path):
+    from yoco_deploy.arch import Arch
     from yoco_deploy.data import load_task
-    from yoco_deploy.loading import load_tokenizer
-    from yoco_deploy.super_bert import SuperBert
 
     model_dir, data_dir = write_tiny_task(tmp_path, n_train=60, n_dev=20)
     data = load_task("sst2", data_dir, search_fraction=0.2)
-    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
-    net = Supernet(sb, load_tokenizer(str(model_dir)), data, None, 16)
-    space = sb.space
-    arch = space.sampler(1).sample()  # heterogeneous layers: optimum must not care
-    target = Target("tiny-cpu", {"params": 1e9})
-    shipped = ship_target(
-        sb, net.tokenizer, data, target, CostModel(target, space), [arch], tmp_path / "b",
-        ShipSettings(seq_len=16, min_metric=0.0), say=lambda s: None,
-    )  # fmt: skip
+    # layers of different widths, which a stock BertConfig cannot express: optimum must not care
+    arch = Arch.from_dict({"layers": [{"heads": 6, "ffn": 24}, {"heads": 2, "ffn": 96}]})
+    shipped = ship_tiny_bundle(model_dir, data, tmp_path / "b", arch)
+    config = json.loads((shipped.path / "config.json").read_text())
+    assert config["model_type"] == "bert" and config["layer_heads"] == [6, 2]
     texts = ["good great film", "awful boring plot", " ".join(["good"] * 50)]
     env = {**os.environ, "PYTHONPATH": str(optimum_env()), "HF_HUB_OFFLINE": "1"}
     run = subprocess.run(
@@ -87,7 +81,7 @@ def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path):
     print(json.dumps(got["pipeline"]))  # label names, as a user sees them
     assert got["transformers"].startswith("4.57")
     assert got["max_length"] == 16  # the profiled length
-    assert got["exact"]  # optimum's logits are raw ONNX Runtime's on the same inputs
+    assert got["exact"]  # optimum's logits are a plain ONNX Runtime session's, same inputs
     example = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "optimum_pipeline.py"), str(shipped.path),
          *texts],

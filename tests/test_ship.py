@@ -134,12 +134,13 @@ def check_classify_command(bundle, expected):
     rows = json.loads(run.stdout)
     assert [r["name"] for r in rows] == [p["name"] for p in expected]
     assert [r["text"] for r in rows] == texts
-    piped = CliRunner().invoke(app, ["classify", str(bundle)], input="\n".join(texts) + "\n")
+    piped = CliRunner().invoke(app, ["classify", str(bundle), "-"], input="\n".join(texts) + "\n")
     assert piped.exit_code == 0, piped.output
     assert [line.split("\t")[0] for line in piped.stdout.splitlines()] == [r["name"] for r in rows]
-    missing = CliRunner().invoke(app, ["classify", str(bundle.parent / "nope"), "x"])
-    assert missing.exit_code == 1 and missing.output.startswith("error: ")
-    assert len(missing.output.strip().splitlines()) == 1
+    for args in ([str(bundle.parent / "nope"), "x"], [str(bundle)]):  # no bundle; no text
+        wrong = CliRunner().invoke(app, ["classify", *args])
+        assert wrong.exit_code == 1 and wrong.output.startswith("error: "), wrong.output
+        assert len(wrong.output.strip().splitlines()) == 1
 
 
 def check_bundle_describes_itself(bundle, manifest):
@@ -171,9 +172,16 @@ def check_bundle_describes_itself(bundle, manifest):
     assert meta["arch_id"] == manifest["arch_id"]
     assert json.loads(meta["labels"]) == ["negative", "positive"]
     assert int(meta["seq_len"]) == manifest["seq_len"] and meta["format"] == manifest["format"]
-    assert meta["manifest_sha256"] == onnx_metadata.manifest_digest(manifest)
+    written = json.loads((bundle / "manifest.json").read_text())
+    assert written == json.loads(json.dumps(manifest))
+    assert meta["manifest_sha256"] == onnx_metadata.manifest_digest(written)
     assert sha256(bundle / "model.onnx") == manifest["onnx_sha256"]
     assert (bundle / "model.onnx").stat().st_size / 1e6 == manifest["size_mb"]
+
+    from transformers import AutoModelForSequenceClassification
+
+    with pytest.raises(OSError):  # no PyTorch weights: refused, never a wrong random model
+        AutoModelForSequenceClassification.from_pretrained(bundle)
 
     tokenizer = AutoTokenizer.from_pretrained(bundle)
     assert tokenizer.model_max_length == manifest["seq_len"]

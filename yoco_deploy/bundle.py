@@ -97,9 +97,13 @@ class Bundle:
         return np.concatenate(out) if out else np.zeros((0, 0), dtype=np.float32)
 
     def classify(self, texts: list[str] | str, batch_size: int = 32) -> list[Prediction]:
+        """Class, name and probability per text; a regression bundle (one output) gives
+        its score as ``score`` under the name "score"."""
         logits = self.logits(texts, batch_size)
         if logits.size == 0:
             return []
+        if logits.shape[1] == 1:
+            return [Prediction(0, "score", float(row[0]), (float(row[0]),)) for row in logits]
         shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
         probs = shifted / shifted.sum(axis=1, keepdims=True)
         return [

@@ -140,7 +140,7 @@ def export(
 def classify(
     bundle: Annotated[Path, typer.Argument(help="A bundle folder written by ship or search.")],
     texts: Annotated[
-        list[str] | None, typer.Argument(help="Texts to classify (or --file, or stdin).")
+        list[str] | None, typer.Argument(help="Texts to classify; '-' reads them from stdin.")
     ] = None,
     file: Annotated[
         Path | None, typer.Option("--file", "-f", help="A text file: one text per line.")
@@ -160,17 +160,21 @@ def classify(
 
         from yoco_deploy.bundle import BundleError, load_bundle
 
+        opened = load_bundle(bundle)  # a wrong folder fails before any input is read
+        texts = list(texts or [])
+        if texts == ["-"]:
+            if sys.stdin is None:
+                raise BundleError("'-' reads texts from stdin, but there is no stdin")
+            texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
         if file is not None:
             try:
                 lines = file.read_text(encoding="utf-8").splitlines()
             except UnicodeDecodeError:
                 raise BundleError(f"--file {file} is not UTF-8 text") from None
-            texts = [*(texts or []), *(line for line in lines if line.strip())]
-        elif not texts and not sys.stdin.isatty():
-            texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+            texts += [line for line in lines if line.strip()]
         if not texts:
-            raise BundleError("no texts to classify: pass them as arguments, --file or stdin")
-        predictions = load_bundle(bundle).classify(texts, batch_size)
+            raise BundleError("no texts to classify: pass them as arguments, --file F, or -")
+        predictions = opened.classify(texts, batch_size)
         if as_json:
             print_json([{"text": t, **asdict(p)} for t, p in zip(texts, predictions, strict=True)])
             return

@@ -37,10 +37,21 @@ JsonOpt = Annotated[
 
 
 def print_json(result) -> None:
-    """A command's result for machines: one JSON document on stdout."""
+    """A command's result for machines: one strict JSON document on stdout (a metric that
+    is not a number, such as NaN, is null)."""
     import json
+    import math
 
-    typer.echo(json.dumps(result, indent=2, default=str))
+    def strict(x):
+        if isinstance(x, float) and not math.isfinite(x):
+            return None
+        if isinstance(x, dict):
+            return {k: strict(v) for k, v in x.items()}
+        if isinstance(x, list | tuple):
+            return [strict(v) for v in x]
+        return x
+
+    typer.echo(json.dumps(strict(result), indent=2, default=str, allow_nan=False))
 
 
 DEBUG_ENV = "YOCO_DEBUG"  # set to 1 for the full traceback of any error

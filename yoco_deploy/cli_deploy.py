@@ -111,20 +111,11 @@ def _calibrated(models):
 
 def _summary(shipped, bundles: Path, as_json: bool) -> None:
     from yoco_deploy.atomic import write_text
-    from yoco_deploy.cli_pipeline import print_summary
+    from yoco_deploy.cli_pipeline import bundle_summary, print_summary
     from yoco_deploy.deploy import pareto_plot
 
     print_summary([s.path for s in shipped], as_json)
-    keys = (
-        "target",
-        "arch_id",
-        "params",
-        "flops",
-        "predicted_latency_ms",
-        "measured_latency_ms",
-        "metric",
-    )
-    rows = [{"bundle": str(s.path), **{k: s.manifest[k] for k in keys}} for s in shipped]
+    rows = [bundle_summary(s.path) for s in shipped]
     bundles.mkdir(parents=True, exist_ok=True)
     write_text(bundles / "summary.json", json.dumps(rows, indent=1))
     if shipped:

@@ -131,15 +131,25 @@ def split_search(train: Examples, fraction: float, seed: int) -> tuple[Examples,
 
 
 def labelled_by(task: Task, values: list, where: str) -> Task:
-    """The task as its training data labels it. GLUE's own values, or class indices,
-    keep the task; words (a CSV whose labels are "neg" and "pos") become its labels and
-    class names, in sorted order, so predictions come out as those words."""
+    """The task as its training data labels it. GLUE's own values, class indices or
+    GLUE's class names keep the task and its class order; other words (a CSV whose labels
+    are "neg" and "pos") become its labels and class names, in sorted order, so
+    predictions come out as those words. An F1 task needs to know its positive class, so
+    it takes only GLUE's values or names."""
     if task.labels is None:
         return task
     found = sorted({str(v).strip() for v in values})
     known = set(task.labels) | {str(i) for i in range(len(task.labels))}
     if set(found) <= known:
         return task
+    if task.names and set(found) <= set(task.names):
+        return replace(task, labels=task.names)  # the names in GLUE's order
+    if task.metric == "f1":
+        raise DataError(
+            f"{where}: task {task.name} scores F1 of its positive class, so its labels must "
+            f"be {list(task.labels)} or {list(task.names or ())} in that order (class 1 is "
+            f"the positive one), not {found[:8]}"
+        )
     if len(found) != task.num_labels:
         shown = ", ".join(map(repr, found[:8])) + (", ..." if len(found) > 8 else "")
         raise DataError(
@@ -286,7 +296,7 @@ def _load_hub(task: Task) -> tuple[Examples, Examples]:
         ds = load_dataset(GLUE_HUB, task.name)
     except Exception as err:
         raise DataError(
-            f"cannot load glue/{task.name} from the hub ({str(err)[:120]}); pass "
+            f"cannot load {GLUE_HUB}/{task.name} from the hub ({str(err)[:120]}); pass "
             "--data-dir with local GLUE TSV or CSV/JSON files"
         ) from None
     dev_split = "validation_matched" if task.name == "mnli" else "validation"

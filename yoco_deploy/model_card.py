@@ -20,7 +20,7 @@ def card_data(manifest: dict[str, Any]):
     result = EvalResult(
         task_type="text-classification",
         dataset_type=GLUE_HUB if hub else "local",
-        dataset_name=f"GLUE {data.get('task', '')}" if hub else data.get("name", "local data"),
+        dataset_name=data.get("name", "local data"),
         dataset_config=data.get("task") if hub else None,
         dataset_split="validation" if hub else "dev",
         metric_type=metric["name"],

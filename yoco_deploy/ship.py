@@ -27,6 +27,7 @@ from yoco_deploy.arch import Arch
 from yoco_deploy.atomic import staged_dir, write_text
 from yoco_deploy.budgets import BudgetError, CostModel, Target
 from yoco_deploy.costs import arch_costs
+from yoco_deploy.data import GLUE_HUB
 from yoco_deploy.loading import BASE_MODEL_KEY
 
 MANIFEST_SCHEMA = 1
@@ -130,9 +131,7 @@ def limit_tokenizer(folder: Path, seq_len: int) -> None:
     """The bundle's tokenizer stops at the length its latency was measured at: a longer
     input would run at a latency nobody measured (transformers reads model_max_length)."""
     path = folder / "tokenizer_config.json"
-    if not path.is_file():
-        return
-    config = json.loads(path.read_text())
+    config = json.loads(path.read_text()) if path.is_file() else {}
     config["model_max_length"] = seq_len
     config["yoco_note"] = f"truncated to {seq_len} tokens: the length this bundle was timed at"
     write_text(path, json.dumps(config, indent=2) + "\n")
@@ -343,10 +342,11 @@ class _ShipRun:
             manifest["labels"] = self.labels
             manifest["base_model"] = getattr(self.sb.config, BASE_MODEL_KEY, None)
             manifest["source_layers"] = list(self.sb.space.kept_layers(arch.depth))
+            hub = self.data.source == GLUE_HUB  # a local folder is named, its path kept private
             manifest["data"] = {
                 "task": self.data.task.name,
-                "source": self.data.source,
-                "name": Path(self.data.source).name or self.data.source,
+                "source": GLUE_HUB if hub else "local",
+                "name": f"GLUE {self.data.task.name}" if hub else Path(self.data.source).name,
             }
             manifest["target"] = self.base.requested.label()  # as asked: a share stays one
             manifest["timing"] = timing
