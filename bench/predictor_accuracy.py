@@ -40,11 +40,22 @@ def cli(*args: str) -> tuple[str, float]:
 
 
 def retire_stale(folder: Path) -> None:
-    """A committed profile measured before session settings were recorded (spinning off)
-    is re-made under today's settings: it is moved aside, never mixed with new rows."""
+    """A committed profile measured before session settings were recorded (spinning off),
+    or on another CPU (these benchmarks run wherever a session lands), is re-made here:
+    it is moved aside, never mixed with new rows (git keeps the old one)."""
+    from yoco_deploy.runner import host_fingerprint
+
     device = folder / "device.json"
-    if device.is_file() and "session" not in json.loads(device.read_text())["fingerprint"]:
-        folder.rename(folder.with_name(folder.name + f".spinning-off-{int(time.time())}"))
+    if not device.is_file():
+        return
+    fingerprint = json.loads(device.read_text())["fingerprint"]
+    why = None
+    if "session" not in fingerprint:
+        why = "spinning-off"
+    elif fingerprint.get("cpu") != host_fingerprint()["cpu"]:
+        why = "other-cpu"
+    if why:
+        folder.rename(folder.with_name(f"{folder.name}.{why}-{int(time.time())}"))
 
 
 def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) -> dict:

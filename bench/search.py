@@ -146,8 +146,8 @@ def main(argv: list[str] | None = None) -> int:
             row = json.loads(line)
             done[(row["share"], row["algo"], row["seed"])] = row
     dev_cache: dict[str, float] = {}
-    if args.ship_only:
-        ships = ship_all(args, net, setup, evaluator)
+    if args.ship_only:  # written after every budget: a stopped run keeps what it shipped
+        ships = ship_all(args, net, setup, evaluator, lambda s: write_ships(args, setup, s))
         print(write_ships(args, setup, ships))
         return 0
     for seed in range(args.seeds):
@@ -231,7 +231,7 @@ def write_results(args, net, setup, inner, evaluator, done, ships) -> str:
     return table
 
 
-def ship_all(args, net, setup, evaluator) -> list[dict]:
+def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
     """Per budget: the ESNG-warm seed-0 winner, and the best sub-BERT under a FLOPs budget
     equal to its FLOPs, shipped (quality gate included) and timed on this machine."""
     from yoco_deploy.arch import Arch
@@ -262,6 +262,8 @@ def ship_all(args, net, setup, evaluator) -> list[dict]:
                                    bundles, ship)  # fmt: skip
         except YocoError as err:  # nothing shipped: say so in the results, go on
             out.append({"share": share, "budget_ms": budget, "error": str(err)})
+            if after_each:
+                after_each(out)
             continue
         for kind, s in (("latency budget", shipped), ("FLOPs budget", fshipped)):
             m = s.manifest
@@ -280,6 +282,8 @@ def ship_all(args, net, setup, evaluator) -> list[dict]:
                     "manifest": m,
                 }
             )
+        if after_each:
+            after_each(out)
     return out
 
 
