@@ -183,7 +183,9 @@ def ship_tiny_bundle(model_dir, data, folder, arch=None):
     from yoco_deploy.ship import ShipSettings, ship_target
     from yoco_deploy.super_bert import SuperBert
 
-    sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
+    task = data.task
+    sb = SuperBert.from_pretrained(str(model_dir), task.num_labels, label_names=task.label_names)
+    sb.eval()
     target = Target("tiny-cpu", {"params": 1e9})
     return ship_target(
         sb, load_tokenizer(str(model_dir)), data, target, CostModel(target, sb.space),

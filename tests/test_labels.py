@@ -117,3 +117,53 @@ def test_an_f1_task_refuses_words_it_cannot_order(tmp_path):
         write_split(folder, f"{split}.csv", rows, ",", ("s1", "s2", "label"))
     with pytest.raises(DataError, match="positive class"):
         load_task("mrpc", folder, text_columns=["s1", "s2"], label_column="label")
+
+
+def test_cli_ship_and_search_print_json(tmp_path):
+    """`ship --json` prints the bundle summary (the rows of summary.json), `search
+    --no-ship --json` the chosen sub-BERT per target; notes stay on stderr."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from yoco_deploy.cli import app
+
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=60, n_dev=20)
+    common = ["--supernet", str(model_dir), "--task", "sst2", "--data-dir", str(data_dir)]
+    arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}]}'
+    shipped = CliRunner().invoke(
+        app,
+        ["ship", *common, "--target", "tiny:params=3M", "--arch", arch, "--seq-len", "16",
+         "--min-metric", "0", "--bundles", str(tmp_path / "b"), "--json"],
+    )  # fmt: skip
+    assert shipped.exit_code == 0, shipped.output
+    rows = json.loads(shipped.stdout)
+    assert rows == json.loads((tmp_path / "b" / "summary.json").read_text())
+    assert rows[0]["labels"] == ["negative", "positive"] and rows[0]["target"] == "tiny:params=3M"
+    searched = CliRunner().invoke(
+        app,
+        ["search", *common, "--target", "tiny:params=3M", "--evaluations", "4", "--no-ship",
+         "--seq-len", "16", "--out", str(tmp_path / "s"), "--json"],
+    )  # fmt: skip
+    assert searched.exit_code == 0, searched.output
+    (best,) = json.loads(searched.stdout)
+    assert best["target"] == "tiny:params=3M" and best["costs"]["params"] <= 3e6
+
+
+def test_a_regression_bundle_classifies_as_its_score(tmp_path):
+    from yoco_deploy import load_bundle
+
+    from helpers import tiny_bert, tiny_vocab
+
+    model_dir, _ = write_tiny_task(tmp_path, n_train=10, n_dev=4)
+    tiny_bert(vocab_size=len(tiny_vocab()), num_labels=1).save_pretrained(model_dir)  # a score
+    folder = tmp_path / "sts"
+    rows = [(a, "a film", f"{i % 5}.0") for i, (a, _) in enumerate(tiny_sentences(30, 0))]
+    for split in ("train", "dev"):
+        write_split(folder, f"{split}.tsv", rows, "\t", ("sentence1", "sentence2", "score"))
+    data = load_task("stsb", folder)
+    assert data.task.label_names is None
+    shipped = ship_tiny_bundle(model_dir, data, tmp_path / "bundles")
+    assert shipped.manifest["labels"] == []
+    (p,) = load_bundle(shipped.path).classify(["good film"])
+    assert p.name == "score" and p.logits == (p.score,)
