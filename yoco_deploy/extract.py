@@ -66,20 +66,10 @@ def onnx_config(super_bert: SuperBert, arch: Arch) -> dict:
     per-layer widths, which BertConfig cannot express, are under ``layer_heads`` and
     ``layer_ffn``; there are no PyTorch weights, so transformers refuses to build a
     PyTorch model from it rather than building a wrong one."""
-    from transformers import BertConfig
-
     sub = sub_config(super_bert, arch)
     c = super_bert.config
-    config = BertConfig(
-        vocab_size=c.vocab_size,
-        hidden_size=c.hidden_size,
-        num_hidden_layers=arch.depth,
-        num_attention_heads=c.num_attention_heads,
-        intermediate_size=c.intermediate_size,
-        max_position_embeddings=c.max_position_embeddings,
-        type_vocab_size=c.type_vocab_size,
-        **{k: getattr(c, k) for k in _COPIED if getattr(c, k, None) is not None},
-    ).to_dict()
+    copied = {k: getattr(c, k) for k in _COPIED if getattr(c, k, None) is not None}
+    config = super_bert.dims.bert_config(num_hidden_layers=arch.depth, **copied).to_dict()
     config.update(
         architectures=["BertForSequenceClassification"],
         layer_heads=sub.layer_heads,

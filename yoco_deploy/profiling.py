@@ -68,21 +68,11 @@ def reference_arch(space: SearchSpace) -> Arch:
 def random_super_bert(space: SearchSpace, seed: int = 0):
     """A super-BERT with random weights and the space's dimensions (for timing only)."""
     import torch
-    from transformers import BertConfig, BertForSequenceClassification
+    from transformers import BertForSequenceClassification
 
     from yoco_deploy.super_bert import SuperBert
 
-    dims = space.dims
-    config = BertConfig(
-        vocab_size=dims.vocab_size,
-        hidden_size=dims.hidden,
-        num_hidden_layers=dims.num_layers,
-        num_attention_heads=dims.num_heads,
-        intermediate_size=dims.intermediate,
-        max_position_embeddings=dims.max_positions,
-        type_vocab_size=dims.type_vocab_size,
-        num_labels=dims.num_labels,
-    )
+    config = space.dims.bert_config()
     torch.manual_seed(seed)
     return SuperBert(BertForSequenceClassification(config).eval(), space).eval()
 

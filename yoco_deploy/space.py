@@ -70,6 +70,22 @@ class ModelDims:
     def to_dict(self) -> dict[str, int]:
         return dict(self.__dict__)
 
+    def bert_config(self, **overrides: Any):
+        """A stock ``BertConfig`` of these dimensions (the inverse of ``from_config``)."""
+        from transformers import BertConfig
+
+        dims = dict(
+            vocab_size=self.vocab_size,
+            hidden_size=self.hidden,
+            num_hidden_layers=self.num_layers,
+            num_attention_heads=self.num_heads,
+            intermediate_size=self.intermediate,
+            max_position_embeddings=self.max_positions,
+            type_vocab_size=self.type_vocab_size,
+            num_labels=self.num_labels,
+        )
+        return BertConfig(**{**dims, **overrides})
+
     def check_seq_len(self, seq_len: int) -> int:
         """A sequence length the model can run: positive, and no longer than its position
         embeddings (beyond them ONNX Runtime and torch fail deep inside)."""
