@@ -123,3 +123,25 @@ def test_other_schema_or_space_is_refused(tmp_path):
     path.write_text("not json")
     with pytest.raises(PredictorError, match="not a predictor file"):
         LatencyPredictor.load(path)
+
+
+def test_heldout_metrics_are_relative_to_the_reference_timed_beside():
+    """A machine that drifts between rows moves each sub-BERT's median and its paired
+    reference together: the relative metrics see the predictor's error only, the ms ones
+    also see the drift between unpaired medians."""
+    from yoco_deploy.fit import evaluate
+
+    data = synthetic(BASE, 40, 2)
+    model, _ = select_and_fit(data, BASE.dims)
+    test = synthetic(BASE, 30, 3)
+    drift = np.random.default_rng(4).uniform(0.8, 1.3, 30)
+    # each sub-BERT's unpaired median drifts 4% more than the reference beside it did
+    ref_ms = test.ref_ms * drift
+    ms = test.rel * ref_ms * np.where(np.arange(30) % 2, 1.04, 0.96)
+    drifting = TrainingData(test.archs, test.shapes, test.rel, ms, ref_ms)
+    metrics, pred_ms = evaluate(model, drifting, BASE.dims)
+    assert metrics["within5"] == 1.0 and metrics["mape"] < 1e-6
+    assert metrics["kendall_tau"] == pytest.approx(1.0)
+    assert "rmse_ms" not in metrics  # a ratio has no milliseconds
+    assert metrics["ms"]["mape"] == pytest.approx(0.04, abs=2e-3)
+    assert np.allclose(pred_ms, test.rel * ref_ms)
