@@ -93,3 +93,28 @@ def test_runner_works_with_only_onnxruntime_and_numpy(bundle, tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     rows = (bundle / "results" / "measurements.jsonl").read_text().splitlines()
     assert len({json.loads(r)["key"] for r in rows if json.loads(r)["kind"] == "model"}) == 4
+
+
+def test_profile_bundle_and_import_print_json(tiny_dir, tmp_path):
+    from test_cli import run
+
+    out = tmp_path / "remote"
+    written = run(
+        "profile-bundle", "-m", tiny_dir, "--out", out, "--n", "3", "--threads", "1", "--json"
+    )
+    assert written.exit_code == 0, written.output
+    printed = json.loads(written.stdout)
+    assert printed == {
+        "bundle": str(out),
+        "jobs": 3,
+        "run_on_device": f"python runner.py {out} --provider cpu --threads 1",
+    }
+    plan = json.loads((out / "plan.json").read_text())
+    plan["protocol"] = FAST.to_dict()  # a fast device run; the plan is the device's input
+    (out / "plan.json").write_text(json.dumps(plan))
+    assert runner.main([str(out), "--threads", "1"]) == 0
+    profiles = tmp_path / "profiles"
+    imported = run("profile-import", out, "--device", "pi", "--profiles-dir", profiles, "--json")
+    assert imported.exit_code == 0, imported.output
+    rows = (out / "results" / "measurements.jsonl").read_text().splitlines()
+    assert json.loads(imported.stdout) == {"profile": str(profiles / "pi"), "added_rows": len(rows)}

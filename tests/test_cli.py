@@ -84,6 +84,10 @@ def test_export_json_is_the_report(tiny_dir, tmp_path):
         (["space", "--model", "{tiny}", "--space", "{bad}"], "not valid"),
         (["export", "--model", "{tiny}", "--arch", ARCH, "--out", "{ro}/x"], "cannot write"),
         (
+            ["export", "-m", "{tiny}", "--arch", ARCH, "--out", "{tmp}/o", "--num-labels", "5"],
+            "classifier head of another size than the 5 classes",
+        ),
+        (
             [
                 "export",
                 "--model",

@@ -122,6 +122,14 @@ def load_bert_classifier(
         model = BertForSequenceClassification.from_pretrained(resolve(ref), config=config)
     except (OSError, ValueError) as err:
         raise _hub_error(ref, err) from None
+    except RuntimeError as err:
+        if "mismatched_sizes" not in str(err) and "size mismatch" not in str(err):
+            raise
+        raise ModelLoadError(
+            f"model {ref!r} has a classifier head of another size than the "
+            f"{config.num_labels} classes asked for; pass a checkpoint trained on this "
+            "task's classes, or the base encoder (it gets a fresh head)"
+        ) from None
     finally:
         hf_logging.set_verbosity(verbosity)
     return model.eval()
