@@ -246,8 +246,11 @@ def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
     settings = SearchSettings(algo="esng", evaluations=args.evaluations, seed=0,
                               warm_theta=net.theta)  # fmt: skip
     ship = ShipSettings(seq_len=LATENCY_SEQ, max_candidates=10)  # timed as profiled
-    bundles, out = ROOT / "bundles" / "bench", []
+    bundles, out = ROOT / "bundles" / "bench", shipped_before(args, setup)
+    done = {s["share"] for s in out}
     for share in args.shares:
+        if share in done:
+            continue
         budget = setup["budgets"][str(share)]
         target = Target(DEVICE, {"latency": budget})
         cm = cost_model_for(target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=ref)
@@ -287,6 +290,27 @@ def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
     return out
 
 
+def shipped_before(args, setup) -> list[dict]:
+    """Budgets an interrupted ``--ship-only`` run already shipped with these budgets (the
+    same setup) and whose bundles are still there: a rerun goes on from the next one."""
+    path = args.out.with_name("search_ship.json")
+    if not path.is_file():
+        return []
+    old = json.loads(path.read_text())
+    if old.get("budgets") != setup["budgets"]:
+        return []
+    keep = [s for s in old["ships"] if "error" not in s]
+    shares = {s["share"] for s in keep}
+    whole = [
+        share
+        for share in shares
+        if all((ROOT / "bundles" / "bench" / s["bundle"]).is_dir() for s in keep
+               if s["share"] == share)
+        and sum(s["share"] == share for s in keep) == 2
+    ]  # fmt: skip
+    return [s for s in keep if s["share"] in whole]
+
+
 def write_ships(args, setup, ships) -> str:
     """The shipped bundles alone (``--ship-only``), beside the benchmark's results."""
     out = args.out.with_name("search_ship.json")
@@ -304,7 +328,8 @@ def write_ships(args, setup, ships) -> str:
     head = (
         f"# Search benchmark bundles\n\nCommand: `{result['command']}`. Budgets: shares of the "
         f"max sub-BERT's calibrated prediction ({setup['max_latency_ms']:.2f} ms, reference "
-        f"{setup['reference_ms_today']:.3f} ms today against {setup['reference_ms_profiled']:.3f} "
+        f"{setup['reference_ms_today']:.3f} ms today against "
+        f"{setup['reference_ms_profiled'][f'1x{LATENCY_SEQ}']:.3f} "
         f"ms profiled); ESNG warm, seed 0, {args.evaluations} evaluations.\n\n"
     )
     out.with_suffix(".md").write_text(head + table)
