@@ -186,30 +186,6 @@ def _reference_session(cost_model: CostModel, backend, folder: Path):
     return backend.load(build_reference(cost_model.predictor, folder))
 
 
-def timing_feeds(tokenizer, texts, batch: int, seq_len: int, dims) -> tuple[dict, str]:
-    """Full-length inputs of the task's own text, and what they are. A trained sub-BERT's
-    speed depends on the token ids it is fed: on real SST-2 text the deeper ones ran 5-7%
-    slower than on random ids over the whole vocabulary (bench/token_values.py), so ship
-    times what users will feed. Random ids where there is no tokenizer or text."""
-    ids: list[int] = []
-    need = batch * (seq_len - 2)
-    for text in texts if tokenizer is not None else ():
-        ids += tokenizer(text, add_special_tokens=False)["input_ids"]
-        if len(ids) >= need:
-            break
-    cls, sep = (getattr(tokenizer, name, None) for name in ("cls_token_id", "sep_token_id"))
-    if not ids or cls is None or sep is None or max([*ids, cls, sep]) >= dims.vocab_size:
-        return runner.make_feeds(batch, seq_len, dims.vocab_size), "random token ids"
-    ids = (ids * (need // len(ids) + 1))[:need]  # a short dev set is repeated
-    rows = [[cls, *ids[i * (seq_len - 2) : (i + 1) * (seq_len - 2)], sep] for i in range(batch)]
-    feeds = {
-        "input_ids": np.array(rows, dtype=np.int64),
-        "attention_mask": np.ones((batch, seq_len), dtype=np.int64),
-        "token_type_ids": np.zeros((batch, seq_len), dtype=np.int64),
-    }
-    return feeds, "task dev text"
-
-
 class _ShipRun:
     """One target's way down its candidates. The reference is timed first, so predictions
     start at today's speed; each candidate is exported, timed beside the reference and
@@ -223,9 +199,7 @@ class _ShipRun:
         self.base = self.model = cost_model  # the model is corrected as measurements come
         self.settings, self.session, self.say = settings, session, say
         self.backend = runner.OrtBackend(session)
-        self.feeds, self.inputs = timing_feeds(
-            tokenizer, data.dev.text_a, settings.batch, settings.seq_len, super_bert.dims
-        )
+        self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
         self.rejected: list[dict[str, Any]] = []
         self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
@@ -301,7 +275,7 @@ class _ShipRun:
             stats = runner.measure(
                 self.backend, handle, self.feeds, settings.protocol, self.reference
             )
-            timing = {**self._calibrate(arch, stats), "inputs": self.inputs}
+            timing = self._calibrate(arch, stats)
             size_mb = onnx_path.stat().st_size / 1e6
             broken = []
             latency_budget = self.model.target.budgets.get("latency")
