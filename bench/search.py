@@ -299,16 +299,17 @@ def shipped_before(args, setup) -> list[dict]:
     old = json.loads(path.read_text())
     if old.get("budgets") != setup["budgets"]:
         return []
-    keep = [s for s in old["ships"] if "error" not in s]
-    shares = {s["share"] for s in keep}
-    whole = [
-        share
-        for share in shares
-        if all((ROOT / "bundles" / "bench" / s["bundle"]).is_dir() for s in keep
-               if s["share"] == share)
-        and sum(s["share"] == share for s in keep) == 2
-    ]  # fmt: skip
-    return [s for s in keep if s["share"] in whole]
+    by_share: dict[float, list[dict]] = {}
+    for s in old["ships"]:
+        if "error" not in s:
+            by_share.setdefault(s["share"], []).append(s)
+    bench = ROOT / "bundles" / "bench"
+    return [
+        s
+        for rows in by_share.values()
+        if len(rows) == 2 and all((bench / r["bundle"]).is_dir() for r in rows)
+        for s in rows
+    ]
 
 
 def write_ships(args, setup, ships) -> str:

@@ -131,13 +131,12 @@ def child(bundle: Path, ref: str, repeats: int) -> None:
     spec = runner.SessionSpec.from_dict(manifest["session"])
     backend = runner.OrtBackend(spec)
     model, reference = backend.load(bundle / "model.onnx"), backend.load(Path(ref))
-    mask = {"attention_mask": np.ones((1, SEQ), np.int64),
-            "token_type_ids": np.zeros((1, SEQ), np.int64)}  # fmt: skip
+    base = runner.make_feeds(1, SEQ)  # the masks and segments; input_ids are replaced
     protocol = runner.Protocol(min_runs=60, max_runs=60)
     out: dict[str, list[float]] = {}
     for _ in range(repeats):
         for name, ids in inputs(bundle).items():
-            stats = runner.measure(backend, model, {"input_ids": ids, **mask}, protocol, reference)
+            stats = runner.measure(backend, model, {**base, "input_ids": ids}, protocol, reference)
             out.setdefault(name, []).append(stats["rel"])
     print(json.dumps(out))
 
