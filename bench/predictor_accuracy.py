@@ -42,11 +42,12 @@ def cli(*args: str) -> tuple[str, float]:
     return done.stdout, time.time() - started
 
 
-def retire_stale(folder: Path) -> None:
+def retire_stale(folder: Path, threads: int) -> None:
     """A committed profile measured before session settings were recorded (spinning off),
-    or on another CPU (these benchmarks run wherever a session lands), is re-made here:
-    it is moved aside, never mixed with new rows (git keeps the old one)."""
-    from yoco_deploy.runner import host_fingerprint
+    under other session settings than the profiler's defaults now, or on another CPU
+    (these benchmarks run wherever a session lands), is re-made here: it is moved aside,
+    never mixed with new rows (git keeps the old one)."""
+    from yoco_deploy.runner import SessionSpec, host_fingerprint, recorded_session
 
     device = folder / "device.json"
     if not device.is_file():
@@ -55,6 +56,8 @@ def retire_stale(folder: Path) -> None:
     why = None
     if "session" not in fingerprint:
         why = "spinning-off"
+    elif recorded_session(fingerprint) != SessionSpec(threads=threads):
+        why = "other-session"
     elif fingerprint.get("cpu") != host_fingerprint()["cpu"]:
         why = "other-cpu"
     if why:
@@ -65,7 +68,7 @@ def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) 
     name = f"{MACHINE_CLASS}-{space}"
     train_dir, test_dir = f"profiles/{name}", f"profiles/{name}-heldout"
     for folder in (train_dir, test_dir):
-        retire_stale(ROOT / folder)
+        retire_stale(ROOT / folder, threads)
     common = [
         "--model",
         MODELS[space],

@@ -12,7 +12,11 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def _entries(options) -> dict:
-    keys = ("session.intra_op.allow_spinning", "session.force_spinning_stop")
+    keys = (
+        "session.intra_op.allow_spinning",
+        "session.force_spinning_stop",
+        "session.set_denormal_as_zero",
+    )
     out = {}
     for key in keys:
         try:
@@ -36,6 +40,22 @@ def test_a_spec_round_trips_and_builds_the_options_it_names(spinning):
     assert (entries["session.force_spinning_stop"] == "1") == (spinning == "stop-after-run")
 
 
+@pytest.mark.parametrize("flush", [True, False])
+def test_denormals_are_flushed_unless_the_spec_keeps_them(flush):
+    """Flushed by default (real text makes denormals, which are slow on x86); a record
+    written before the setting existed was timed without it and reads back so."""
+    assert SessionSpec().flush_denormals
+    spec = SessionSpec(threads=2, flush_denormals=flush)
+    assert SessionSpec.from_dict(spec.to_dict()) == spec
+    entry = _entries(spec.session_options())["session.set_denormal_as_zero"]
+    assert (entry == "1") == flush
+    old_record = {k: v for k, v in spec.to_dict().items() if k != "flush_denormals"}
+    assert SessionSpec.from_dict(old_record).flush_denormals is False
+    assert ("denormals flushed" in spec.describe()) == flush
+    with pytest.raises(RunnerError, match="flush_denormals must be true or false"):
+        SessionSpec(flush_denormals="yes")
+
+
 def test_bad_specs_are_one_clear_error():
     with pytest.raises(RunnerError, match="spinning must be one of"):
         SessionSpec(spinning="fast")
@@ -47,7 +67,9 @@ def test_bad_specs_are_one_clear_error():
 
 def test_records_from_before_specs_read_as_timed_with_spinning_off():
     legacy = {"provider": "CPUExecutionProvider", "threads": 2, "ort_spinning": False}
-    assert runner.recorded_session(legacy) == SessionSpec(threads=2, spinning="off")
+    assert runner.recorded_session(legacy) == SessionSpec(
+        threads=2, spinning="off", flush_denormals=False
+    )
     spec = SessionSpec(threads=1)
     assert runner.recorded_session(runner.device_fingerprint(spec)) == spec
 
@@ -61,10 +83,13 @@ def test_the_example_builds_the_same_session_as_the_spec():
     module_spec.loader.exec_module(example)
     for spinning in ("on", "off", "stop-after-run"):
         for level in ("basic", "all"):
-            spec = SessionSpec(threads=2, spinning=spinning, graph_optimization=level)
-            ours = _entries(spec.session_options())
-            theirs = _entries(example.session_options(spec.to_dict()))
-            assert ours == theirs, (spinning, level)
+            for flush in (True, False):
+                spec = SessionSpec(
+                    threads=2, spinning=spinning, graph_optimization=level, flush_denormals=flush
+                )
+                ours = _entries(spec.session_options())
+                theirs = _entries(example.session_options(spec.to_dict()))
+                assert ours == theirs, (spinning, level, flush)
 
 
 def test_io_bound_timing_on_the_cpu_provider(tmp_path):

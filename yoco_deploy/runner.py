@@ -126,6 +126,12 @@ class SessionSpec:
     # inputs and outputs bound on the provider's device once, so a GPU timing measures
     # the model and not host-device copies (default: on for GPU providers)
     io_binding: bool | None = None
+    # denormal floats flushed to zero (session.set_denormal_as_zero): on real text a
+    # trained int8 sub-BERT's softmax and GELU make denormals, and on x86 each costs ~100
+    # cycles, so the same model ran 6-7% slower on SST-2 sentences than on the random ids
+    # it is profiled with (bench/results/token_values.md); flushed, the token ids no longer
+    # change its speed. Records written before this setting existed read as False.
+    flush_denormals: bool = True
 
     def __post_init__(self):
         if not isinstance(self.provider, str) or not (
@@ -153,6 +159,8 @@ class SessionSpec:
                 f"threads must be between 1 and {MAX_THREADS}, got {self.threads} (ONNX "
                 "Runtime creates them all at session start)"
             )
+        if not isinstance(self.flush_denormals, bool):
+            raise RunnerError(f"flush_denormals must be true or false, got {self.flush_denormals!r}")
         if self.io_binding is None:  # resolved once, so equal specs compare equal
             object.__setattr__(self, "io_binding", self.device == "cuda")
 
@@ -173,9 +181,10 @@ class SessionSpec:
     def describe(self) -> str:
         threads = self.threads or "default"
         io = ", I/O bound" if self.io_binding else ""
+        denormals = "flushed" if self.flush_denormals else "kept"
         return (
             f"{self.provider}, {threads} threads, spinning {self.spinning}, graph "
-            f"optimization {self.graph_optimization}{io}"
+            f"optimization {self.graph_optimization}, denormals {denormals}{io}"
         )
 
     def with_options(self, **given) -> SessionSpec:
@@ -196,7 +205,8 @@ class SessionSpec:
         if not isinstance(options, dict):
             raise RunnerError(f"provider_options must be a mapping, got {options!r}")
         return cls(
-            **{k: v for k, v in data.items() if k != "provider_options"},
+            **{"flush_denormals": False}  # a record from before the setting was timed without
+            | {k: v for k, v in data.items() if k != "provider_options"},
             provider_options=tuple(sorted((str(k), str(v)) for k, v in options.items())),
         )
 
@@ -211,6 +221,9 @@ class SessionSpec:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         elif self.spinning == "stop-after-run":
             options.add_session_config_entry("session.force_spinning_stop", "1")
+        if self.flush_denormals:
+            # ONNX Runtime sets it on its pool threads and on the thread creating the session
+            options.add_session_config_entry("session.set_denormal_as_zero", "1")
         levels = ort.GraphOptimizationLevel
         options.graph_optimization_level = {
             "disabled": levels.ORT_DISABLE_ALL,
@@ -242,7 +255,9 @@ def recorded_session(device: dict) -> SessionSpec:
     if device.get("session"):
         return SessionSpec.from_dict(device["session"])
     provider = device.get("provider") or "cpu"  # SessionSpec maps the long name to the short
-    return SessionSpec(provider=provider, threads=device.get("threads"), spinning="off")
+    return SessionSpec(
+        provider=provider, threads=device.get("threads"), spinning="off", flush_denormals=False
+    )
 
 
 class OrtBackend:
