@@ -160,7 +160,9 @@ class SessionSpec:
                 "Runtime creates them all at session start)"
             )
         if not isinstance(self.flush_denormals, bool):
-            raise RunnerError(f"flush_denormals must be true or false, got {self.flush_denormals!r}")
+            raise RunnerError(
+                f"flush_denormals must be true or false, got {self.flush_denormals!r}"
+            )
         if self.io_binding is None:  # resolved once, so equal specs compare equal
             object.__setattr__(self, "io_binding", self.device == "cuda")
 
