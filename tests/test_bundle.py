@@ -118,3 +118,51 @@ def test_profile_bundle_and_import_print_json(tiny_dir, tmp_path):
     assert imported.exit_code == 0, imported.output
     rows = (out / "results" / "measurements.jsonl").read_text().splitlines()
     assert json.loads(imported.stdout) == {"profile": str(profiles / "pi"), "added_rows": len(rows)}
+
+
+API_ONLY = """
+import importlib.util as u, json, sys
+assert [m for m in ("torch", "transformers") if u.find_spec(m)] == []
+from dataclasses import asdict
+from yoco_deploy import load_bundle
+bundle = load_bundle(sys.argv[1])
+print(json.dumps([asdict(p) for p in bundle.classify(sys.argv[2:], batch_size=1)]))
+"""
+
+
+@pytest.mark.slow
+def test_the_api_works_with_only_onnxruntime_tokenizers_and_numpy(tmp_path):
+    """What the README tells a server to install: onnxruntime, tokenizers, numpy and this
+    package without its dependencies; load_bundle then classifies as in this process."""
+    from pathlib import Path
+
+    import numpy
+    import onnxruntime
+    import tokenizers
+
+    from yoco_deploy import load_bundle
+    from yoco_deploy.data import load_task
+
+    from helpers import ship_tiny_bundle, write_tiny_task
+
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=10, n_dev=8)
+    shipped = ship_tiny_bundle(model_dir, load_task("sst2", data_dir), tmp_path / "bundles")
+    venv = tmp_path / "api-only"
+    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    py = str(venv / "bin" / "python")
+    pins = [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}",
+            f"tokenizers=={tokenizers.__version__}"]  # fmt: skip
+    root = Path(__file__).resolve().parents[1]
+    subprocess.run([py, "-m", "pip", "install", "-q", *pins], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(root)], check=True)
+    texts = ["a gripping, funny film", "a dull mess"]
+    done = subprocess.run(
+        [py, "-c", API_ONLY, str(shipped.path), *texts],
+        capture_output=True, text=True, cwd=tmp_path,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    printed = json.loads(done.stdout)
+    here = load_bundle(shipped.path).classify(texts, batch_size=1)
+    assert [p["name"] for p in printed] == [p.name for p in here]
+    assert {p["name"] for p in printed} <= {"negative", "positive"}
+    assert printed[0]["logits"] == pytest.approx(list(here[0].logits), abs=1e-5)

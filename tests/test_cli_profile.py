@@ -103,3 +103,18 @@ def test_fit_then_predict(profile_dir, tmp_path):
 def test_bad_input_is_one_line(args, fragment, tiny_dir, tmp_path):
     filled = [a.replace("{tiny}", str(tiny_dir)).replace("{tmp}", str(tmp_path)) for a in args]
     assert_one_line_error(run(*filled), fragment)
+
+
+def test_profile_prints_its_result_as_json_on_stdout(tiny_dir, tmp_path):
+    """`profile` always prints one JSON document on stdout (rounds and notes on stderr),
+    and what it says was measured is what measurements.jsonl holds."""
+    result = run(
+        "profile", "-m", tiny_dir, "--device", "j", "--n", "2", "--threads", "1",
+        "--profiles-dir", tmp_path,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    rows = [json.loads(line) for line in (tmp_path / "j" / "measurements.jsonl").open()]
+    assert printed["measured"] == 2 == sum(r["kind"] == "model" for r in rows)
+    device = json.loads((tmp_path / "j" / "device.json").read_text())
+    assert device["fingerprint"]["session"]["flush_denormals"] is True

@@ -78,7 +78,8 @@ def test_a_dev_label_unseen_in_train_is_named(tmp_path):
         load_task("sst2", folder, text_columns=["text"], label_column="label")
 
 
-def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
+@pytest.mark.parametrize("suffix, sep", [(".csv", ","), (".tsv", "\t")])
+def test_string_labels_reach_the_bundle_and_the_api(tmp_path, suffix, sep):
     import json
 
     from yoco_deploy import load_bundle
@@ -87,7 +88,7 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
     folder = tmp_path / "reviews"
     for split, n, seed in (("train", 40, 0), ("dev", 12, 1)):
         rows = [(text, ("neg", "pos")[y]) for text, y in tiny_sentences(n, seed)]
-        write_split(folder, f"{split}.csv", rows, ",", ("review", "sentiment"))
+        write_split(folder, f"{split}{suffix}", rows, sep, ("review", "sentiment"))
     data = load_task("sst2", folder, text_columns=["review"], label_column="sentiment")
     shipped = ship_tiny_bundle(model_dir, data, tmp_path / "bundles")
     config = json.loads((shipped.path / "config.json").read_text())
@@ -95,8 +96,16 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path):
         "neg",
         "pos",
     ]
-    names = {p.name for p in load_bundle(shipped.path).classify(["good film", "bad film"])}
-    assert names <= {"neg", "pos"}
+    bundle = load_bundle(shipped.path)
+    texts = ["good film", "bad film", "a film of some length, neither good nor bad"]
+    predictions = bundle.classify(texts)
+    for p in predictions:  # each name is the class its own logits pick
+        assert p.name == ("neg", "pos")[p.label]
+        assert p.label == max((0, 1), key=p.logits.__getitem__)
+    # batch by batch: two texts then one give what those two batches give on their own
+    assert bundle.classify(texts, batch_size=2) == bundle.classify(texts[:2]) + bundle.classify(
+        texts[2:]
+    )
 
 
 def test_glue_names_as_labels_keep_glue_order(tmp_path):
@@ -167,3 +176,16 @@ def test_a_regression_bundle_classifies_as_its_score(tmp_path):
     assert shipped.manifest["labels"] == []
     (p,) = load_bundle(shipped.path).classify(["good film"])
     assert p.name == "score" and p.logits == (p.score,)
+
+
+def test_the_card_names_every_budget_in_its_unit():
+    from yoco_deploy.model_card import _budgets_text
+
+    relative = {"budgets": {"latency_share": 0.55, "params": 20e6}, "budget_ms": 3.25}
+    assert _budgets_text(relative) == (
+        "latency 3.250 ms (55% of the max sub-BERT's), parameters 20 M"
+    )
+    assert _budgets_text({"budgets": {"flops": 1.225e9, "size": 30}}) == (
+        "FLOPs 1.23 G, file size 30 MB"
+    )
+    assert _budgets_text({"budgets": {}}) == "none"

@@ -59,7 +59,7 @@ def optimum_env() -> Path:
     return target
 
 
-def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path):
+def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path, capsys):
     from yoco_deploy.arch import Arch
     from yoco_deploy.data import load_task
 
@@ -78,7 +78,8 @@ def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path):
     )  # fmt: skip
     assert run.returncode == 0, run.stderr[-3000:]
     got = json.loads(run.stdout.splitlines()[-1])
-    print(json.dumps(got["pipeline"]))  # label names, as a user sees them
+    with capsys.disabled():  # the label names, as a user sees them, in CI's log too
+        print("\noptimum pipeline():", json.dumps(got["pipeline"]))
     assert got["transformers"].startswith("4.57")
     assert got["max_length"] == 16  # the profiled length
     assert got["exact"]  # optimum's logits are a plain ONNX Runtime session's, same inputs

@@ -51,6 +51,10 @@ def readme_commands() -> list[str]:
     return commands
 
 
+def readme_python_blocks() -> list[str]:
+    return re.findall(r"```python\n(.*?)```", (ROOT / "README.md").read_text(), re.S)
+
+
 def substitutions(work: Path, model: Path, data: Path) -> list[tuple[str, str]]:
     return [
         ("--model minilm", f"--model {model}"),
@@ -126,6 +130,12 @@ def test_every_readme_command_is_walked(tmp_path):
         assert "../shared" not in tiny
 
 
+def test_the_readme_python_blocks_are_walked():
+    blocks = readme_python_blocks()
+    assert len(blocks) >= 3 and any("load_bundle" in b for b in blocks)
+    assert all("minilm" not in b.replace('"minilm"', "") for b in blocks)
+
+
 def test_substitutions_only_shrink_the_run():
     text = " ".join(readme_commands())
     for old, _ in substitutions(Path("w"), Path("m"), Path("d")):
@@ -144,6 +154,15 @@ def test_readme_walkthrough(tmp_path):
         tiny = tiny_command(command, work, model, data)
         done = run(tiny, work)
         assert done.returncode == 0, f"{command}\n-> {tiny}\n{done.stderr[-3000:]}"
+    for block in readme_python_blocks():  # after the commands: they wrote out/ and bundles/
+        code = tiny_command(block.replace('"minilm"', f'"{model}"'), work, model, data)
+        (work / "block.py").write_text(code)
+        done = run("python block.py", work)
+        assert done.returncode == 0, f"{block}\n{done.stderr[-3000:]}"
+        if "load_bundle" in block:  # each line: a class name of the task, and its score
+            lines = [line.split() for line in done.stdout.splitlines()]
+            assert len(lines) == 2 and all(name in {"negative", "positive"} for name, _ in lines)
+            assert all(0.5 <= float(score) <= 1 for _, score in lines)
     manifests = [json.loads(p.read_text()) for p in (work / "bundles").glob("*/manifest.json")]
     assert manifests and all(
         m["measured_latency_ms"]["median"] <= m["budgets"]["latency"] for m in manifests

@@ -170,6 +170,10 @@ def check_bundle_describes_itself(bundle, manifest):
     session = ort.InferenceSession(str(bundle / "model.onnx"), providers=["CPUExecutionProvider"])
     meta = onnx_metadata.read(session)
     assert meta["arch_id"] == manifest["arch_id"]
+    assert json.loads(meta["arch"]) == manifest["arch"]
+    import yoco_deploy
+
+    assert meta["version"] == yoco_deploy.__version__
     assert json.loads(meta["labels"]) == ["negative", "positive"]
     assert int(meta["seq_len"]) == manifest["seq_len"] and meta["format"] == manifest["format"]
     written = json.loads((bundle / "manifest.json").read_text())
@@ -187,6 +191,10 @@ def check_bundle_describes_itself(bundle, manifest):
     assert tokenizer.model_max_length == manifest["seq_len"]
     ids = tokenizer(" ".join(["good"] * 100), truncation=True)["input_ids"]
     assert len(ids) == manifest["seq_len"]
+    from tokenizers import Tokenizer
+
+    plain = Tokenizer.from_file(str(bundle / "tokenizer.json"))  # no truncation asked for
+    assert len(plain.encode(" ".join(["good"] * 100)).ids) == manifest["seq_len"]
 
 
 WITHOUT_TORCH = """

@@ -1,4 +1,5 @@
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -22,9 +23,12 @@ def tiny_task(tmp_path_factory):
     result = run(
         "finetune", "--model", model_dir, "--task", "sst2", "--data-dir", data_dir,
         "--out", root / "teacher", "--epochs", 4, "--lr", 1e-3, "--batch-size", 8,
-        "--max-seq-len", 16,
+        "--max-seq-len", 16, "--json",
     )  # fmt: skip
     assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)  # finetune --json: the teacher and its evaluation
+    assert printed["final"] == str(root / "teacher" / "final")
+    assert "max" in [r["name"] for r in printed["evaluations"]]
     return model_dir, data_dir, root / "teacher" / "final"
 
 
@@ -105,6 +109,36 @@ def test_a_resumed_run_logs_each_step_once(tiny_task, tmp_path):
         f.write(json.dumps(late) + "\n")
     Trainer(tiny_config(*tiny_task, tmp_path / "b"), log=lambda s: None).train(resume=True)
     assert keys(tmp_path / "b") == keys(tmp_path / "a")
+
+
+def test_train_json_prints_the_final_model_and_its_final_evaluations(tiny_task, tmp_path):
+    """`train --json` prints one JSON document on stdout (logs stay on stderr): where the
+    super-BERT landed and its final evaluations, as log.jsonl recorded them."""
+    import yaml
+    from typer.testing import CliRunner
+
+    from yoco_deploy.cli import app
+
+    model_dir, data_dir, teacher = tiny_task
+    config = yaml.safe_load(Path("configs/tiny.yaml").read_text())
+    config.update(
+        model=str(model_dir), data_dir=str(data_dir), teacher=str(teacher),
+        output_dir=str(tmp_path / "run"),
+        phases=[{"name": "all", "heads": "all", "ffn": "all", "depth": "all", "epochs": 1,
+                 "lr": 0.001}],
+    )  # fmt: skip
+    path = tmp_path / "run.yaml"
+    path.write_text(yaml.safe_dump(config))
+    result = CliRunner().invoke(app, ["train", "--config", str(path), "--json"])
+    assert result.exit_code == 0, result.output
+    printed = json.loads(result.stdout)
+    assert printed["final"] == str(tmp_path / "run" / "final")
+    assert (tmp_path / "run" / "final" / "yoco_supernet.json").is_file()
+    logged = [json.loads(line) for line in (tmp_path / "run" / "log.jsonl").open()]
+    final = [r for r in logged if r.get("kind") == "eval" and r.get("phase") == "final"]
+    assert printed["evaluations"] == final and final
+    assert {r["name"] for r in final} >= {"max", "min"}
+    assert all(0 <= r["accuracy"] <= 1 for r in final)
 
 
 def test_misspelt_config_key_is_a_clear_error(tmp_path):

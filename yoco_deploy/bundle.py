@@ -59,10 +59,16 @@ class Bundle:
                 self.session_spec = SessionSpec.from_dict(self.manifest["session"])
             else:  # a bundle from before sessions were recorded
                 self.session_spec = recorded_session(self.manifest.get("machine") or {})
+        except (RunnerError, TypeError, AttributeError) as err:
+            raise BundleError(
+                f"{self.path}/manifest.json has an unreadable session record: {err}"
+            ) from None
+        try:
             self.session = self.session_spec.load(self.path / "model.onnx")
-            self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         except RunnerError as err:
             raise BundleError(f"{self.path}: {err}") from None
+        try:
+            self.tokenizer = Tokenizer.from_file(str(self.path / "tokenizer.json"))
         except Exception as err:  # tokenizers raises its own exception type
             raise BundleError(f"{self.path}/tokenizer.json cannot be read: {err}") from None
         self.tokenizer.enable_truncation(self.seq_len)  # what was timed, no longer

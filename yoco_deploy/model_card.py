@@ -46,6 +46,24 @@ def render(manifest: dict[str, Any], labels: list[str]) -> str:
     return str(card)
 
 
+def _budgets_text(m: dict[str, Any]) -> str:
+    """Every budget the bundle was shipped under, in its own unit."""
+    budgets = dict(m.get("budgets") or {})
+    share = budgets.pop("latency_share", None)
+    if m.get("budget_ms") is not None:  # the latency budget in ms, relative ones resolved
+        budgets["latency"] = m["budget_ms"]
+    units = {
+        "latency": lambda v: (
+            f"latency {v:.3f} ms" + (f" ({share:.0%} of the max sub-BERT's)" if share else "")
+        ),
+        "flops": lambda v: f"FLOPs {v / 1e9:.3g} G",
+        "params": lambda v: f"parameters {v / 1e6:.3g} M",
+        "size": lambda v: f"file size {v:g} MB",
+    }
+    parts = [units.get(k, lambda v, k=k: f"{k} {v}")(v) for k, v in sorted(budgets.items())]
+    return ", ".join(parts) or "none"
+
+
 def _body(m: dict[str, Any], labels: list[str]) -> str:
     lat, timing, quality = m["measured_latency_ms"], m.get("timing") or {}, m.get("quality") or {}
     session = m.get("session") or {}
@@ -55,8 +73,7 @@ def _body(m: dict[str, Any], labels: list[str]) -> str:
         f"| {i + 1} | {src + 1 if src is not None else '-'} | {layer['heads']} | {layer['ffn']} |"
         for i, (layer, src) in enumerate(zip(layers, sources, strict=True))
     )
-    budget = m.get("budget_ms")
-    budget_line = f"{budget:.3f} ms" if budget is not None else "none (no latency budget)"
+    budget_line = _budgets_text(m)
     predicted = timing.get("calibrated_prediction_ms")
     predicted_line = (
         f"{predicted:.3f} ms (calibrated by the reference model timed beside it, "
@@ -83,11 +100,12 @@ the target `{m["target"]}`.
 |---|---|
 | dev {m["metric"]["name"]} | {m["metric"]["value"]:.4f}{gate} |
 | labels | {label_text} |
-| latency budget | {budget_line} |
+| budgets | {budget_line} |
 | measured latency | median {lat["median"]:.3f} ms, p90 {lat["p90"]:.3f} ms ({lat["runs"]} runs) |
 | predicted latency | {predicted_line} |
 | timed with | ONNX Runtime, {session.get("provider", m.get("provider", "cpu"))}, \
 {session.get("threads", m.get("threads"))} threads, spinning {session.get("spinning", "off")}, \
+denormals {"flushed" if session.get("flush_denormals") else "kept"}, \
 batch {m["batch"]}, {m["seq_len"]} tokens |
 | parameters | {m["params"] / 1e6:.2f} M \
 ({m["params_non_embedding"] / 1e6:.2f} M without embeddings) |

@@ -129,12 +129,20 @@ def class_names(config, task) -> list[str]:
 
 def limit_tokenizer(folder: Path, seq_len: int) -> None:
     """The bundle's tokenizer stops at the length its latency was measured at: a longer
-    input would run at a latency nobody measured (transformers reads model_max_length)."""
+    input would run at a latency nobody measured (transformers reads model_max_length from
+    tokenizer_config.json; the tokenizers library reads tokenizer.json's truncation)."""
     path = folder / "tokenizer_config.json"
     config = json.loads(path.read_text()) if path.is_file() else {}
     config["model_max_length"] = seq_len
     config["yoco_note"] = f"truncated to {seq_len} tokens: the length this bundle was timed at"
     write_text(path, json.dumps(config, indent=2) + "\n")
+    fast = folder / "tokenizer.json"
+    if fast.is_file():  # plain `tokenizers` users read truncation from the file itself
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(fast))
+        tokenizer.enable_truncation(seq_len)
+        write_text(fast, tokenizer.to_str())
 
 
 def library_versions() -> dict[str, str]:
