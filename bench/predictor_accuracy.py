@@ -161,7 +161,9 @@ def add_spans(result: dict) -> dict:
 def session_of(row: dict) -> str:
     """How the space was timed: a profile from before sessions were recorded ran with
     spinning off."""
-    return row["machine"].get("session", {}).get("spinning", "off (not recorded)")
+    session = row["machine"].get("session", {})
+    denormals = "denormals flushed" if session.get("flush_denormals") else "denormals kept"
+    return f"{session.get('spinning', 'off (not recorded)')}, {denormals}"
 
 
 def markdown(result: dict) -> str:
