@@ -70,6 +70,11 @@ print(json.dumps({"median_ms": float(np.median(m)), "ref_ms": float(np.median(r)
 """
 
 
+def session_text(session: dict) -> str:
+    denormals = "denormals flushed" if session.get("flush_denormals") else "denormals kept"
+    return f"spinning {session.get('spinning', 'off')}, {denormals}"
+
+
 def bundles_under(folders: list[Path]) -> list[Path]:
     found = set()
     for folder in folders:
@@ -183,14 +188,14 @@ def main() -> None:
         f"where the reference runs within +-{SAME_STATE:.0%} of its ship-time speed); "
         f"ship-time calibrated prediction {result['ship_prediction_within_10pct']}.",
         "",
-        "| bundle | spinning | manifest ms | calibrated prediction ms (error) | fresh ms "
+        "| bundle | session | manifest ms | calibrated prediction ms (error) | fresh ms "
         "| abs. error | reference drift | rel. error |",
         "|---|---|---|---|---|---|---|---|",
     ]
     for r in checked:
         pred = r["manifest_calibrated_prediction_ms"]
         lines.append(
-            f"| {Path(r['bundle']).name} | {r['session']['spinning']} | {r['manifest_ms']:.3f} | "
+            f"| {Path(r['bundle']).name} | {session_text(r['session'])} | {r['manifest_ms']:.3f} | "
             f"{pred:.3f} ({r['ship_prediction_error']:+.1%}) | {r['fresh_ms']:.3f} | "
             f"{r['absolute_error']:+.1%} | {r['reference_drift']:+.1%} | "
             f"{r['relative_error']:+.1%} |"

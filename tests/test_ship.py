@@ -485,3 +485,35 @@ def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeyp
     assert m["arch_id"] != top.arch_id
     assert m["measured_latency_ms"]["median"] <= budget
     assert 1.05 < m["timing"]["correction"] < 1.3
+
+
+def test_a_slow_reference_timing_at_the_start_does_not_overrule_a_measurement(
+    net, tmp_path, monkeypatch
+):
+    """The machine is 3x as slow while ship times the reference alone at the start,
+    then back to normal. The top candidate, feasible as profiled, is timed rather than
+    repaired away on that one timing: it fits as measured and ships."""
+    from yoco_deploy import ship as ship_module
+    from yoco_deploy.calibrate import build_reference
+
+    from helpers import FakeBackend
+
+    monkeypatch.setattr(ship_module.runner, "OrtBackend", lambda spec: FakeBackend())
+    start = ship_module._ShipRun.calibrate_now
+
+    def slow_start(self):
+        self.backend.drift = lambda call: 3.0
+        start(self)
+        self.backend.drift = lambda call: 1.0
+
+    monkeypatch.setattr(ship_module._ShipRun, "calibrate_now", slow_start)
+    supernet, _ = net
+    cm = cost_model(net, parse_target("tiny-cpu:latency=1000ms"))
+    top = supernet.super_bert.space.max_arch()
+    ref_ms = FakeBackend().base_ms(build_reference(cm.predictor, tmp_path / "ref"))
+    # room for the fake device's own error; the slow spell predicts twice the budget
+    budget = round(1.4 * cm.recalibrated(ref_ms).costs(top)["latency"], 4)
+    cm = cost_model(net, Target("tiny-cpu", {"latency": budget}))
+    shipped = _ship(supernet, cm, [top], tmp_path / "bundles", min_metric=0.0)
+    assert shipped.manifest["arch_id"] == top.arch_id and shipped.rejected == []
+    assert shipped.manifest["measured_latency_ms"]["median"] <= budget

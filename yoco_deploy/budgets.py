@@ -49,6 +49,10 @@ class Target:
         parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
         return f"{self.name}:" + ",".join(parts)
 
+    def broken(self, costs: dict[str, float]) -> list[str]:
+        """The budgets these costs break (predicted or measured alike), by name."""
+        return sorted(k for k, budget in self.budgets.items() if costs[k] > budget)
+
     def resolved(self, max_latency_ms: float | None) -> Target:
         """``latency=50%`` becomes milliseconds: a share of the largest sub-BERT's."""
         if "latency_share" not in self.budgets:

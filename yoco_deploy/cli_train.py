@@ -69,7 +69,7 @@ def finetune(
             }
         )
         quiet_transformers()
-        _train_and_end(Trainer(config), resume, as_json)
+        _train_and_end(Trainer(config, log=_note), resume, as_json)
 
 
 def train(
@@ -95,7 +95,12 @@ def train(
         from yoco_deploy.trainer import Trainer
 
         quiet_transformers()
-        _train_and_end(Trainer(cfg), resume, as_json)
+        _train_and_end(Trainer(cfg, log=_note), resume, as_json)
+
+
+def _note(text: str) -> None:
+    """Progress goes to stderr: stdout holds the result (--json) alone."""
+    typer.echo(text, err=True)
 
 
 def _check_before_work(cfg) -> None:
