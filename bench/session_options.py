@@ -137,7 +137,8 @@ def main() -> None:
         return
 
     from yoco_deploy.loading import load_config
-    from yoco_deploy.profiling import ArtifactBuilder, reference_arch
+    from yoco_deploy.profile_store import reference_arch
+    from yoco_deploy.profiling import ArtifactBuilder
     from yoco_deploy.space import SearchSpace
     from yoco_deploy.timing import machine_info
 

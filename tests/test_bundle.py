@@ -1,4 +1,5 @@
 import json
+import shutil
 import subprocess
 import sys
 
@@ -6,14 +7,9 @@ import pytest
 from transformers import BertConfig
 
 from yoco_deploy import runner
-from yoco_deploy.profiling import (
-    ProfileError,
-    ProfileSettings,
-    import_bundle,
-    load_training_data,
-    read_device,
-    write_bundle,
-)
+from yoco_deploy.profile_store import ProfileError, load_training_data, read_device
+from yoco_deploy.profiling import ProfileSettings
+from yoco_deploy.remote_profile import import_bundle, write_bundle
 from yoco_deploy.space import SearchSpace
 
 from helpers import TINY
@@ -152,9 +148,14 @@ def test_the_api_works_with_only_onnxruntime_tokenizers_and_numpy(tmp_path):
     py = str(venv / "bin" / "python")
     pins = [f"onnxruntime=={onnxruntime.__version__}", f"numpy=={numpy.__version__}",
             f"tokenizers=={tokenizers.__version__}"]  # fmt: skip
-    root = Path(__file__).resolve().parents[1]
+    root, source = Path(__file__).resolve().parents[1], tmp_path / "source"
+    # built from a copy: an in-tree build would leave build/ in the checkout
+    shutil.copytree(root / "yoco_deploy", source / "yoco_deploy",
+                    ignore=shutil.ignore_patterns("__pycache__"))  # fmt: skip
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(root / name, source / name)
     subprocess.run([py, "-m", "pip", "install", "-q", *pins], check=True)
-    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(root)], check=True)
+    subprocess.run([py, "-m", "pip", "install", "-q", "--no-deps", str(source)], check=True)
     texts = ["a gripping, funny film", "a dull mess"]
     done = subprocess.run(
         [py, "-c", API_ONLY, str(shipped.path), *texts],

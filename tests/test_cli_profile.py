@@ -115,6 +115,7 @@ def test_profile_prints_its_result_as_json_on_stdout(tiny_dir, tmp_path):
     assert result.exit_code == 0, result.output
     printed = json.loads(result.stdout)
     rows = [json.loads(line) for line in (tmp_path / "j" / "measurements.jsonl").open()]
-    assert printed["measured"] == 2 == sum(r["kind"] == "model" for r in rows)
+    # a drifting reference re-times a model: rows per sub-BERT may be more than one
+    assert printed["measured"] == 2 == len({r["key"] for r in rows if r["kind"] == "model"})
     device = json.loads((tmp_path / "j" / "device.json").read_text())
     assert device["fingerprint"]["session"]["flush_denormals"] is True

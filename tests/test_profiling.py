@@ -11,14 +11,8 @@ from transformers import BertConfig
 
 from yoco_deploy import runner
 from yoco_deploy.design import SpaceFillingDesign
-from yoco_deploy.profiling import (
-    MEASUREMENTS,
-    ProfileError,
-    ProfileSettings,
-    load_training_data,
-    profile_device,
-    reference_arch,
-)
+from yoco_deploy.profile_store import MEASUREMENTS, ProfileError, load_training_data, reference_arch
+from yoco_deploy.profiling import ProfileSettings, profile_device
 from yoco_deploy.space import SearchSpace
 
 from helpers import TINY, FakeBackend

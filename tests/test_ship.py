@@ -150,7 +150,7 @@ def check_bundle_describes_itself(bundle, manifest):
     from transformers import AutoTokenizer
 
     from yoco_deploy import onnx_metadata
-    from yoco_deploy.ship import sha256
+    from yoco_deploy.hashing import file_sha256
 
     config = json.loads((bundle / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
@@ -179,7 +179,7 @@ def check_bundle_describes_itself(bundle, manifest):
     written = json.loads((bundle / "manifest.json").read_text())
     assert written == json.loads(json.dumps(manifest))
     assert meta["manifest_sha256"] == onnx_metadata.manifest_digest(written)
-    assert sha256(bundle / "model.onnx") == manifest["onnx_sha256"]
+    assert file_sha256(bundle / "model.onnx") == manifest["onnx_sha256"]
     assert (bundle / "model.onnx").stat().st_size / 1e6 == manifest["size_mb"]
 
     from transformers import AutoModelForSequenceClassification

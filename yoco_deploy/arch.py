@@ -102,11 +102,10 @@ class Arch:
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
+        from yoco_deploy.user_file import read_text
+
         path = Path(path)
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise ArchError(f"cannot read architecture file {path}: {err.strerror}") from None
+        text = read_text(path, ArchError, "architecture file")
         try:
             return cls.from_json(text)
         except ArchError as err:

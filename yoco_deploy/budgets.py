@@ -141,7 +141,7 @@ class CostModel:
         wants_latency = {"latency", "latency_share"} & set(target.budgets)
         if wants_latency and predictor is None:
             raise BudgetError(f"target {target.name!r} has a latency budget but no predictor")
-        if predictor is not None and predictor.space != space.shape_dict():
+        if predictor is not None and not space.same_shapes(predictor.space):
             raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
         self.space, self.predictor = space, predictor
         self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms
@@ -208,17 +208,19 @@ class CostModel:
         return factor
 
     def feasible(self, arch: Arch) -> bool:
-        return self.violation(arch) == 0.0
+        return not self.target.broken(self.costs(arch))
 
     def check_achievable(self) -> None:
         """Costs grow with every dimension, so the min sub-BERT is the cheapest in each."""
         smallest = self.space.min_arch()
         costs = self.costs(smallest)
-        broken = {k: b for k, b in self.target.budgets.items() if costs[k] > b}
+        broken = self.target.broken(costs)
         if broken:
+            budgets = self.target.budgets
             parts = [
-                f"{k} budget {_fmt(k, b)} is below the smallest achievable {_fmt(k, costs[k])}"
-                for k, b in broken.items()
+                f"{k} budget {_fmt(k, budgets[k])} is below the smallest achievable "
+                f"{_fmt(k, costs[k])}"
+                for k in broken
             ]
             raise BudgetError(
                 f"target {self.target.label()}: no sub-BERT fits: "

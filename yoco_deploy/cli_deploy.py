@@ -112,7 +112,7 @@ def _calibrated(models):
 def _summary(shipped, bundles: Path, as_json: bool) -> None:
     from yoco_deploy.atomic import write_text
     from yoco_deploy.cli_pipeline import bundle_summary, print_summary
-    from yoco_deploy.deploy import pareto_plot
+    from yoco_deploy.plots import pareto_plot
 
     print_summary([s.path for s in shipped], as_json)
     rows = [bundle_summary(s.path) for s in shipped]

@@ -61,7 +61,8 @@ def _settings(
     n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding=None, local=True
 ):
     from yoco_deploy.export import FORMATS
-    from yoco_deploy.profiling import ProfileError, ProfileSettings
+    from yoco_deploy.profile_store import ProfileError
+    from yoco_deploy.profiling import ProfileSettings
     from yoco_deploy.runner import SessionSpec, resolve_provider
 
     if fmt not in FORMATS:
@@ -123,13 +124,8 @@ def profile(
     Example: yoco-deploy profile --model minilm --device my-laptop --n 150
     """
     with user_errors():
-        from yoco_deploy.profiling import (
-            ProfileError,
-            parse_until,
-            profile_device,
-            profiled_arch_ids,
-            read_device,
-        )
+        from yoco_deploy.profile_store import ProfileError, profiled_arch_ids, read_device
+        from yoco_deploy.profiling import parse_until, profile_device
 
         settings = _settings(n, seq_len, batch, provider, threads, spinning, fmt, seed, io_binding)
         target = parse_until(until) if until else None
@@ -194,7 +190,7 @@ def profile_bundle(
     """
     with user_errors():
         from yoco_deploy.cli_common import quiet_transformers
-        from yoco_deploy.profiling import write_bundle
+        from yoco_deploy.remote_profile import write_bundle
 
         settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed, local=False)
         space = space_for(model, space_file)
@@ -219,7 +215,7 @@ def profile_import(
     """Bring a remote device's results into profiles/NAME (rerunning adds only new rows)."""
     with user_errors():
         from yoco_deploy.names import check_name
-        from yoco_deploy.profiling import import_bundle
+        from yoco_deploy.remote_profile import import_bundle
 
         added = import_bundle(bundle, profiles_dir / check_name(device, "--device"), device)
         if as_json:
@@ -257,7 +253,7 @@ def fit(
         from yoco_deploy.fit import fit_profile
 
         if repair:
-            from yoco_deploy.profiling import MEASUREMENTS
+            from yoco_deploy.profile_store import MEASUREMENTS
             from yoco_deploy.runner import MeasurementLog
 
             for folder in (profile_path, test):

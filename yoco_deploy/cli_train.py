@@ -40,34 +40,14 @@ def finetune(
     Example: yoco-deploy finetune -m minilm --task sst2 --data-dir SST-2/ --out runs/teacher
     """
     with user_errors():
-        from yoco_deploy.train_config import Distillation, parse_config
+        from yoco_deploy.train_config import finetune_settings, parse_config
         from yoco_deploy.trainer import Trainer
 
-        config = parse_config(
-            {
-                "model": model,
-                "task": task,
-                "data_dir": data_dir,
-                "output_dir": out,
-                "max_train": max_train,
-                "max_seq_len": max_seq_len,
-                "batch_size": batch_size,
-                "seed": seed,
-                "reorder": False,
-                "kd": Distillation(alpha=1.0).model_dump(),
-                "sng": {"exploit_explore": False},
-                "phases": [
-                    {
-                        "name": "finetune",
-                        "heads": "max",
-                        "ffn": "max",
-                        "depth": "max",
-                        "epochs": epochs,
-                        "lr": lr,
-                    }
-                ],
-            }
-        )
+        settings = finetune_settings(
+            epochs, lr, model=model, task=task, data_dir=data_dir, output_dir=out,
+            max_train=max_train, max_seq_len=max_seq_len, batch_size=batch_size, seed=seed,
+        )  # fmt: skip
+        config = parse_config(settings)
         quiet_transformers()
         _train_and_end(Trainer(config, log=_note), resume, as_json)
 

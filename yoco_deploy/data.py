@@ -247,6 +247,26 @@ def _find(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
+def load_task_as_configured(task_name: str, data_dir, settings) -> TaskData:
+    """The splits a training config makes (a TrainConfig, or the dict a super-BERT's
+    checkpoint recorded of it): the trainer and search must see the same search split."""
+
+    def get(key, default=None):
+        if isinstance(settings, dict):
+            return settings.get(key, default)
+        return getattr(settings, key, default)
+
+    return load_task(
+        task_name,
+        data_dir,
+        search_fraction=get("search_fraction", 0.1),
+        seed=get("seed", 0),
+        text_columns=get("text_columns"),
+        label_column=get("label_column"),
+        max_train=get("max_train"),
+    )
+
+
 def load_task(
     task_name: str,
     data_dir: Path | None = None,

@@ -13,12 +13,13 @@ import torch
 from yoco_deploy.arch import Arch
 from yoco_deploy.atomic import write_text
 from yoco_deploy.budgets import CostModel, Target, load_predictor_for
-from yoco_deploy.data import TaskData, encode, load_task, to_tensors
+from yoco_deploy.data import TaskData, encode, load_task_as_configured, to_tensors
 from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
 from yoco_deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.super_bert import SuperBert
-from yoco_deploy.trainer import SUPERNET_META
+from yoco_deploy.supernet_checkpoint import FILE as CHECKPOINT_FILE
+from yoco_deploy.supernet_checkpoint import SupernetCheckpoint
 
 
 @dataclass
@@ -38,25 +39,16 @@ def load_supernet(
     from yoco_deploy.data import DataError
     from yoco_deploy.loading import load_tokenizer, resolve
 
-    meta_path = Path(resolve(ref)) / SUPERNET_META
-    meta = json.loads(meta_path.read_text()) if meta_path.is_file() else {}
-    config = meta.get("config", {})
-    task = task or meta.get("task")
+    record = SupernetCheckpoint.read(Path(resolve(ref)))
+    config = record.config if record else {}
+    task = task or (record.task if record else None)
     if task is None:
-        raise DataError(f"{ref} is not a trained super-BERT (no {SUPERNET_META}): pass --task")
-    data = load_task(
-        task,
-        data_dir or config.get("data_dir"),
-        config.get("search_fraction", 0.1),
-        config.get("seed", 0),
-        config.get("text_columns"),
-        config.get("label_column"),
-        config.get("max_train"),
-    )
+        raise DataError(f"{ref} is not a trained super-BERT (no {CHECKPOINT_FILE}): pass --task")
+    data = load_task_as_configured(task, data_dir or config.get("data_dir"), config)
     super_bert = SuperBert.from_pretrained(
         ref, data.task.num_labels, config.get("space"), label_names=data.task.label_names
     ).eval()
-    theta = meta.get("sng", {}).get("theta")
+    theta = record.theta if record else None
     return Supernet(
         super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)
     )
@@ -210,36 +202,3 @@ def ship_result(
         settings,
         say,
     )
-
-
-def pareto_plot(shipped: list[Shipped], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.2))
-    by_device: dict[str, list[tuple[float, float, str]]] = {}
-    for s in shipped:
-        m = s.manifest
-        point = (m["measured_latency_ms"]["median"], m["metric"]["value"], m["target"])
-        by_device.setdefault(m["device"], []).append(point)
-    for device, points in by_device.items():
-        points.sort()
-        ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=device)
-        for x, y, label in points:
-            ax.annotate(
-                label.split(":", 1)[1],
-                (x, y),
-                textcoords="offset points",
-                xytext=(4, -10),
-                fontsize=7,
-            )
-    ax.set_xlabel("measured latency (ms, median)")
-    ax.set_ylabel("dev metric (ONNX Runtime)")
-    ax.set_title("shipped sub-BERTs per device")
-    ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -15,11 +15,10 @@ from yoco_deploy.predictor import (
     apply_model,
     fit_model,
     latency_metrics,
-    library_versions,
     now,
     select_and_fit,
 )
-from yoco_deploy.profiling import (
+from yoco_deploy.profile_store import (
     ProfileError,
     load_training_data,
     profile_digest,
@@ -27,6 +26,7 @@ from yoco_deploy.profiling import (
     reference_median,
 )
 from yoco_deploy.space import ModelDims
+from yoco_deploy.versions import library_versions
 
 
 def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
@@ -125,7 +125,7 @@ def fit_profile(
             "test_profile": str(test_profile) if test_profile else None,
         },
         metrics=metrics,
-        libraries=library_versions(),
+        libraries=library_versions("onnxruntime", "scikit-learn", "numpy"),
         created=now(),
     )
     path = predictor.save(out)

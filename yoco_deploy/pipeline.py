@@ -17,31 +17,34 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import Field, ValidationError, field_validator
 
 from yoco_deploy.errors import YocoError
-from yoco_deploy.train_config import ConfigError, parse_config, validation_problems
+from yoco_deploy.hashing import update_with_file
+from yoco_deploy.strict import Strict
+from yoco_deploy.train_config import (
+    ConfigError,
+    finetune_settings,
+    parse_config,
+    validation_problems,
+)
 
 
 class PipelineError(YocoError):
     """A pipeline file is invalid or a stage cannot run."""
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
 Format = Literal["fp32", "fused", "int8", "fp16"]  # export.FORMATS, checked by a test
 
 
-class TeacherStage(_Strict):
+class TeacherStage(Strict):
     checkpoint: str | None = Field(None, description="A fine-tuned teacher: skip fine-tuning.")
     epochs: float = Field(2.0, gt=0, description="Fine-tuning passes over train.")
     lr: float = Field(5e-5, gt=0, description="Fine-tuning learning rate.")
     batch_size: int = Field(32, gt=0)
 
 
-class DeviceStage(_Strict):
+class DeviceStage(Strict):
     name: str = Field(description="Device name: profiles/NAME and predictors/NAME.json.")
 
     @field_validator("name")
@@ -61,14 +64,14 @@ class DeviceStage(_Strict):
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
 
 
-class SearchStage(_Strict):
+class SearchStage(Strict):
     algo: Literal["esng", "random", "evolution"] = "esng"
     evaluations: int = Field(100, gt=0)
     seed: int = 0
     cold: bool = False
 
 
-class ShipStage(_Strict):
+class ShipStage(Strict):
     format: Format = "int8"
     provider: str | None = Field(
         None, description="Where bundles run and are timed (default: as profiled): cpu, cuda."
@@ -83,7 +86,7 @@ class ShipStage(_Strict):
     allow_weak: bool = Field(False, description="Ship below the floor, with a warning.")
 
 
-class Pipeline(_Strict):
+class Pipeline(Strict):
     model: str = Field(description="Base model: hub id, directory or 'minilm'.")
     task: str = Field(description="GLUE task name (the built-in task uses sst2's format).")
     data_dir: Path | None = Field(None, description="Local data; none: the hub.")
@@ -100,7 +103,7 @@ class Pipeline(_Strict):
 
 
 def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
-    from yoco_deploy.yaml_file import load_mapping
+    from yoco_deploy.user_file import load_mapping
 
     data = load_mapping(path, PipelineError, "a pipeline")
     data.update(overrides or {})
@@ -214,9 +217,7 @@ def content_hash(path: Path) -> str:
         if "checkpoint" in f.parts or f.suffix == ".png":
             continue  # resumable state and drawings are not outputs
         h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
+        update_with_file(h, f)
     return h.hexdigest()
 
 
@@ -309,29 +310,11 @@ class Runner:
         if self.p.teacher.checkpoint:
             return []
         t, run_dir = self.p.teacher, self.work / "teacher"
-        settings = {
-            "model": self.p.model,
-            "task": self.p.task,
-            "data_dir": self.data_dir,
-            "output_dir": run_dir,
-            "max_train": self.p.max_train,
-            "seed": 0,
-            "max_seq_len": self.p.max_seq_len,
-            "batch_size": t.batch_size,
-            "reorder": False,
-            "kd": {"alpha": 1.0},
-            "sng": {"exploit_explore": False},
-            "phases": [
-                {
-                    "name": "finetune",
-                    "heads": "max",
-                    "ffn": "max",
-                    "depth": "max",
-                    "epochs": t.epochs,
-                    "lr": t.lr,
-                }
-            ],
-        }
+        settings = finetune_settings(
+            t.epochs, t.lr, model=self.p.model, task=self.p.task, data_dir=self.data_dir,
+            output_dir=run_dir, max_train=self.p.max_train, seed=0,
+            max_seq_len=self.p.max_seq_len, batch_size=t.batch_size,
+        )  # fmt: skip
         inputs = {"settings": settings, "data": self._data_hash()}
         return [
             Stage("teacher", inputs, [self.teacher_dir], lambda: self._fit_run(settings, run_dir))

@@ -163,8 +163,7 @@ class LatencyPredictor:
 
     @property
     def search_space(self) -> SearchSpace:
-        s = self.space
-        return SearchSpace(self.dims, tuple(s["depth"]), tuple(s["heads"]), tuple(s["ffn"]))
+        return SearchSpace.from_dict(self.space)  # shapes only: first-L layers
 
     @property
     def rel_error(self) -> float:
@@ -253,7 +252,7 @@ class LatencyPredictor:
             )
         fields = {k: data[k] for k in cls.__dataclass_fields__}
         predictor = cls(**fields)
-        if space is not None and space.shape_dict() != predictor.space:
+        if space is not None and not space.same_shapes(predictor.space):
             raise PredictorError(
                 f"{path} was fitted for another search space ({_space_line(predictor.space)}) "
                 f"than this one ({_space_line(space.shape_dict())})"
@@ -312,20 +311,6 @@ def select_and_fit(
     best = min(CANDIDATES, key=lambda k: selection[k]["mape"])
     model = fit_model(best, _design(data.archs, data.shapes, dims, best), data.rel, seed)
     return model, selection
-
-
-def library_versions() -> dict[str, str]:
-    import onnxruntime
-    import sklearn
-
-    import yoco_deploy
-
-    return {
-        "yoco_deploy": getattr(yoco_deploy, "__version__", "0"),
-        "onnxruntime": onnxruntime.__version__,
-        "scikit-learn": sklearn.__version__,
-        "numpy": np.__version__,
-    }
 
 
 def now() -> float:

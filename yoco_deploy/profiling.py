@@ -1,15 +1,12 @@
-"""Profile a device: which sub-BERTs, exported how, timed where, stored how.
-
-A profile directory holds ``device.json`` (the device fingerprint and what was profiled:
-space, export format, shapes, reference model) and ``measurements.jsonl`` (append-only,
-written by :mod:`yoco_deploy.runner`). Latency depends on shapes, not weights, so
-profiling exports sub-BERTs of a randomly initialised model of the right dimensions.
+"""Profile a device here: which sub-BERTs, exported how, timed in what order, and when
+to stop (active refinement). Latency depends on shapes, not weights, so profiling exports
+sub-BERTs of a randomly initialised model of the right dimensions. The profile directory
+itself is :mod:`yoco_deploy.profile_store`; remote devices, :mod:`yoco_deploy.remote_profile`.
 """
 
 from __future__ import annotations
 
 import gc
-import json
 import shutil
 import tempfile
 import time
@@ -22,18 +19,16 @@ import numpy as np
 
 from yoco_deploy import runner
 from yoco_deploy.arch import Arch
-from yoco_deploy.atomic import write_text
 from yoco_deploy.design import SpaceFillingDesign
-from yoco_deploy.errors import YocoError
-from yoco_deploy.space import ModelDims, SearchSpace
-
-DEVICE_SCHEMA = 1
-MEASUREMENTS = "measurements.jsonl"
-DEVICE = "device.json"
-
-
-class ProfileError(YocoError):
-    """A profile directory is unusable or does not match what was asked."""
+from yoco_deploy.profile_store import (
+    ProfileError,
+    device_record,
+    load_training_data,
+    plan_jobs,
+    prepare_profile_dir,
+    reference_arch,
+)
+from yoco_deploy.space import SearchSpace
 
 
 @dataclass(frozen=True)
@@ -53,16 +48,6 @@ class ProfileSettings:
         for batch, seq in self.shapes:
             if batch < 1 or seq < 1:
                 raise ProfileError(f"batch and sequence length must be positive: {batch}x{seq}")
-
-
-def reference_arch(space: SearchSpace) -> Arch:
-    """A mid-sized sub-BERT: the middle depth, head and FFN choices."""
-
-    def mid(choices: tuple[int, ...]) -> int:
-        return choices[(len(choices) - 1) // 2]
-
-    depth, heads, ffn = mid(space.depth_choices), mid(space.head_choices), mid(space.ffn_choices)
-    return Arch.uniform(depth, heads, ffn)
 
 
 def random_super_bert(space: SearchSpace, seed: int = 0):
@@ -108,103 +93,6 @@ class ArtifactBuilder:
         self.built.pop(arch_id, None)
         shutil.rmtree(self.work / arch_id, ignore_errors=True)
         gc.collect()  # the exporter leaves large reference cycles behind
-
-
-# ---- the profile directory -------------------------------------------------------------------
-
-
-def device_record(
-    name: str, space: SearchSpace, settings: ProfileSettings, fingerprint: dict, model: str
-) -> dict[str, Any]:
-    ref = reference_arch(space)
-    return {
-        "schema": DEVICE_SCHEMA,
-        "name": name,
-        "fingerprint": fingerprint,
-        "model": model,
-        "space": space.shape_dict(),
-        "format": settings.fmt,
-        "shapes": [list(s) for s in settings.shapes],
-        "reference": {"arch": ref.to_dict(), "arch_id": ref.arch_id},
-        "protocol": settings.protocol.to_dict(),
-        "created": time.time(),
-    }
-
-
-_MUST_MATCH = {
-    "space": "search space",
-    "format": "export format",
-    "reference": "reference model",
-}
-_DEVICE_MUST_MATCH = ("cpu", "logical_cores")
-
-
-def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
-    problems = [
-        f"{label} differs" for key, label in _MUST_MATCH.items() if existing.get(key) != wanted[key]
-    ]
-    old, new = existing.get("fingerprint", {}), wanted["fingerprint"]
-    problems += [
-        f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
-        for key in _DEVICE_MUST_MATCH
-        if old.get(key) != new.get(key)
-    ]
-    # sessions compared as specs: a profile made before specs were recorded reads as
-    # spinning off, and can be extended with --spinning off
-    was, now = runner.recorded_session(old), runner.recorded_session(new)
-    if was != now:
-        problems.append(f"it was timed with {was.describe()}, now {now.describe()}")
-    if problems:
-        raise ProfileError(
-            f"{path} holds a profile of something else ({'; '.join(problems)}); nothing was "
-            "changed. Use another --device name, or move that directory away"
-        )
-
-
-def read_device(path: Path) -> dict[str, Any]:
-    file = Path(path) / DEVICE
-    try:
-        data = json.loads(file.read_text())
-    except OSError:
-        raise ProfileError(f"{path} is not a profile directory (no {DEVICE})") from None
-    except ValueError as err:
-        raise ProfileError(f"{file} is not valid JSON: {err}") from None
-    if not isinstance(data, dict) or data.get("schema") != DEVICE_SCHEMA or "space" not in data:
-        raise ProfileError(f"{file} is not a yoco-deploy device file (schema {DEVICE_SCHEMA})")
-    return data
-
-
-def open_log(path: Path, repair: bool = False) -> runner.MeasurementLog:
-    file = Path(path) / MEASUREMENTS
-    if repair:
-        runner.MeasurementLog.repair(file)
-    try:
-        return runner.MeasurementLog(file)
-    except runner.RunnerError as err:
-        raise ProfileError(str(err)) from None
-
-
-def prepare_profile_dir(
-    path: Path, record: dict[str, Any], repair: bool = False
-) -> runner.MeasurementLog:
-    path = Path(path)
-    try:
-        path.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ProfileError(f"cannot create profile directory {path}: {err.strerror}") from None
-    if (path / DEVICE).exists():
-        check_compatible(path, read_device(path), record)
-    log = open_log(path, repair)  # fails on a corrupt file before anything is written
-    if not (path / DEVICE).exists():
-        write_text(path / DEVICE, json.dumps(record, indent=2) + "\n")
-    return log
-
-
-def plan_jobs(archs: list[Arch], shapes, seed: int) -> list[runner.Job]:
-    """Every (arch, shape), in a seeded shuffled order: size is not confounded with time."""
-    jobs = [runner.Job(a.arch_id, b, s, a.to_dict()) for a in archs for b, s in shapes]
-    order = np.random.default_rng(seed).permutation(len(jobs))
-    return [jobs[i] for i in order]
 
 
 # ---- profiling, locally -------------------------------------------------------------------
@@ -367,159 +255,3 @@ def pick_refinement(
         near = np.min([np.abs(ms / b - 1) for b in near_ms], axis=0) <= 0.15
         score = score + near.astype(float)
     return [candidates[i] for i in np.argsort(-score)[:count]]
-
-
-# ---- reading a profile --------------------------------------------------------------------
-
-
-def load_training_data(path: Path, space: SearchSpace | None = None):
-    from yoco_deploy.predictor import TrainingData
-
-    device = read_device(path)
-    dims = ModelDims(**device["space"]["dims"])
-    if space is not None and space.shape_dict() != device["space"]:
-        raise ProfileError(f"{path} was profiled for another search space")
-    stored = device["space"]
-    profile_space = SearchSpace(
-        dims, tuple(stored["depth"]), tuple(stored["heads"]), tuple(stored["ffn"])
-    )
-    rows = list(open_log(path).latest().values())
-    if not rows:
-        raise ProfileError(f"{path} has no measurements yet: run `yoco-deploy profile` first")
-    archs = []
-    for row in rows:
-        arch = Arch.from_dict(row["arch"])
-        if not profile_space.contains(arch):
-            raise ProfileError(f"{path}: row {row['key']} is outside the profile's space")
-        archs.append(arch)
-    return TrainingData(
-        archs=archs,
-        shapes=[(r["batch"], r["seq_len"]) for r in rows],
-        rel=np.array([r["rel"] for r in rows]),
-        ms=np.array([r["median_ms"] for r in rows]),
-        ref_ms=np.array([r["ref_ms"] for r in rows]),
-    ), dims
-
-
-def profiled_arch_ids(path: Path) -> set[str]:
-    return {row["arch_id"] for row in open_log(path).latest().values()}
-
-
-def profile_digest(path: Path) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    for name in (DEVICE, MEASUREMENTS):
-        file = Path(path) / name
-        if file.exists():
-            h.update(file.read_bytes())
-    return h.hexdigest()
-
-
-def reference_median(path: Path) -> dict[str, float]:
-    """Median reference latency per shape over the whole profile."""
-    rows = [r for r in open_log(path).rows if r["kind"] == "reference"]
-    by_shape: dict[str, list[float]] = {}
-    for r in rows:
-        by_shape.setdefault(f"{r['batch']}x{r['seq_len']}", []).append(r["median_ms"])
-    return {k: float(np.median(v)) for k, v in by_shape.items()}
-
-
-# ---- remote devices: bundle out, results in ----------------------------------------------
-
-PLAN = "plan.json"
-
-
-def write_bundle(
-    space: SearchSpace,
-    out: Path,
-    settings: ProfileSettings,
-    model: str,
-    progress: Progress | None = None,
-) -> dict[str, Any]:
-    """ONNX files, plan.json and the standalone runner.py for a device without torch."""
-    import hashlib
-
-    out = Path(out)
-    models = out / "models"
-    measured = out / "results" / MEASUREMENTS
-    if measured.is_file() and measured.stat().st_size:
-        raise ProfileError(
-            f"{out} already holds results measured on a device; import them first "
-            f"(yoco-deploy profile-import {out} --device NAME), or write the new bundle "
-            "to another folder: a new plan would orphan them"
-        )
-    try:
-        models.mkdir(parents=True, exist_ok=True)
-    except OSError as err:
-        raise ProfileError(f"cannot create bundle directory {out}: {err.strerror}") from None
-    archs = SpaceFillingDesign(space, settings.seed).sample(settings.n)
-    ref = reference_arch(space)
-    with tempfile.TemporaryDirectory(prefix="yoco-bundle-") as tmp:
-        builder = ArtifactBuilder(space, settings.fmt, Path(tmp), settings.seed)
-        files = {}
-        started = time.monotonic()
-        for i, arch in enumerate([ref, *archs]):
-            target = models / f"{arch.arch_id}.onnx"
-            if not target.exists():  # re-running an interrupted bundle skips done files
-                shutil.move(str(builder.build(arch)), target)
-                builder.release(arch.arch_id)
-            files[arch.arch_id] = f"models/{target.name}"
-            if progress:
-                eta = (time.monotonic() - started) / (i + 1) * (len(archs) - i)
-                progress(i + 1, len(archs) + 1, eta, f"export {arch.arch_id}")
-    jobs = plan_jobs(archs, settings.shapes, settings.seed)
-    record = device_record("bundle", space, settings, {}, model)
-    plan = {
-        "schema": DEVICE_SCHEMA,
-        "record": record,
-        "session": settings.session.to_dict(),
-        "vocab_size": space.dims.vocab_size,
-        "protocol": settings.protocol.to_dict(),
-        "reference": {"file": files[ref.arch_id], "arch": ref.to_dict()},
-        "jobs": [
-            {
-                "arch_id": j.arch_id,
-                "arch": j.arch,
-                "batch": j.batch,
-                "seq_len": j.seq_len,
-                "file": files[j.arch_id],
-            }
-            for j in jobs
-        ],
-    }
-    plan["plan_id"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
-    (out / PLAN).write_text(json.dumps(plan, indent=1) + "\n")
-    shutil.copyfile(runner.__file__, out / "runner.py")
-    return plan
-
-
-def import_bundle(bundle: Path, out: Path, name: str) -> int:
-    """Append a bundle's results to ``out`` (a profile directory); return new rows."""
-    bundle = Path(bundle)
-    try:
-        plan = json.loads((bundle / PLAN).read_text())
-        fingerprint = json.loads((bundle / "results" / DEVICE).read_text())
-    except OSError as err:
-        raise ProfileError(
-            f"{bundle} has no {Path(err.filename).name}: run `python runner.py {bundle}` on "
-            "the device first, then copy the whole directory back"
-        ) from None
-    except ValueError as err:
-        raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None
-    if not isinstance(plan, dict) or not isinstance(fingerprint, dict) or "record" not in plan:
-        raise ProfileError(
-            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.py "
-            "write; copy the whole directory back from the device"
-        )
-    if fingerprint.get("plan") != plan.get("plan_id"):
-        raise ProfileError(f"{bundle}: results belong to another plan than {PLAN}")
-    fingerprint = {k: v for k, v in fingerprint.items() if k != "plan"}
-    record = {**plan["record"], "name": name, "fingerprint": fingerprint, "created": time.time()}
-    source = open_log(bundle / "results")
-    log = prepare_profile_dir(out, record)
-    have = {(r["key"], r.get("session"), r.get("t")) for r in log.rows}
-    new = [r for r in source.rows if (r["key"], r.get("session"), r.get("t")) not in have]
-    for row in new:
-        log.append(row)
-    return len(new)

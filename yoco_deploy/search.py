@@ -41,12 +41,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from yoco_deploy.arch import Arch, LayerSpec
+from yoco_deploy.arch import Arch
 from yoco_deploy.errors import YocoError
 from yoco_deploy.evaluation import Evaluation
 from yoco_deploy.repair import repair
 from yoco_deploy.sng import CategoricalSNG
-from yoco_deploy.space import INACTIVE, SearchSpace
+from yoco_deploy.space import INACTIVE, SearchSpace, sample_arch
 
 ALGOS = ("esng", "random", "evolution")
 # Weight of the loss in the SNG objective: below any metric difference a split of up to
@@ -375,10 +375,7 @@ class Search:
         return self._repair(draw()) if self.s.repair else self._feasible_sample(draw)
 
     def _uniform(self) -> Arch:
-        s = self.space
-        depth = int(self.rng.choice(s.depth_choices))
-        cells = self.rng.integers(0, len(s.cells), size=depth)
-        return Arch(tuple(LayerSpec(*s.cells[int(c)]) for c in cells))
+        return sample_arch(self.space, self.rng)
 
     def _random(self) -> None:
         for _ in range(self.s.max_attempts // self.s.lam):

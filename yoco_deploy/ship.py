@@ -11,7 +11,6 @@ Nothing that breaks its budget is written.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -28,7 +27,9 @@ from yoco_deploy.atomic import staged_dir, write_text
 from yoco_deploy.budgets import BudgetError, CostModel, Target
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.data import GLUE_HUB
+from yoco_deploy.hashing import file_sha256
 from yoco_deploy.loading import BASE_MODEL_KEY
+from yoco_deploy.versions import library_versions
 
 MANIFEST_SCHEMA = 1
 
@@ -81,14 +82,6 @@ class Shipped:
     path: Path
     manifest: dict[str, Any]
     rejected: list[dict[str, Any]]
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def onnx_metric(
@@ -145,23 +138,6 @@ def limit_tokenizer(folder: Path, seq_len: int) -> None:
         write_text(fast, tokenizer.to_str())
 
 
-def library_versions() -> dict[str, str]:
-    import onnx
-    import onnxruntime
-    import torch
-    import transformers
-
-    import yoco_deploy
-
-    return {
-        "yoco_deploy": yoco_deploy.__version__,
-        "onnxruntime": onnxruntime.__version__,
-        "onnx": onnx.__version__,
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-    }
-
-
 def ship_target(
     super_bert,
     tokenizer,
@@ -192,6 +168,14 @@ def _reference_session(cost_model: CostModel, backend, folder: Path):
     from yoco_deploy.calibrate import build_reference
 
     return backend.load(build_reference(cost_model.predictor, folder))
+
+
+def _broken_text(kind: str, measured: float, budget: float) -> str:
+    if kind == "latency":
+        return f"measured {measured:.2f} ms > {budget:g} ms"
+    if kind == "size":
+        return f"file {measured:.1f} MB > {budget:g} MB"
+    return f"{kind} {measured:g} > {budget:g}"
 
 
 class _ShipRun:
@@ -293,15 +277,17 @@ class _ShipRun:
                 self.backend, handle, self.feeds, settings.protocol, self.reference
             )
             timing = self._calibrate(arch, stats)
-            size_mb = onnx_path.stat().st_size / 1e6
-            broken = []
-            latency_budget = self.model.target.budgets.get("latency")
-            if latency_budget is not None and stats["median_ms"] > latency_budget:
-                broken.append(f"measured {stats['median_ms']:.2f} ms > {latency_budget:g} ms")
-            if "size" in target.budgets and size_mb > target.budgets["size"]:
-                broken.append(f"file {size_mb:.1f} MB > {target.budgets['size']:g} MB")
+            # the budgets checked against what was measured: the latency and the file
+            measured = {
+                **self.model.costs(arch),
+                "latency": stats["median_ms"],
+                "size": onnx_path.stat().st_size / 1e6,
+            }
+            budgets = self.model.target.budgets
+            broken_keys = self.model.target.broken(measured)
+            broken = [_broken_text(k, measured[k], budgets[k]) for k in broken_keys]
             if broken:
-                if latency_budget is not None and stats["median_ms"] > latency_budget:
+                if "latency" in broken_keys:
                     self.over_budget = arch
                 self._reject(arch, "; ".join(broken), measured_ms=stats["median_ms"])
                 self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
@@ -372,7 +358,7 @@ class _ShipRun:
                 manifest["budgets"] = {**manifest["budgets"], "latency": timing["budget_ms"]}
             manifest["quality"] = self.gate.record(metric["value"])
             onnx_metadata.set_digest(stage / "model.onnx", manifest)
-            manifest["onnx_sha256"] = sha256(stage / "model.onnx")
+            manifest["onnx_sha256"] = file_sha256(stage / "model.onnx")
             write_text(stage / "README.md", model_card.render(manifest, self.labels))
             write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
         return Shipped(bundle, manifest, self.rejected)
@@ -430,8 +416,8 @@ def make_manifest(
         "metric": metric,
         "validation": report.validation,
         "int8": report.int8,
-        "onnx_sha256": sha256(onnx_path),
+        "onnx_sha256": file_sha256(onnx_path),
         "size_mb": onnx_path.stat().st_size / 1e6,
-        "libraries": library_versions(),
+        "libraries": library_versions("onnxruntime", "onnx", "torch", "transformers"),
         "created": time.time(),
     }

@@ -178,15 +178,12 @@ class SearchSpace:
     @classmethod
     def load_overrides(cls, path: str | Path) -> dict[str, Any]:
         """Read a JSON or YAML file holding ``{depth: [...], heads: [...], ffn: [...]}``."""
+        from yoco_deploy.user_file import load_mapping, read_text
+
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
-            from yoco_deploy.yaml_file import load_mapping
-
             return load_mapping(path, SpaceError, "a space file")
-        try:
-            text = path.read_text()
-        except OSError as err:
-            raise SpaceError(f"cannot read space file {path}: {err.strerror}") from None
+        text = read_text(path, SpaceError, "space file")
         try:
             return json.loads(text)
         except ValueError as err:
@@ -228,6 +225,12 @@ class SearchSpace:
 
     def to_dict(self) -> dict[str, Any]:
         return {**self.shape_dict(), "layers": self.layer_selection}
+
+    def same_shapes(self, other: SearchSpace | dict[str, Any]) -> bool:
+        """Whether ``other`` (a space, or a recorded ``shape_dict``) allows exactly the
+        sub-BERT shapes this one does: what a profile or predictor must match."""
+        shapes = other.shape_dict() if isinstance(other, SearchSpace) else other
+        return self.shape_dict() == shapes
 
     # ---- validation and encoding --------------------------------------------------
 
@@ -288,13 +291,18 @@ class ArchSampler:
         self.rng = np.random.default_rng(seed)
 
     def sample(self) -> Arch:
-        s = self.space
-        depth = int(self.rng.choice(s.depth_choices))
-        picks = self.rng.integers(0, len(s.cells), size=depth)
-        return Arch(tuple(LayerSpec(*s.cells[int(c)]) for c in picks))
+        return sample_arch(self.space, self.rng)
 
     def sample_many(self, n: int) -> list[Arch]:
         return [self.sample() for _ in range(n)]
+
+
+def sample_arch(space: SearchSpace, rng: np.random.Generator) -> Arch:
+    """A uniform draw from ``space`` with the caller's generator: a depth, then one
+    (heads, FFN) cell per layer."""
+    depth = int(rng.choice(space.depth_choices))
+    picks = rng.integers(0, len(space.cells), size=depth)
+    return Arch(tuple(LayerSpec(*space.cells[int(c)]) for c in picks))
 
 
 def _uniq(values: Sequence[int]) -> tuple[int, ...]:

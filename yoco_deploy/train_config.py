@@ -6,19 +6,16 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from yoco_deploy.errors import YocoError
+from yoco_deploy.strict import Strict
 
 Restriction = Literal["max", "top2", "top3", "all"]
 
 
 class ConfigError(YocoError):
     """A training config is unreadable or invalid."""
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class Phase(Strict):
@@ -116,11 +113,26 @@ class TrainConfig(Strict):
 
 
 def load_config(path: str | Path, overrides: dict | None = None) -> TrainConfig:
-    from yoco_deploy.yaml_file import load_mapping
+    from yoco_deploy.user_file import load_mapping
 
     data = load_mapping(Path(path), ConfigError, "the config")
     data.update(overrides or {})
     return parse_config(data, str(path))
+
+
+def finetune_settings(epochs: float, lr: float, **settings) -> dict:
+    """The teacher's training config: the full model alone, one phase, no distillation
+    partner and no sampling (``settings`` gives model, task, data and sizes)."""
+    return {
+        **settings,
+        "reorder": False,
+        "kd": {"alpha": 1.0},
+        "sng": {"exploit_explore": False},
+        "phases": [
+            {"name": "finetune", "heads": "max", "ffn": "max", "depth": "max",
+             "epochs": epochs, "lr": lr}
+        ],
+    }  # fmt: skip
 
 
 def parse_config(data: dict, where: str = "config") -> TrainConfig:

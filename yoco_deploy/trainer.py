@@ -33,14 +33,14 @@ import torch.nn.functional as F
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.data import TaskData, encode, load_task, to_tensors, trim_padding
+from yoco_deploy.data import TaskData, encode, load_task_as_configured, to_tensors, trim_padding
 from yoco_deploy.errors import Terminated, YocoError
 from yoco_deploy.evaluation import Evaluation, evaluate, sorted_by_length
+from yoco_deploy.plots import plot_metric_vs_flops
 from yoco_deploy.sng import CategoricalSNG, SubSpace
 from yoco_deploy.super_bert import SuperBert
+from yoco_deploy.supernet_checkpoint import SupernetCheckpoint
 from yoco_deploy.train_config import Phase, TrainConfig
-
-SUPERNET_META = "yoco_supernet.json"
 
 
 class TrainError(YocoError):
@@ -151,15 +151,7 @@ class Trainer:
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
         self.accelerator = Accelerator(mixed_precision=c.mixed_precision, kwargs_handlers=[ddp])
         torch.manual_seed(c.seed)
-        self.data = data or load_task(
-            c.task,
-            c.data_dir,
-            c.search_fraction,
-            c.seed,
-            c.text_columns,
-            c.label_column,
-            c.max_train,
-        )
+        self.data = data or load_task_as_configured(c.task, c.data_dir, c)
         task = self.data.task
         from yoco_deploy.loading import load_tokenizer
 
@@ -562,38 +554,17 @@ class Trainer:
 
         final = self.out / "final"
         model = self.accelerator.unwrap_model(self.super_bert)
-        meta = {
-            "task": self.data.task.name,
-            "space": self.space.to_dict(),
-            "sng": self.sng.state_dict(),
-            "steps": self.step,
-            "config": self.config.model_dump(mode="json"),
-        }
+        record = SupernetCheckpoint(
+            task=self.data.task.name,
+            space=self.space.to_dict(),
+            sng=self.sng.state_dict(),
+            steps=self.step,
+            config=self.config.model_dump(mode="json"),
+        )
         with staged_dir(final) as stage:  # final/ appears complete or not at all
             model.model.save_pretrained(stage)
             self.tokenizer.save_pretrained(stage)
-            (stage / SUPERNET_META).write_text(json.dumps(meta, indent=1))
+            record.write(stage)
         rows = self.evaluate_representatives("final")
         plot_metric_vs_flops(rows, self.out / "metric_vs_flops.png", self.data.task.metric)
         self.say(f"final super-BERT in {final}")
-
-
-def plot_metric_vs_flops(rows: list[dict], path: Path, metric: str) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    key = metric if rows and metric in rows[0] else "accuracy"
-    fig, ax = plt.subplots(figsize=(5.5, 4))
-    xs = [r["flops"] / 1e9 for r in rows]
-    ax.plot(xs, [r[key] for r in rows], "o")
-    for r, x in zip(rows, xs, strict=True):
-        ax.annotate(r["name"], (x, r[key]), textcoords="offset points", xytext=(4, 4))
-    ax.set_xlabel("GFLOPs (batch 1)")
-    ax.set_ylabel(f"dev {key}")
-    ax.set_title("sub-BERTs of the trained super-BERT")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path

@@ -1,4 +1,5 @@
-"""Reading a user's YAML file: a mapping, no duplicate keys, errors that name the file."""
+"""Reading a file a user names: errors that name the file and say what is wrong, in one
+line; YAML as a mapping without duplicate keys."""
 
 from __future__ import annotations
 
@@ -28,13 +29,20 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep)
 
 
+def read_text(path: Path, error: type[Exception], what: str = "") -> str:
+    """The text of ``path``, or ``error`` saying why it cannot be read."""
+    try:
+        return Path(path).read_text()
+    except OSError as err:
+        raise error(f"cannot read {what + ' ' if what else ''}{path}: {err.strerror}") from None
+
+
 def load_mapping(path: Path, error: type[Exception], what: str = "the file") -> dict[str, Any]:
     """The YAML mapping in ``path``, or ``error`` with one line saying what is wrong."""
     path = Path(path)
+    text = read_text(path, error)
     try:
-        data = yaml.load(path.read_text(), Loader=_UniqueKeyLoader)
-    except OSError as err:
-        raise error(f"cannot read {path}: {err.strerror}") from None
+        data = yaml.load(text, Loader=_UniqueKeyLoader)
     except yaml.YAMLError as err:
         raise error(f"{path} is not valid YAML: {' '.join(str(err).split())}") from None
     if data is None:
