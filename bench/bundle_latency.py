@@ -86,8 +86,8 @@ def bundles_under(folders: list[Path]) -> list[Path]:
 
 def reference_file(manifest: dict, predictors: Path, folder: Path) -> Path | None:
     """The reference model ship timed beside this bundle, rebuilt from its predictor."""
-    from yoco_deploy.calibrate import build_reference
-    from yoco_deploy.predictor import LatencyPredictor
+    from yoco_deploy.device.calibrate import build_reference
+    from yoco_deploy.device.predictor import LatencyPredictor
 
     path = predictors / f"{manifest['device']}.json"
     if not path.is_file():

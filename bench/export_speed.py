@@ -27,11 +27,11 @@ import torch
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.export import ExportOptions, export_sub_bert
-from yoco_deploy.extract import extract
-from yoco_deploy.onnx_export import ort_session
-from yoco_deploy.runner import SessionSpec
-from yoco_deploy.super_bert import SuperBert
+from yoco_deploy.device.runner import SessionSpec
+from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
+from yoco_deploy.export.to_onnx import ort_session
+from yoco_deploy.model.extract import extract
+from yoco_deploy.model.super_bert import SuperBert
 from yoco_deploy.timing import machine_info, time_interleaved
 
 RESULTS = Path(__file__).parent / "results"

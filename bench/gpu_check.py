@@ -81,8 +81,8 @@ def check_training(model: Path, data: Path, work: Path, args, keep: dict) -> dic
     import torch
     from safetensors.torch import load_file
 
-    from yoco_deploy.train_config import parse_config
-    from yoco_deploy.trainer import Trainer
+    from yoco_deploy.train.config import parse_config
+    from yoco_deploy.train.trainer import Trainer
 
     def trainer(out: Path) -> Trainer:
         return Trainer(parse_config(train_config(model, data, out, args)), log=lambda s: None)
@@ -117,13 +117,13 @@ def check_training(model: Path, data: Path, work: Path, args, keep: dict) -> dic
 
 
 def supernet(trainer, seq_len: int):
-    from yoco_deploy.deploy import Supernet
+    from yoco_deploy.deploy.per_target import Supernet
 
     return Supernet(trainer.super_bert, trainer.tokenizer, trainer.data, None, seq_len)
 
 
 def check_evaluation(net, device: str, n: int) -> dict:
-    from yoco_deploy.deploy import SuperBertEvaluator
+    from yoco_deploy.deploy.per_target import SuperBertEvaluator
 
     evaluator = SuperBertEvaluator(net, device=device)
     archs = net.super_bert.space.sampler(0).sample_many(n)
@@ -142,7 +142,7 @@ def check_evaluation(net, device: str, n: int) -> dict:
 
 
 def check_export(net, work: Path, device: str) -> dict:
-    from yoco_deploy.export import ExportOptions, export_sub_bert
+    from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
 
     sb = net.super_bert.to(device).eval()
     arch = sb.space.sampler(1).sample()
@@ -166,7 +166,7 @@ def main() -> int:
     args = parser.parse_args()
     import torch
 
-    from yoco_deploy.builtin_task import write_task
+    from yoco_deploy.train.builtin_task import write_task
 
     cuda = torch.cuda.is_available()
     if not cuda and not args.smoke:

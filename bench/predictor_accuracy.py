@@ -47,7 +47,7 @@ def retire_stale(folder: Path, threads: int) -> None:
     under other session settings than the profiler's defaults now, or on another CPU
     (these benchmarks run wherever a session lands), is re-made here: it is moved aside,
     never mixed with new rows (git keeps the old one)."""
-    from yoco_deploy.runner import SessionSpec, host_fingerprint, recorded_session
+    from yoco_deploy.device.runner import SessionSpec, host_fingerprint, recorded_session
 
     device = folder / "device.json"
     if not device.is_file():

@@ -52,7 +52,7 @@ class SharedCache:
     result (metric and loss); kept on disk, so a rerun spends no evaluation twice."""
 
     def __init__(self, evaluator, path: Path):
-        from yoco_deploy.evaluation import Evaluation
+        from yoco_deploy.train.evaluation import Evaluation
 
         self.evaluator, self.cache, self.calls, self.path = evaluator, {}, 0, path
         if path.exists():
@@ -104,10 +104,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.work
 
-    from yoco_deploy.budgets import Target
-    from yoco_deploy.calibrate import time_reference
-    from yoco_deploy.deploy import SuperBertEvaluator, cost_model_for, load_supernet
-    from yoco_deploy.search import Search, SearchSettings
+    from yoco_deploy.deploy.budgets import Target
+    from yoco_deploy.deploy.per_target import SuperBertEvaluator, cost_model_for, load_supernet
+    from yoco_deploy.deploy.search import Search, SearchSettings
+    from yoco_deploy.device.calibrate import time_reference
     from yoco_deploy.timing import machine_info
 
     net = load_supernet(args.supernet)
@@ -205,7 +205,7 @@ def main(argv: list[str] | None = None) -> int:
 def write_results(args, net, setup, inner, evaluator, done, ships) -> str:
     """The JSON, the table and the plot from the runs done so far (called after every
     run, so partial results are always on disk)."""
-    from yoco_deploy.evaluation import majority_baseline
+    from yoco_deploy.train.evaluation import majority_baseline
 
     result = {
         "benchmark": "search",
@@ -235,12 +235,12 @@ def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
     """Per budget: the ESNG-warm seed-0 winner, and the best sub-BERT under a FLOPs budget
     equal to its FLOPs, shipped (quality gate included) and timed on this machine."""
     from yoco_deploy.arch import Arch
-    from yoco_deploy.budgets import CostModel, Target
     from yoco_deploy.costs import arch_costs
-    from yoco_deploy.deploy import cost_model_for, ship_result
+    from yoco_deploy.deploy.budgets import CostModel, Target
+    from yoco_deploy.deploy.per_target import cost_model_for, ship_result
+    from yoco_deploy.deploy.search import Search, SearchSettings
+    from yoco_deploy.deploy.ship import ShipSettings
     from yoco_deploy.errors import YocoError
-    from yoco_deploy.search import Search, SearchSettings
-    from yoco_deploy.ship import ShipSettings
 
     space, ref = net.super_bert.space, setup["reference_ms_today"]
     settings = SearchSettings(algo="esng", evaluations=args.evaluations, seed=0,
@@ -427,8 +427,8 @@ def dev_metric(net, arch, cache: dict[str, float]) -> float:
     view), through the shared evaluation."""
     import torch
 
-    from yoco_deploy.data import encode, to_tensors
-    from yoco_deploy.evaluation import evaluate, sorted_by_length
+    from yoco_deploy.train.data import encode, to_tensors
+    from yoco_deploy.train.evaluation import evaluate, sorted_by_length
 
     if arch.arch_id not in cache:
         enc = sorted_by_length(encode(net.tokenizer, net.data.dev, net.max_seq_len))

@@ -51,7 +51,7 @@ class Surrogate:
         return np.concatenate([[1.0], depth, cells.ravel()])
 
     def evaluate(self, arch, split):
-        from yoco_deploy.evaluation import Evaluation
+        from yoco_deploy.train.evaluation import Evaluation
 
         value, loss = self.known.get(arch.arch_id) or tuple(self.features(arch) @ self.w)
         value = round(float(np.clip(value, 0, 1)) * self.n) / self.n  # ties, as for real
@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="SearchSettings overrides k=v")
     args = parser.parse_args(argv)
 
-    from yoco_deploy.budgets import CostModel, Target, load_predictor_for
-    from yoco_deploy.search import Search, SearchSettings
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor_for
+    from yoco_deploy.deploy.search import Search, SearchSettings
+    from yoco_deploy.model.super_bert import SuperBert
 
     setup = json.loads((WORK / "setup.json").read_text())
     rows = []

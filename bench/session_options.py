@@ -40,7 +40,7 @@ SEQ, THREADS = 128, 2
 
 def child(path: str, spinning: str, runs: int) -> None:
     """Time one session alone in this process; print its median (ms) as JSON."""
-    from yoco_deploy import runner
+    from yoco_deploy.device import runner
 
     spec = runner.SessionSpec(threads=THREADS, spinning=spinning)
     backend = runner.OrtBackend(spec)
@@ -80,7 +80,7 @@ def alone(paths: dict[str, Path], rounds: int, runs: int, seed: int) -> dict:
 
 
 def paired(paths: dict[str, Path], ref: Path, runs: int) -> dict:
-    from yoco_deploy import runner
+    from yoco_deploy.device import runner
 
     feeds = runner.make_feeds(1, SEQ)
     protocol = runner.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
@@ -136,9 +136,9 @@ def main() -> None:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
 
-    from yoco_deploy.loading import load_config
-    from yoco_deploy.profile_store import reference_arch
-    from yoco_deploy.profiling import ArtifactBuilder
+    from yoco_deploy.device.profile_store import reference_arch
+    from yoco_deploy.device.profiling import ArtifactBuilder
+    from yoco_deploy.model.loading import load_config
     from yoco_deploy.space import SearchSpace
     from yoco_deploy.timing import machine_info
 

@@ -28,7 +28,7 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "yoco_deploy"))
+sys.path.insert(0, str(ROOT / "yoco_deploy" / "device"))
 DEV = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 SEQ = 128
 

@@ -50,11 +50,11 @@ def run_wall_s(run: Path) -> float:
 
 
 def dev_accuracy(super_bert, arch, data, tokenizer, seq_len: int) -> float:
-    """The shared evaluation (``yoco_deploy.evaluation``) on all of dev."""
+    """The shared evaluation (``yoco_deploy.train.evaluation``) on all of dev."""
     import torch
 
-    from yoco_deploy.data import encode, to_tensors
-    from yoco_deploy.evaluation import evaluate, sorted_by_length
+    from yoco_deploy.train.data import encode, to_tensors
+    from yoco_deploy.train.evaluation import evaluate, sorted_by_length
 
     enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
     super_bert.eval()
@@ -82,7 +82,7 @@ def representatives(space) -> dict[str, object]:
 
 def train_run(config: Path, overrides: dict, run: Path) -> None:
     """Resolve a config with overrides into the run's folder and train it (resuming)."""
-    from yoco_deploy.train_config import load_config
+    from yoco_deploy.train.config import load_config
 
     cfg = load_config(config, {**overrides, "output_dir": str(run)})
     run.mkdir(parents=True, exist_ok=True)
@@ -103,7 +103,7 @@ ABLATION = {
 def ablation(args, base: dict, data, tokenizer, seq_len: int) -> list[dict]:
     """Short runs of every pooling x layer selection x sampling rule, one phase with every
     choice open, from the same teacher; one JSON row per finished run, appended."""
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.super_bert import SuperBert
 
     log = args.out.with_name(args.out.stem + "_ablation.jsonl")  # beside the results
     done = {}
@@ -144,11 +144,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     from yoco_deploy.costs import arch_costs
-    from yoco_deploy.data import load_task
-    from yoco_deploy.loading import load_tokenizer
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.loading import load_tokenizer
+    from yoco_deploy.model.super_bert import SuperBert
     from yoco_deploy.timing import machine_info
-    from yoco_deploy.train_config import load_config
+    from yoco_deploy.train.config import load_config
+    from yoco_deploy.train.data import load_task
 
     teacher_run = args.runs / "sst2-minilm-teacher"
     super_run = args.runs / "sst2-minilm-super"

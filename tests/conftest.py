@@ -19,7 +19,7 @@ def tiny_model():
 
 @pytest.fixture
 def tiny_super(tiny_model):
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.super_bert import SuperBert
 
     return SuperBert(tiny_model).eval()
 

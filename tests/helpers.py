@@ -11,7 +11,7 @@ import torch
 from torch.utils.flop_counter import FlopCounterMode
 
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.extract import extract
+from yoco_deploy.model.extract import extract
 
 TINY = dict(
     vocab_size=120,
@@ -42,7 +42,7 @@ def some_archs(space, n_random: int = 5, seed: int = 3):
 
 
 def batch_inputs(vocab: int, batch: int = 3, seq: int = 20, seed: int = 0):
-    from yoco_deploy.onnx_export import sample_inputs
+    from yoco_deploy.export.to_onnx import sample_inputs
 
     return {k: torch.from_numpy(v) for k, v in sample_inputs(vocab, batch, seq, seed).items()}
 
@@ -178,10 +178,10 @@ def plain_transformers_logits(path, x, tmp_path):
 def ship_tiny_bundle(model_dir, data, folder, arch=None):
     """A bundle shipped from the tiny BERT under a parameter budget (no latency predictor;
     an untrained model, so the quality floor is 0)."""
-    from yoco_deploy.budgets import CostModel, Target
-    from yoco_deploy.loading import load_tokenizer
-    from yoco_deploy.ship import ShipSettings, ship_target
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.deploy.budgets import CostModel, Target
+    from yoco_deploy.deploy.ship import ShipSettings, ship_target
+    from yoco_deploy.model.loading import load_tokenizer
+    from yoco_deploy.model.super_bert import SuperBert
 
     task = data.task
     sb = SuperBert.from_pretrained(str(model_dir), task.num_labels, label_names=task.label_names)

@@ -3,7 +3,7 @@ non-zero exit, and nothing is written outside the named folders or left half-wri
 
 import pytest
 
-from yoco_deploy.budgets import Target, parse_target
+from yoco_deploy.deploy.budgets import Target, parse_target
 from yoco_deploy.names import UnsafeNameError, check_name, slug
 
 UNSAFE = ["../victim", "a/b", "..", ".hidden", "", "x" * 101, "a b", "c:\\\\d", "ok/../../x"]
@@ -43,7 +43,7 @@ def test_cli_refuses_a_device_path(tmp_path):
 
 
 def test_a_budget_given_twice_is_an_error():
-    from yoco_deploy.budgets import BudgetError
+    from yoco_deploy.deploy.budgets import BudgetError
 
     for text in ("d:latency=1ms,latency=2ms", "d:latency=50%,latency=2ms", "d:params=1M,params=2M"):
         with pytest.raises(BudgetError, match="given twice"):
@@ -105,7 +105,7 @@ def test_search_refuses_a_target_that_names_a_path(tmp_path):
 
 
 def test_ship_from_a_malformed_search_result_is_one_line(tmp_path):
-    from yoco_deploy.cli_deploy import _ranked_archs
+    from yoco_deploy.cli.deploy import _ranked_archs
     from yoco_deploy.errors import YocoError
 
     bad = tmp_path / "result.json"
@@ -118,8 +118,8 @@ def test_ship_from_a_malformed_search_result_is_one_line(tmp_path):
 def test_an_extracted_sub_bert_as_model_says_what_it_is(tmp_path):
     from test_cli import run
 
-    from yoco_deploy.extract import extract, save_extracted
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.extract import extract, save_extracted
+    from yoco_deploy.model.super_bert import SuperBert
 
     sb = SuperBert(__import__("helpers").tiny_bert())
     save_extracted(extract(sb, sb.space.min_arch()), tmp_path / "sub")
@@ -141,7 +141,7 @@ def test_profile_with_a_sequence_longer_than_the_positions_writes_nothing(tmp_pa
 
 
 def test_glue_rows_missing_a_column_are_counted(tmp_path, capsys):
-    from yoco_deploy.data import get_task, read_glue_tsv
+    from yoco_deploy.train.data import get_task, read_glue_tsv
 
     path = tmp_path / "train.tsv"
     path.write_text("sentence\tlabel\na fine film\t1\nbroken row\nanother\t0\n")
@@ -155,9 +155,9 @@ def test_a_failed_cleanup_does_not_hide_the_error_that_caused_it(tmp_path, monke
     not the PermissionError of removing its temporary file."""
     from pathlib import Path
 
-    from yoco_deploy import export as export_module
     from yoco_deploy.errors import ExportError
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.export import sub_bert as export_module
+    from yoco_deploy.model.super_bert import SuperBert
 
     def read_only_unlink(self, missing_ok=False):
         raise PermissionError(13, "Permission denied", str(self))

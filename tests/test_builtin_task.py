@@ -2,7 +2,7 @@
 
 import re
 
-from yoco_deploy.builtin_task import (
+from yoco_deploy.train.builtin_task import (
     NEGATIVE,
     POSITIVE,
     UNSEEN_NEGATIVE,

@@ -6,10 +6,10 @@ import sys
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy import runner
-from yoco_deploy.profile_store import ProfileError, load_training_data, read_device
-from yoco_deploy.profiling import ProfileSettings
-from yoco_deploy.remote_profile import import_bundle, write_bundle
+from yoco_deploy.device import runner
+from yoco_deploy.device.profile_store import ProfileError, load_training_data, read_device
+from yoco_deploy.device.profiling import ProfileSettings
+from yoco_deploy.device.remote_profile import import_bundle, write_bundle
 from yoco_deploy.space import SearchSpace
 
 from helpers import TINY
@@ -137,7 +137,7 @@ def test_the_api_works_with_only_onnxruntime_tokenizers_and_numpy(tmp_path):
     import tokenizers
 
     from yoco_deploy import load_bundle
-    from yoco_deploy.data import load_task
+    from yoco_deploy.train.data import load_task
 
     from helpers import ship_tiny_bundle, write_tiny_task
 

@@ -4,7 +4,7 @@ import os
 import pytest
 from typer.testing import CliRunner
 
-from yoco_deploy.cli import app
+from yoco_deploy.cli.main import app
 
 runner = CliRunner()
 ARCH = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}, {"heads": 4, "ffn": 48}]}'

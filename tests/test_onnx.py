@@ -3,10 +3,10 @@ import pytest
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.errors import ExportError, OnnxValidationError
-from yoco_deploy.export import ExportOptions, export_sub_bert
-from yoco_deploy.extract import extract
-from yoco_deploy.onnx_export import OnnxSpec, export_onnx, validate_onnx
-from yoco_deploy.onnx_optimize import fused_operator_counts, optimize_fused, quantize_int8
+from yoco_deploy.export.optimize import fused_operator_counts, optimize_fused, quantize_int8
+from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
+from yoco_deploy.export.to_onnx import OnnxSpec, export_onnx, validate_onnx
+from yoco_deploy.model.extract import extract
 
 from helpers import some_archs
 

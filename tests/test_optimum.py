@@ -61,7 +61,7 @@ def optimum_env() -> Path:
 
 def test_optimum_and_pipeline_open_a_shipped_bundle(tmp_path, capsys):
     from yoco_deploy.arch import Arch
-    from yoco_deploy.data import load_task
+    from yoco_deploy.train.data import load_task
 
     model_dir, data_dir = write_tiny_task(tmp_path, n_train=60, n_dev=20)
     data = load_task("sst2", data_dir, search_fraction=0.2)

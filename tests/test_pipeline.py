@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from yoco_deploy.pipeline import PipelineError, Runner, load_pipeline
+from yoco_deploy.pipeline.run import PipelineError, Runner, load_pipeline
 
 from helpers import write_tiny_task
 
@@ -50,7 +50,7 @@ def test_run_skips_what_is_up_to_date_and_reruns_what_depends_on_a_change(pipeli
 def test_dry_run_prints_the_plan(pipeline):
     from typer.testing import CliRunner
 
-    from yoco_deploy.cli import app
+    from yoco_deploy.cli.main import app
 
     path = pipeline.workdir.parent / "p.yaml"
     path.write_text(json.dumps(pipeline.model_dump(mode="json")))
@@ -79,8 +79,8 @@ def test_bad_pipeline_is_a_clear_error(tmp_path):
 def test_pipeline_checks_train_overrides_and_formats_at_load(tmp_path):
     from typing import get_args
 
-    from yoco_deploy.export import FORMATS
-    from yoco_deploy.pipeline import Format
+    from yoco_deploy.export.sub_bert import FORMATS
+    from yoco_deploy.pipeline.run import Format
 
     assert set(get_args(Format)) == set(FORMATS)
     head = "model: m\ntask: sst2\nworkdir: w\ntargets: []\n"

@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy.features import FEATURES, feature_vector
-from yoco_deploy.predictor import (
+from yoco_deploy.device.features import FEATURES, feature_vector
+from yoco_deploy.device.predictor import (
     LatencyPredictor,
     PredictorError,
     TrainingData,
@@ -129,7 +129,7 @@ def test_heldout_metrics_are_relative_to_the_reference_timed_beside():
     """A machine that drifts between rows moves each sub-BERT's median and its paired
     reference together: the relative metrics see the predictor's error only, the ms ones
     also see the drift between unpaired medians."""
-    from yoco_deploy.fit import evaluate
+    from yoco_deploy.device.fit import evaluate
 
     data = synthetic(BASE, 40, 2)
     model, _ = select_and_fit(data, BASE.dims)

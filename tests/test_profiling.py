@@ -9,10 +9,15 @@ import numpy as np
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy import runner
-from yoco_deploy.design import SpaceFillingDesign
-from yoco_deploy.profile_store import MEASUREMENTS, ProfileError, load_training_data, reference_arch
-from yoco_deploy.profiling import ProfileSettings, profile_device
+from yoco_deploy.device import runner
+from yoco_deploy.device.profile_store import (
+    MEASUREMENTS,
+    ProfileError,
+    load_training_data,
+    reference_arch,
+)
+from yoco_deploy.device.profiling import ProfileSettings, profile_device
+from yoco_deploy.device.sample_design import SpaceFillingDesign
 from yoco_deploy.space import SearchSpace
 
 from helpers import TINY, FakeBackend

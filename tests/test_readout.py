@@ -7,12 +7,12 @@ import pytest
 import torch
 
 from yoco_deploy.arch import Arch, LayerSpec
-from yoco_deploy.extract import extract, save_extracted
-from yoco_deploy.onnx_export import export_onnx, validate_onnx
-from yoco_deploy.onnx_optimize import optimize_fused
-from yoco_deploy.readout import detect_pooling, kept_layers
+from yoco_deploy.export.optimize import optimize_fused
+from yoco_deploy.export.to_onnx import export_onnx, validate_onnx
+from yoco_deploy.model.extract import extract, save_extracted
+from yoco_deploy.model.readout import detect_pooling, kept_layers
+from yoco_deploy.model.super_bert import SuperBert
 from yoco_deploy.space import SearchSpace
-from yoco_deploy.super_bert import SuperBert
 
 from helpers import batch_inputs, check_sub_bert, plain_transformers_logits, some_archs, tiny_bert
 

@@ -6,8 +6,8 @@ import pytest
 from transformers import BertConfig
 
 from yoco_deploy.arch import Arch, LayerSpec
-from yoco_deploy.budgets import BudgetError, CostModel, Target, parse_target
-from yoco_deploy.search import Search, SearchError, SearchSettings
+from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target, parse_target
+from yoco_deploy.deploy.search import Search, SearchError, SearchSettings
 
 from helpers import TINY
 
@@ -183,9 +183,9 @@ import json, sys
 sys.path.insert(0, {tests!r})
 from accelerate import Accelerator
 from test_search import SPACE, Additive, _max_body
-from yoco_deploy.budgets import CostModel, Target
-from yoco_deploy.deploy import ParallelEvaluator
-from yoco_deploy.search import Search, SearchSettings
+from yoco_deploy.deploy.budgets import CostModel, Target
+from yoco_deploy.deploy.per_target import ParallelEvaluator
+from yoco_deploy.deploy.search import Search, SearchSettings
 
 acc = Accelerator(cpu=True)
 cost = CostModel(Target("t", {{"params_non_embedding": 0.55 * _max_body()}}), SPACE)
@@ -271,7 +271,7 @@ class Plateau:
         self.calls = 0
 
     def evaluate(self, arch, split):
-        from yoco_deploy.evaluation import Evaluation
+        from yoco_deploy.train.evaluation import Evaluation
 
         self.calls += 1
         if arch.depth == min(SPACE.depth_choices):
@@ -311,7 +311,7 @@ def test_search_does_not_collapse_onto_a_plateau(algo, cold):
 
 
 def test_repair_lands_inside_the_budget_and_spends_no_evaluation():
-    from yoco_deploy.repair import repair
+    from yoco_deploy.deploy.repair import repair
 
     cost = _tight_budget()
     for arch in SPACE.sampler(5).sample_many(300):
@@ -333,8 +333,8 @@ def test_repair_lands_inside_the_budget_and_spends_no_evaluation():
 
 
 def test_ties_are_broken_by_the_loss():
-    from yoco_deploy.evaluation import Evaluation
-    from yoco_deploy.search import Scored
+    from yoco_deploy.deploy.search import Scored
+    from yoco_deploy.train.evaluation import Evaluation
 
     a = Scored(SPACE.min_arch(), 0.5, {}, loss=0.7)
     b = Scored(SPACE.max_arch(), 0.5, {}, loss=0.6)
@@ -423,7 +423,7 @@ def test_an_edited_log_row_is_named_and_repair_keeps_every_intact_row(knapsack, 
 
 
 def test_an_edited_measurement_is_named(tmp_path):
-    from yoco_deploy.runner import MeasurementLog, RunnerError
+    from yoco_deploy.device.runner import MeasurementLog, RunnerError
 
     log = MeasurementLog(tmp_path / "m.jsonl")
     for i in range(3):

@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from yoco_deploy import runner
-from yoco_deploy.runner import RunnerError, SessionSpec
+from yoco_deploy.device import runner
+from yoco_deploy.device.runner import RunnerError, SessionSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,7 +97,7 @@ def test_io_bound_timing_on_the_cpu_provider(tmp_path):
     the same logits as a plain run."""
     import numpy as np
 
-    from yoco_deploy.onnx_export import export_onnx
+    from yoco_deploy.export.to_onnx import export_onnx
 
     from helpers import tiny_bert
 

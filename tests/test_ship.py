@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from yoco_deploy import runner
-from yoco_deploy.budgets import BudgetError, CostModel, Target, parse_target
-from yoco_deploy.deploy import SuperBertEvaluator, Supernet, search_target, ship_result
-from yoco_deploy.fit import fit_profile
-from yoco_deploy.profiling import ProfileSettings, profile_device
-from yoco_deploy.search import SearchSettings
-from yoco_deploy.ship import ShipSettings
+from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target, parse_target
+from yoco_deploy.deploy.per_target import SuperBertEvaluator, Supernet, search_target, ship_result
+from yoco_deploy.deploy.search import SearchSettings
+from yoco_deploy.deploy.ship import ShipSettings
+from yoco_deploy.device import runner
+from yoco_deploy.device.fit import fit_profile
+from yoco_deploy.device.profiling import ProfileSettings, profile_device
 
 from helpers import FakeBackend, write_tiny_task
 
@@ -36,9 +36,9 @@ REQUIRED = (
 
 @pytest.fixture(scope="module")
 def net(tmp_path_factory):
-    from yoco_deploy.data import load_task
-    from yoco_deploy.loading import load_tokenizer
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.loading import load_tokenizer
+    from yoco_deploy.model.super_bert import SuperBert
+    from yoco_deploy.train.data import load_task
 
     root = tmp_path_factory.mktemp("ship")
     model_dir, data_dir = write_tiny_task(root, n_train=200, n_dev=40)
@@ -61,7 +61,7 @@ def net(tmp_path_factory):
 
 
 def cost_model(net, target):
-    from yoco_deploy.deploy import cost_model_for
+    from yoco_deploy.deploy.per_target import cost_model_for
 
     return cost_model_for(target, net[0], net[1] / "predictors", 16, 1)
 
@@ -126,7 +126,7 @@ def check_classify_command(bundle, expected):
     """`yoco-deploy classify` is the API's shell: the same names, as text or JSON."""
     from typer.testing import CliRunner
 
-    from yoco_deploy.cli import app
+    from yoco_deploy.cli.main import app
 
     texts = ["good great film", "awful boring plot"]
     run = CliRunner().invoke(app, ["classify", str(bundle), *texts, "--json"])
@@ -149,8 +149,8 @@ def check_bundle_describes_itself(bundle, manifest):
     from huggingface_hub import ModelCard
     from transformers import AutoTokenizer
 
-    from yoco_deploy import onnx_metadata
-    from yoco_deploy.hashing import file_sha256
+    from yoco_deploy.export import metadata as onnx_metadata
+    from yoco_deploy.util.hashing import file_sha256
 
     config = json.loads((bundle / "config.json").read_text())
     assert config["id2label"] == {"0": "negative", "1": "positive"}
@@ -207,7 +207,7 @@ sys.meta_path.insert(0, Block())
 from dataclasses import asdict
 from yoco_deploy import load_bundle
 bundle = load_bundle(sys.argv[1])
-from yoco_deploy.runner import SessionSpec
+from yoco_deploy.device.runner import SessionSpec
 manifest = json.load(open(sys.argv[1] + "/manifest.json"))
 assert bundle.session_spec == SessionSpec.from_dict(manifest["session"]), bundle.session_spec
 print(json.dumps([asdict(p) for p in bundle.classify(["good great film", "awful boring plot"])]))
@@ -221,7 +221,7 @@ def test_unmeetable_measured_latency_ships_nothing(net, tmp_path, monkeypatch):
     # suppose the predictor was wrong: every cost model (corrected ones too) says it fits
     monkeypatch.setattr(CostModel, "feasible", lambda self, arch: True)
     archs = supernet.super_bert.space.sampler(0).sample_many(2)
-    from yoco_deploy.ship import ship_target
+    from yoco_deploy.deploy.ship import ship_target
 
     with pytest.raises(BudgetError, match=r"meets its budgets on this device; the closest was"):
         ship_target(
@@ -251,7 +251,7 @@ def _constant(supernet):
 
     import torch
 
-    from yoco_deploy.deploy import Supernet
+    from yoco_deploy.deploy.per_target import Supernet
 
     sb = copy.deepcopy(supernet.super_bert)
     with torch.no_grad():
@@ -261,7 +261,7 @@ def _constant(supernet):
 
 
 def _ship(supernet, cm, archs, out, **settings):
-    from yoco_deploy.ship import ship_target
+    from yoco_deploy.deploy.ship import ship_target
 
     return ship_target(
         supernet.super_bert,
@@ -277,8 +277,8 @@ def _ship(supernet, cm, archs, out, **settings):
 
 
 def test_the_quality_gate_refuses_a_constant_predictor(net, tmp_path):
-    from yoco_deploy.evaluation import majority_baseline
-    from yoco_deploy.quality import QualityError
+    from yoco_deploy.deploy.quality import QualityError
+    from yoco_deploy.train.evaluation import majority_baseline
 
     supernet, _ = net
     constant = _constant(supernet)
@@ -302,8 +302,8 @@ def test_the_quality_gate_refuses_a_constant_predictor(net, tmp_path):
 def test_the_floor_is_two_standard_errors_above_the_majority_class():
     import numpy as np
 
-    from yoco_deploy.data import get_task
-    from yoco_deploy.quality import QualityGate
+    from yoco_deploy.deploy.quality import QualityGate
+    from yoco_deploy.train.data import get_task
 
     sst2 = get_task("sst2")
     labels = np.array([1] * 444 + [0] * 428)  # SST-2 dev: 872 sentences, 50.9% positive
@@ -324,7 +324,7 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
     previous good bundle as it was and no partial one under any name."""
     import errno
 
-    from yoco_deploy import ship as ship_module
+    from yoco_deploy.deploy import ship as ship_module
 
     supernet, _ = net
     cm = cost_model(net, parse_target("tiny-cpu:params=3M"))
@@ -414,7 +414,7 @@ def test_a_real_full_disk_during_ship_keeps_the_previous_bundle(tmp_path):
 def test_the_session_is_recorded_from_profile_to_manifest(net, tmp_path):
     """profile -> predictor -> ship -> manifest: one SessionSpec, and ship refuses to
     time a bundle in another session than its predictor was profiled in."""
-    from yoco_deploy.predictor import LatencyPredictor
+    from yoco_deploy.device.predictor import LatencyPredictor
 
     supernet, root = net
     profiled = json.loads((root / "profiles" / "tiny-cpu" / "device.json").read_text())
@@ -453,7 +453,7 @@ def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeyp
     """Models run slower than predicted while the reference does not (the predictor is
     off near the budget): the first candidate is measured over budget; ship corrects
     the cost model by what it measured, goes down to the corrected boundary, and ships."""
-    from yoco_deploy import ship as ship_module
+    from yoco_deploy.deploy import ship as ship_module
 
     from helpers import FakeBackend
 
@@ -472,7 +472,7 @@ def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeyp
     cm = cost_model(net, parse_target("tiny-cpu:latency=1000ms"))
     space = supernet.super_bert.space
     top = space.max_arch()
-    from yoco_deploy.calibrate import build_reference
+    from yoco_deploy.device.calibrate import build_reference
 
     ref_ms = FakeBackend().base_ms(build_reference(cm.predictor, tmp_path / "ref"))
     predicted = cm.recalibrated(ref_ms).costs(top)["latency"]
@@ -493,8 +493,8 @@ def test_a_slow_reference_timing_at_the_start_does_not_overrule_a_measurement(
     """The machine is 3x as slow while ship times the reference alone at the start,
     then back to normal. The top candidate, feasible as profiled, is timed rather than
     repaired away on that one timing: it fits as measured and ships."""
-    from yoco_deploy import ship as ship_module
-    from yoco_deploy.calibrate import build_reference
+    from yoco_deploy.deploy import ship as ship_module
+    from yoco_deploy.device.calibrate import build_reference
 
     from helpers import FakeBackend
 

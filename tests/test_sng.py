@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy.sng import CategoricalSNG, SubSpace, ranking_utility
 from yoco_deploy.space import INACTIVE, SearchSpace
+from yoco_deploy.train.sng import CategoricalSNG, SubSpace, ranking_utility
 
 SPACE = SearchSpace.from_config(BertConfig())
 

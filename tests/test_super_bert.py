@@ -3,7 +3,7 @@ import torch
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.errors import ArchError
-from yoco_deploy.super_bert import SuperBert
+from yoco_deploy.model.super_bert import SuperBert
 
 from helpers import batch_inputs, some_archs, tiny_bert
 

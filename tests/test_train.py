@@ -6,9 +6,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from yoco_deploy.data import DataError, compute_metrics, get_task, load_task
-from yoco_deploy.train_config import ConfigError, load_config, parse_config
-from yoco_deploy.trainer import Trainer
+from yoco_deploy.train.config import ConfigError, load_config, parse_config
+from yoco_deploy.train.data import DataError, compute_metrics, get_task, load_task
+from yoco_deploy.train.trainer import Trainer
 
 from helpers import write_tiny_task
 
@@ -117,7 +117,7 @@ def test_train_json_prints_the_final_model_and_its_final_evaluations(tiny_task, 
     import yaml
     from typer.testing import CliRunner
 
-    from yoco_deploy.cli import app
+    from yoco_deploy.cli.main import app
 
     model_dir, data_dir, teacher = tiny_task
     config = yaml.safe_load(Path("configs/tiny.yaml").read_text())
@@ -200,8 +200,8 @@ def test_metrics():
 
 
 def test_trimmed_padding_gives_the_same_logits():
-    from yoco_deploy.data import to_tensors, trim_padding
-    from yoco_deploy.super_bert import SuperBert
+    from yoco_deploy.model.super_bert import SuperBert
+    from yoco_deploy.train.data import to_tensors, trim_padding
 
     from helpers import tiny_bert
 
@@ -222,8 +222,8 @@ def test_trimmed_padding_gives_the_same_logits():
 DDP_SCRIPT = """
 import hashlib, json, sys
 sys.path.insert(0, {tests!r})
-from yoco_deploy.train_config import load_config
-from yoco_deploy.trainer import Trainer
+from yoco_deploy.train.config import load_config
+from yoco_deploy.train.trainer import Trainer
 
 cfg = load_config("configs/tiny.yaml", {overrides!r})
 trainer = Trainer(cfg, log=lambda s: None)

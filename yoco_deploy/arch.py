@@ -102,7 +102,7 @@ class Arch:
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:
-        from yoco_deploy.user_file import read_text
+        from yoco_deploy.util.user_file import read_text
 
         path = Path(path)
         text = read_text(path, ArchError, "architecture file")

@@ -44,7 +44,7 @@ class Bundle:
     def __init__(self, path: str | Path):
         from tokenizers import Tokenizer
 
-        from yoco_deploy.runner import RunnerError, SessionSpec, recorded_session
+        from yoco_deploy.device.runner import RunnerError, SessionSpec, recorded_session
 
         self.path = Path(path)
         self.manifest = self._json("manifest.json")

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from yoco_deploy.ship import Shipped
+    from yoco_deploy.deploy.ship import Shipped
 
 
 def _pyplot():

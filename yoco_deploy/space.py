@@ -19,7 +19,7 @@ import numpy as np
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.errors import ArchError, SpaceError
-from yoco_deploy.readout import LAYER_SELECTIONS, SELECTION_KEY, kept_layers
+from yoco_deploy.model.readout import LAYER_SELECTIONS, SELECTION_KEY, kept_layers
 
 INACTIVE = -1
 
@@ -178,7 +178,7 @@ class SearchSpace:
     @classmethod
     def load_overrides(cls, path: str | Path) -> dict[str, Any]:
         """Read a JSON or YAML file holding ``{depth: [...], heads: [...], ffn: [...]}``."""
-        from yoco_deploy.user_file import load_mapping, read_text
+        from yoco_deploy.util.user_file import load_mapping, read_text
 
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):

@@ -68,7 +68,7 @@ def machine_info() -> dict[str, object]:
     """What a timing depends on: the host, torch, and the load while it ran."""
     import torch
 
-    from yoco_deploy.runner import host_fingerprint
+    from yoco_deploy.device.runner import host_fingerprint
 
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     return {

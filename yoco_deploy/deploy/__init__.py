@@ -1,0 +1,1 @@
+"""Stage II: targets and budgets, search, ship, the super-BERT's evaluators."""

@@ -1,0 +1,241 @@
+"""Deployment targets: a device and its budgets, and the costs they are checked against.
+
+Syntax: ``NAME:latency=20ms,params=30M,flops=2G,size=60MB,params_non_embedding=10M``.
+Latency needs a predictor for NAME (``predictors/NAME.json``); the other budgets are
+closed-form. ``latency=50%`` means half the predicted latency of the largest sub-BERT on
+that device (budgets that travel between machines). A cost equal to its budget is
+feasible (YOCO's code used ``<``).
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.costs import arch_costs, embedding_params
+from yoco_deploy.errors import YocoError
+from yoco_deploy.names import check_name, slug
+from yoco_deploy.space import ModelDims, SearchSpace
+
+_UNITS = {
+    "latency": {"ms": 1.0, "s": 1e3, "": 1.0},
+    "params": {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9},
+    "params_non_embedding": {"": 1.0, "k": 1e3, "m": 1e6, "g": 1e9},
+    "flops": {"": 1.0, "m": 1e6, "g": 1e9, "t": 1e12},
+    "size": {"mb": 1.0, "gb": 1e3, "kb": 1e-3, "": 1.0},
+}
+UNIT_NAMES = {"latency": "ms", "params": "", "params_non_embedding": "", "flops": "", "size": "MB"}
+
+
+class BudgetError(YocoError):
+    """A target is malformed or cannot be met by any sub-BERT."""
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    budgets: dict[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        check_name(self.name, "device name")  # it becomes predictors/NAME.json, bundles/...
+
+    def slug(self) -> str:
+        """This target as one folder name (search logs and bundles alike)."""
+        return slug(self.label())
+
+    def label(self) -> str:
+        parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
+        return f"{self.name}:" + ",".join(parts)
+
+    def broken(self, costs: dict[str, float]) -> list[str]:
+        """The budgets these costs break (predicted or measured alike), by name."""
+        return sorted(k for k, budget in self.budgets.items() if costs[k] > budget)
+
+    def resolved(self, max_latency_ms: float | None) -> Target:
+        """``latency=50%`` becomes milliseconds: a share of the largest sub-BERT's."""
+        if "latency_share" not in self.budgets:
+            return self
+        budgets = {k: v for k, v in self.budgets.items() if k != "latency_share"}
+        budgets["latency"] = round(self.budgets["latency_share"] * max_latency_ms, 2)
+        return Target(self.name, budgets)
+
+
+def _fmt(kind: str, value: float) -> str:
+    if kind == "latency_share":
+        return f"{value:.0%}"
+    if kind == "latency":
+        return f"{value:g}ms"
+    if kind == "size":
+        return f"{value:g}MB"
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if value >= scale:
+            return f"{value / scale:g}{unit}"
+    return f"{value:g}"
+
+
+def parse_target(text: str) -> Target:
+    name, sep, rest = text.partition(":")
+    if not sep or not name or not rest:
+        raise BudgetError(
+            f"target {text!r}: write NAME:latency=20ms[,params=30M][,flops=2G][,size=60MB]"
+        )
+    check_name(name, f"target {text!r}: device name")
+    budgets = {}
+    for item in rest.split(","):
+        key, eq, value = item.strip().partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _UNITS:
+            raise BudgetError(f"target {text!r}: unknown budget {item!r}; use {', '.join(_UNITS)}")
+        m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+)\s*([a-zA-Z%]*)\s*", value)
+        if key in budgets or (key == "latency" and "latency_share" in budgets):
+            raise BudgetError(f"target {text!r}: {key} is given twice; give each budget once")
+        if key == "latency" and m and m.group(2) == "%":
+            share = float(m.group(1)) / 100
+            if not 0 < share <= 1:
+                raise BudgetError(
+                    f"target {text!r}: a relative latency budget is a share of the max "
+                    "sub-BERT's latency, above 0% and at most 100%"
+                )
+            budgets["latency_share"] = share
+            continue
+        unit = m.group(2).lower() if m else None
+        if not m or unit not in _UNITS[key]:
+            raise BudgetError(
+                f"target {text!r}: {key} value {value!r} needs a number with a "
+                f"unit from {[u for u in _UNITS[key] if u]}"
+            )
+        budgets[key] = float(m.group(1)) * _UNITS[key][unit]
+        if budgets[key] <= 0:
+            raise BudgetError(f"target {text!r}: {key} budget must be positive")
+    return Target(name, budgets)
+
+
+def size_mb(arch: Arch, dims: ModelDims, fmt: str = "int8") -> float:
+    """ONNX file size estimate: fp16 stores everything in 2 bytes; int8 stores matmul
+    weights in 1 byte (embeddings, LayerNorms and biases stay fp32)."""
+    costs = arch_costs(arch, dims)
+    if fmt == "fp16":
+        return costs.params * 2 / 1e6
+    if fmt != "int8":
+        return costs.params * 4 / 1e6
+    body = costs.params_non_embedding
+    return (embedding_params(dims) * 4 + body * 1.05) / 1e6
+
+
+class CostModel:
+    """All costs of a sub-BERT for one target; latency from the device's predictor."""
+
+    def __init__(
+        self,
+        target: Target,
+        space: SearchSpace,
+        predictor=None,
+        seq_len: int = 128,
+        batch: int = 1,
+        reference_ms: float | None = None,
+        fmt: str | None = None,
+        correction: float = 1.0,
+    ):
+        wants_latency = {"latency", "latency_share"} & set(target.budgets)
+        if wants_latency and predictor is None:
+            raise BudgetError(f"target {target.name!r} has a latency budget but no predictor")
+        if predictor is not None and not space.same_shapes(predictor.space):
+            raise BudgetError(f"predictor for {target.name!r} was fitted for another space")
+        self.space, self.predictor = space, predictor
+        self.seq_len, self.batch, self.reference_ms = seq_len, batch, reference_ms
+        # measured / predicted latency near the candidates (ship's measurements); the
+        # relative budget stays a share of the max sub-BERT's uncorrected prediction
+        self.correction = correction
+        timed = predictor.reference.get("format", "int8") if predictor else None
+        if wants_latency and fmt is not None and timed != fmt:
+            raise BudgetError(
+                f"predictor for {target.name!r} was profiled with {timed} files, but the "
+                f"target ships {fmt}: profile the device with --format {fmt}, or ship {timed}"
+            )
+        self.fmt = fmt or timed or "int8"  # what the size budget is estimated for
+        self._cache: dict[str, dict[str, float]] = {}
+        self.requested = target  # as the user wrote it: a share stays a share
+        self.target = target
+        if "latency_share" in target.budgets:
+            top = self.costs(space.max_arch())["latency"] / correction
+            self.target = target.resolved(top)
+
+    def recalibrated(self, reference_ms: float, correction: float = 1.0) -> CostModel:
+        """The same target and predictor at another machine speed (the reference model
+        timed at ``reference_ms``): predictions move, and a relative budget is resolved
+        again against the same calibrated speed, so it moves with them. ``correction``
+        scales the predictions only (what measurements near the budget said)."""
+        return CostModel(
+            self.requested, self.space, self.predictor, self.seq_len, self.batch,
+            reference_ms, fmt=self.fmt, correction=correction,
+        )  # fmt: skip
+
+    def costs(self, arch: Arch) -> dict[str, float]:
+        if arch.arch_id not in self._cache:
+            c = arch_costs(arch, self.space.dims, self.seq_len, self.batch)
+            out = {
+                "params": c.params,
+                "params_non_embedding": c.params_non_embedding,
+                "flops": c.flops,
+                "size": size_mb(arch, self.space.dims, self.fmt),
+            }
+            if self.predictor is not None:
+                out["latency"] = (
+                    self.correction
+                    * self.predictor.predict(
+                        arch, self.batch, self.seq_len, self.reference_ms
+                    ).latency_ms
+                )
+            self._cache[arch.arch_id] = out
+        return self._cache[arch.arch_id]
+
+    def violation(self, arch: Arch) -> float:
+        """0 when every budget holds; else the summed relative excess."""
+        costs = self.costs(arch)
+        return sum(max(0.0, costs[k] / b - 1) for k, b in self.target.budgets.items())
+
+    def penalty(self, arch: Arch) -> float:
+        """YOCO-BERT's reward factor (METHOD.md): the product over broken budgets of
+        (1 - (cost - C) / (cost_max - C))^2, clipped at 0; 1 when every budget holds."""
+        costs, top = self.costs(arch), self.costs(self.space.max_arch())
+        factor = 1.0
+        for k, budget in self.target.budgets.items():
+            if costs[k] > budget:
+                room = top[k] - budget
+                factor *= max(0.0, 1 - (costs[k] - budget) / room) ** 2 if room > 0 else 0.0
+        return factor
+
+    def feasible(self, arch: Arch) -> bool:
+        return not self.target.broken(self.costs(arch))
+
+    def check_achievable(self) -> None:
+        """Costs grow with every dimension, so the min sub-BERT is the cheapest in each."""
+        smallest = self.space.min_arch()
+        costs = self.costs(smallest)
+        broken = self.target.broken(costs)
+        if broken:
+            budgets = self.target.budgets
+            parts = [
+                f"{k} budget {_fmt(k, budgets[k])} is below the smallest achievable "
+                f"{_fmt(k, costs[k])}"
+                for k in broken
+            ]
+            raise BudgetError(
+                f"target {self.target.label()}: no sub-BERT fits: "
+                + "; ".join(parts)
+                + f" (the min sub-BERT {smallest.short()})"
+            )
+
+
+def load_predictor_for(name: str, predictors_dir: Path, space: SearchSpace):
+    from yoco_deploy.device.predictor import LatencyPredictor
+
+    path = Path(predictors_dir) / f"{name}.json"
+    if not path.is_file():
+        raise BudgetError(
+            f"no latency predictor for device {name!r} ({path}); profile and fit "
+            "it first: yoco-deploy profile ... && yoco-deploy fit ..."
+        )
+    return LatencyPredictor.load(path, space)

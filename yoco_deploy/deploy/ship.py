@@ -1,0 +1,425 @@
+"""Ship: from a chosen sub-BERT to a validated, re-timed ONNX bundle that meets its budget.
+
+For each candidate in order: extract, export in the deploy format (validated against
+PyTorch), time the file on this device, check every budget against what was *measured*
+(latency) or *written* (size), evaluate the ONNX model with ONNX Runtime on the task's
+dev set, pass the quality gate (clearly above the majority class: ``quality.py``), and
+write the bundle. A candidate that breaks a budget or the gate is skipped for the next;
+when none fits, the error names the smallest latency achieved or the best metric found.
+Nothing that breaks its budget is written.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.costs import arch_costs
+from yoco_deploy.deploy import model_card
+from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target
+from yoco_deploy.device import runner
+from yoco_deploy.export import metadata as onnx_metadata
+from yoco_deploy.model.loading import BASE_MODEL_KEY
+from yoco_deploy.train.data import GLUE_HUB
+from yoco_deploy.util.atomic import staged_dir, write_text
+from yoco_deploy.util.hashing import file_sha256
+from yoco_deploy.util.versions import library_versions
+
+MANIFEST_SCHEMA = 1
+
+
+@dataclass(frozen=True)
+class ShipSettings:
+    fmt: str = "int8"
+    # settings to change from how the device's predictor was profiled (provider, threads,
+    # spinning); empty: exactly as profiled, which is the only way predictions hold
+    session: dict[str, Any] = field(default_factory=dict)
+    seq_len: int = 128
+    batch: int = 1
+    max_candidates: int = 5
+    protocol: runner.Protocol = field(default_factory=runner.Protocol)
+    min_metric: float | None = None  # the quality floor; default: majority class + margin
+    allow_weak: bool = False  # ship below the floor, with a warning in the manifest
+
+    def __post_init__(self) -> None:
+        if self.min_metric is not None and not -1 <= self.min_metric <= 1:
+            raise BudgetError(
+                f"--min-metric {self.min_metric:g} can never be met or is meaningless: every "
+                "task metric (accuracy, F1, Matthews, Pearson) lies in [-1, 1]"
+            )
+
+    def session_for(self, cost_model: CostModel) -> runner.SessionSpec:
+        """The session a target's bundle is timed and run with: the one its latency
+        predictor was profiled with (predictions only hold for it), with the settings
+        asked for, which must then agree with it."""
+        predictor = cost_model.predictor
+        if predictor is None:
+            return DEFAULT_SESSION.with_options(**self.session)
+        profiled = runner.recorded_session(predictor.device)
+        asked = profiled.with_options(**self.session)
+        if asked != profiled:
+            raise BudgetError(
+                f"target {cost_model.target.label()}: its predictor was profiled with "
+                f"{profiled.describe()}, but ship was asked for {asked.describe()}; "
+                "predictions only hold for the profiled settings: drop the session options, "
+                "or profile the device again with them"
+            )
+        return profiled
+
+
+# what a bundle runs with when no predictor says otherwise (ship without a latency budget)
+DEFAULT_SESSION = runner.SessionSpec(threads=2)
+
+
+@dataclass(frozen=True)
+class Shipped:
+    path: Path
+    manifest: dict[str, Any]
+    rejected: list[dict[str, Any]]
+
+
+def onnx_metric(
+    path: Path, data, tokenizer, seq_len: int, spec: runner.SessionSpec = runner.SessionSpec()
+) -> dict:
+    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime as the
+    bundle will be run (the file's own kernels: for fp16 on a GPU, the GPU's)."""
+    from yoco_deploy.train.data import encode
+    from yoco_deploy.train.evaluation import evaluate, sorted_by_length
+
+    session = spec.load(path)
+    enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
+    result = evaluate(lambda feeds: session.run(None, feeds)[0], enc, data.task, 64)
+    return {**result.to_dict(), "split": "dev"}
+
+
+def quality_gate(data, settings: ShipSettings, metric_name: str):
+    from yoco_deploy.deploy.quality import QualityGate
+
+    labels = np.asarray(data.dev.labels)
+    return QualityGate.for_split(
+        data.task, labels, metric_name, settings.min_metric, settings.allow_weak
+    )
+
+
+def bundle_name(target: Target, measured_ms: float, metric: dict, arch: Arch) -> str:
+    value = metric["value"]
+    return f"{target.name}@{measured_ms:.1f}ms_{metric['name']}@{value:.3f}_{arch.arch_id}"
+
+
+def class_names(config, task) -> list[str]:
+    """The model's class names in class order (its config's id2label, which training set
+    from the task); none for a regression task."""
+    if task.labels is None:
+        return []
+    return [str(config.id2label.get(i, i)) for i in range(task.num_labels)]
+
+
+def limit_tokenizer(folder: Path, seq_len: int) -> None:
+    """The bundle's tokenizer stops at the length its latency was measured at: a longer
+    input would run at a latency nobody measured (transformers reads model_max_length from
+    tokenizer_config.json; the tokenizers library reads tokenizer.json's truncation)."""
+    path = folder / "tokenizer_config.json"
+    config = json.loads(path.read_text()) if path.is_file() else {}
+    config["model_max_length"] = seq_len
+    config["yoco_note"] = f"truncated to {seq_len} tokens: the length this bundle was timed at"
+    write_text(path, json.dumps(config, indent=2) + "\n")
+    fast = folder / "tokenizer.json"
+    if fast.is_file():  # plain `tokenizers` users read truncation from the file itself
+        from tokenizers import Tokenizer
+
+        tokenizer = Tokenizer.from_file(str(fast))
+        tokenizer.enable_truncation(seq_len)
+        write_text(fast, tokenizer.to_str())
+
+
+def ship_target(
+    super_bert,
+    tokenizer,
+    data,
+    target: Target,
+    cost_model: CostModel,
+    candidates: list[Arch],
+    out_dir: Path,
+    settings: ShipSettings = ShipSettings(),
+    say=print,
+) -> Shipped:
+    from yoco_deploy.util.atomic import check_writable
+
+    check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
+    session = settings.session_for(cost_model)
+    with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
+        run = _ShipRun(super_bert, tokenizer, data, target, cost_model, settings, session, say)
+        run.reference = _reference_session(cost_model, run.backend, Path(tmp))
+        run.calibrate_now()
+        return run.ship(candidates, Path(out_dir))
+
+
+def _reference_session(cost_model: CostModel, backend, folder: Path):
+    """The predictor's reference model, timed beside every candidate so that its
+    prediction is calibrated to this machine's speed at that moment."""
+    if cost_model.predictor is None:
+        return None
+    from yoco_deploy.device.calibrate import build_reference
+
+    return backend.load(build_reference(cost_model.predictor, folder))
+
+
+def _broken_text(kind: str, measured: float, budget: float) -> str:
+    if kind == "latency":
+        return f"measured {measured:.2f} ms > {budget:g} ms"
+    if kind == "size":
+        return f"file {measured:.1f} MB > {budget:g} MB"
+    return f"{kind} {measured:g} > {budget:g}"
+
+
+class _ShipRun:
+    """One target's way down its candidates. The reference is timed first, so predictions
+    start at today's speed; each candidate is exported, timed beside the reference and
+    checked; a latency rejection corrects the cost model with what was just measured (the
+    measured/predicted ratio) and repairs the remaining candidates to the corrected
+    budget boundary. It gives up when the corrected cost model rules out everything below
+    the last rejection, or after 2 x max_candidates exports."""
+
+    def __init__(self, super_bert, tokenizer, data, target, cost_model, settings, session, say):
+        self.sb, self.tokenizer, self.data, self.target = super_bert, tokenizer, data, target
+        self.base = self.model = cost_model  # the model is corrected as measurements come
+        self.settings, self.session, self.say = settings, session, say
+        self.backend = runner.OrtBackend(session)
+        self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
+        self.reference = None
+        self.rejected: list[dict[str, Any]] = []
+        self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
+        self.gate = None  # set by the first candidate that gets as far as its dev metric
+        self.over_budget: Arch | None = None  # the last candidate measured over budget
+        self.labels = class_names(super_bert.config, data.task)
+
+    def calibrate_now(self) -> None:
+        """Predictions at the speed of this machine now (the reference timed alone)."""
+        if self.reference is None:
+            return
+        protocol = self.settings.protocol
+        stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
+        self.model = self.base.recalibrated(stats["median_ms"])
+
+    def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
+        queue = list(candidates[: self.settings.max_candidates])
+        tried: set[str] = set()
+        while len(tried) < self.settings.max_candidates * 2:  # exports, corrections included
+            if not queue:
+                if self.over_budget is None:
+                    break
+                # measured over budget with nothing left: go down from it, with the cost
+                # model corrected by what was just measured
+                queue.append(self.over_budget)
+                self.over_budget = None
+            arch = queue.pop(0)
+            if arch.arch_id in tried or not self._worth_timing(arch):
+                fixed = self._repair(arch, tried)
+                if arch.arch_id not in tried:
+                    self._reject(arch, "predicted over a budget at today's speed")
+                if fixed is None:
+                    continue
+                self.say(
+                    f"{self.target.name}: {arch.short()} -> {fixed.short()} (repaired "
+                    "to the budget boundary by the corrected cost model)"
+                )
+                arch = fixed
+            tried.add(arch.arch_id)
+            shipped = self._try(arch, out_dir)
+            if shipped is not None:
+                return shipped
+        return self._give_up(len(tried) >= self.settings.max_candidates * 2)
+
+    def _worth_timing(self, arch: Arch) -> bool:
+        """Feasible by the cost model as corrected so far. Before anything was timed
+        beside the reference, today's speed rests on one timing of the reference alone,
+        which a passing slow spell can make far too slow: a candidate whose only broken
+        budget is that predicted latency is then timed, and the measurement decides."""
+        if self.model.feasible(arch):
+            return True
+        return not self.ratios and self.model.target.broken(self.model.costs(arch)) == ["latency"]
+
+    def _repair(self, arch: Arch, tried: set[str]) -> Arch | None:
+        """The first sub-BERT below ``arch`` that the corrected cost model calls feasible
+        and that was not timed yet; None when there is none."""
+        from yoco_deploy.deploy.repair import repair
+
+        def fits(a: Arch) -> bool:
+            return a.arch_id not in tried and self.model.feasible(a)
+
+        fixed = repair(arch, self.base.space, fits, self.settings.seq_len)
+        return fixed if fits(fixed) else None
+
+    def _reject(self, arch: Arch, why: str, **extra) -> None:
+        self.rejected.append({"arch_id": arch.arch_id, "why": why, **extra})
+
+    def _try(self, arch: Arch, out_dir: Path) -> Shipped | None:
+        from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
+
+        settings, target = self.settings, self.target
+        options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
+        with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
+            report = export_sub_bert(
+                self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len, settings.batch
+            )
+            onnx_path = report.deploy_file
+            # the metadata now (the digest later, same length): the size checked is the size shipped
+            props = onnx_metadata.props_for(arch, self.labels, settings.seq_len, settings.fmt)
+            onnx_metadata.embed(onnx_path, props)
+            handle = self.backend.load(onnx_path)
+            stats = runner.measure(
+                self.backend, handle, self.feeds, settings.protocol, self.reference
+            )
+            timing = self._calibrate(arch, stats)
+            # the budgets checked against what was measured: the latency and the file
+            measured = {
+                **self.model.costs(arch),
+                "latency": stats["median_ms"],
+                "size": onnx_path.stat().st_size / 1e6,
+            }
+            budgets = self.model.target.budgets
+            broken_keys = self.model.target.broken(measured)
+            broken = [_broken_text(k, measured[k], budgets[k]) for k in broken_keys]
+            if broken:
+                if "latency" in broken_keys:
+                    self.over_budget = arch
+                self._reject(arch, "; ".join(broken), measured_ms=stats["median_ms"])
+                self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
+                return None
+            metric = onnx_metric(
+                onnx_path, self.data, self.tokenizer, settings.seq_len, self.session
+            )
+            self.gate = gate = quality_gate(self.data, settings, metric["name"])
+            if not gate.passes(metric["value"]):
+                weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
+                if not gate.allow_weak:
+                    self._reject(arch, weak, metric=metric["value"])
+                    self.say(f"{target.name}: {arch.short()} rejected ({weak}); next")
+                    return None
+                self.say(
+                    f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
+                )
+            bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
+            return self._write(bundle, arch, report, stats, timing, metric, onnx_path)
+
+    def _calibrate(self, arch: Arch, stats: dict) -> dict[str, Any]:
+        """Predictions at the speed the reference was just measured at, and the cost model
+        corrected by every measurement so far."""
+        if self.base.predictor is None or "ref_ms" not in stats:
+            return {}
+        now = self.base.recalibrated(stats["ref_ms"])
+        calibrated = now.costs(arch)["latency"]
+        self.ratios.append(stats["median_ms"] / calibrated)
+        correction = float(np.median(self.ratios))
+        self.model = self.base.recalibrated(stats["ref_ms"], correction)
+        return {
+            "reference_ms": stats["ref_ms"],
+            "calibrated_prediction_ms": calibrated,
+            "prediction_error": calibrated / stats["median_ms"] - 1,
+            "budget_ms": now.target.budgets.get("latency"),
+            "correction": correction,
+        }
+
+    def _write(self, bundle, arch, report, stats, timing, metric, onnx_path) -> Shipped:
+        from yoco_deploy.model.extract import onnx_config
+
+        # staged beside its final place: a failure leaves the previous bundle intact
+        with staged_dir(bundle) as stage:
+            shutil.copyfile(onnx_path, stage / "model.onnx")
+            # the ONNX file carries the weights: a stock config and the tokenizer beside it
+            config = onnx_config(self.sb, arch)
+            write_text(stage / "config.json", json.dumps(config, indent=2) + "\n")
+            self.tokenizer.save_pretrained(stage)
+            limit_tokenizer(stage, self.settings.seq_len)
+            manifest = make_manifest(
+                arch, self.target, self.base, report, stats, metric, self.settings,
+                self.session, stage / "model.onnx",
+            )  # fmt: skip
+            manifest["name"] = bundle.name
+            manifest["labels"] = self.labels
+            manifest["base_model"] = getattr(self.sb.config, BASE_MODEL_KEY, None)
+            manifest["source_layers"] = list(self.sb.space.kept_layers(arch.depth))
+            hub = self.data.source == GLUE_HUB  # a local folder is named, its path kept private
+            manifest["data"] = {
+                "task": self.data.task.name,
+                "source": GLUE_HUB if hub else "local",
+                "name": f"GLUE {self.data.task.name}" if hub else Path(self.data.source).name,
+            }
+            manifest["target"] = self.base.requested.label()  # as asked: a share stays one
+            manifest["timing"] = timing
+            if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
+                manifest["budget_ms"] = timing["budget_ms"]
+                manifest["budgets"] = {**manifest["budgets"], "latency": timing["budget_ms"]}
+            manifest["quality"] = self.gate.record(metric["value"])
+            onnx_metadata.set_digest(stage / "model.onnx", manifest)
+            manifest["onnx_sha256"] = file_sha256(stage / "model.onnx")
+            write_text(stage / "README.md", model_card.render(manifest, self.labels))
+            write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+        return Shipped(bundle, manifest, self.rejected)
+
+    def _give_up(self, capped: bool):
+        scores = [r["metric"] for r in self.rejected if "metric" in r]
+        if self.gate is not None and scores:
+            raise self.gate.refusal(max(scores), self.target.label())
+        measured = [r for r in self.rejected if "measured_ms" in r]
+        closest = ""
+        if measured:
+            best = min(measured, key=lambda r: r["measured_ms"])
+            closest = (
+                f"; the closest was {best['arch_id']} at {best['measured_ms']:.2f} ms "
+                f"({len(measured)} timed, predictions corrected after each)"
+            )
+        why = (
+            f"none of the {self.settings.max_candidates * 2} sub-BERTs timed meets its budgets"
+            if capped
+            else "nothing in the space meets its budgets"
+        )
+        raise BudgetError(f"target {self.target.label()}: {why} on this device{closest}")
+
+
+def make_manifest(
+    arch, target, cost_model, report, stats, metric, settings, session, onnx_path
+) -> dict:
+    costs = arch_costs(arch, cost_model.space.dims, settings.seq_len, settings.batch)
+    predicted = cost_model.costs(arch).get("latency")
+    return {
+        "schema": MANIFEST_SCHEMA,
+        "target": target.label(),
+        "arch": arch.to_dict(),
+        "arch_id": arch.arch_id,
+        "params": costs.params,
+        "params_non_embedding": costs.params_non_embedding,
+        "flops": costs.flops,
+        "budgets": target.budgets,
+        "budget_ms": target.budgets.get("latency"),
+        "predicted_latency_ms": predicted,
+        "measured_latency_ms": {
+            "median": stats["median_ms"],
+            "p90": stats["p90_ms"],
+            "cv": stats["cv"],
+            "runs": stats["runs"],
+        },
+        "device": target.name,
+        "machine": runner.device_fingerprint(session),
+        "provider": session.provider_name,
+        "threads": session.threads,
+        "session": session.to_dict(),
+        "seq_len": settings.seq_len,
+        "batch": settings.batch,
+        "format": settings.fmt,
+        "metric": metric,
+        "validation": report.validation,
+        "int8": report.int8,
+        "onnx_sha256": file_sha256(onnx_path),
+        "size_mb": onnx_path.stat().st_size / 1e6,
+        "libraries": library_versions("onnxruntime", "onnx", "torch", "transformers"),
+        "created": time.time(),
+    }

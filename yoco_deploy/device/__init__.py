@@ -1,0 +1,1 @@
+"""Devices: the latency runner, what to profile, profiles, features, predictors."""

@@ -1,0 +1,31 @@
+"""Re-time a predictor's reference model now, so predictions follow today's machine speed."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.device import runner
+from yoco_deploy.device.predictor import LatencyPredictor
+from yoco_deploy.device.profiling import ArtifactBuilder
+
+
+def build_reference(predictor: LatencyPredictor, folder: Path) -> Path:
+    """The predictor's reference model as an ONNX file in ``folder`` (random weights:
+    latency depends on shapes), in the format it was profiled in."""
+    arch = Arch.from_dict(predictor.reference["arch"])
+    return ArtifactBuilder(predictor.search_space, predictor.reference["format"], folder).build(
+        arch
+    )
+
+
+def time_reference(predictor: LatencyPredictor, batch: int = 1, seq_len: int = 128) -> float:
+    """Median latency (ms) of the predictor's reference model on this machine, today,
+    in sessions built exactly as the profile's were."""
+    space = predictor.search_space
+    backend = runner.OrtBackend(runner.recorded_session(predictor.device))
+    with tempfile.TemporaryDirectory(prefix="yoco-calibrate-") as tmp:
+        session = backend.load(build_reference(predictor, Path(tmp)))
+        feeds = runner.make_feeds(batch, seq_len, space.dims.vocab_size)
+        return runner.measure(backend, session, feeds, runner.Protocol())["median_ms"]

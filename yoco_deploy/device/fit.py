@@ -1,0 +1,163 @@
+"""Fit a device's latency predictor from its profile, evaluate it, draw it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoco_deploy.device.predictor import (
+    LatencyPredictor,
+    TrainingData,
+    _design,
+    apply_model,
+    fit_model,
+    latency_metrics,
+    now,
+    select_and_fit,
+)
+from yoco_deploy.device.profile_store import (
+    ProfileError,
+    load_training_data,
+    profile_digest,
+    read_device,
+    reference_median,
+)
+from yoco_deploy.space import ModelDims
+from yoco_deploy.util.versions import library_versions
+
+
+def _subset(data: TrainingData, idx: np.ndarray) -> TrainingData:
+    return TrainingData(
+        archs=[data.archs[i] for i in idx],
+        shapes=[data.shapes[i] for i in idx],
+        rel=data.rel[idx],
+        ms=data.ms[idx],
+        ref_ms=data.ref_ms[idx],
+    )
+
+
+def evaluate(model: dict, data: TrainingData, dims: ModelDims) -> tuple[dict, np.ndarray]:
+    """Metrics of the predicted latency relative to the full model, against the ratio
+    measured pairwise beside it (each run of a sub-BERT followed by one of the reference):
+    the predictor's own error, free of the machine's drift. Under ``"ms"``, the same
+    predictions in milliseconds (each scaled by the reference timed beside that row, what
+    `predict --calibrate` does on the day) against the sub-BERT's own median: these also
+    carry the drift between unpaired medians. Returns the predictions in ms for the plot."""
+    pred_rel = apply_model(model, _design(data.archs, data.shapes, dims, model["type"]))
+    pred_ms = pred_rel * data.ref_ms
+    metrics = latency_metrics(data.rel, pred_rel)
+    del metrics["rmse_ms"]  # a ratio has no milliseconds
+    return {**metrics, "ms": latency_metrics(data.ms, pred_ms)}, pred_ms
+
+
+@dataclass(frozen=True)
+class FitResult:
+    predictor: LatencyPredictor
+    path: Path
+    plot: Path | None
+    table: list[dict[str, Any]]
+
+
+def fit_profile(
+    profile: Path,
+    out: Path,
+    test_profile: Path | None = None,
+    holdout: float = 0.2,
+    seed: int = 0,
+    plot: bool = True,
+) -> FitResult:
+    """Choose a model by cross-validation, report it on held-out sub-BERTs (and on a
+    separately measured test profile), then refit on everything and save."""
+    device = read_device(profile)
+    data, dims = load_training_data(profile)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(data.rel))
+    n_hold = round(holdout * len(order)) if test_profile is None else 0
+    train, held = _subset(data, order[n_hold:]), _subset(data, order[:n_hold])
+    model, selection = select_and_fit(train, dims, seed)
+    metrics: dict[str, Any] = {"selection": selection, "chosen": model["type"]}
+    evals: dict[str, tuple[TrainingData, dict]] = {}
+    if n_hold:
+        evals["holdout"] = (held, model)
+    if test_profile is not None:
+        test_data, test_dims = load_training_data(test_profile)
+        if test_dims != dims or _space_of(test_profile) != _space_of(profile):
+            raise ProfileError(
+                f"{test_profile} profiles another search space or model than {profile}; "
+                "test a predictor on sub-BERTs of its own space"
+            )
+        evals["test"] = (test_data, model)
+    table = []
+    points = {}
+    for split, (split_data, m) in evals.items():
+        chosen, pred = evaluate(m, split_data, dims)
+        flops_model = fit_model(
+            "flops", _design(train.archs, train.shapes, dims, "flops"), train.rel
+        )
+        baseline, _ = evaluate(flops_model, split_data, dims)
+        metrics[split] = {model["type"]: chosen, "flops_baseline": baseline}
+        table += [
+            {"split": split, "model": model["type"], **chosen},
+            {"split": split, "model": "flops_baseline", **baseline},
+        ]
+        points[split] = (split_data.ms, pred)
+    if n_hold:  # the shipped model uses every measurement
+        model = fit_model(
+            model["type"], _design(data.archs, data.shapes, dims, model["type"]), data.rel, seed
+        )
+    predictor = LatencyPredictor(
+        model=model,
+        space=device["space"],
+        device={"name": device["name"], **device["fingerprint"], "format": device["format"]},
+        reference={
+            **device["reference"],
+            "median_ms": reference_median(profile),
+            "format": device["format"],
+        },
+        profile={
+            "path": str(profile),
+            "sha256": profile_digest(profile),
+            "rows": len(data.rel),
+            "shapes": sorted({f"{b}x{s}" for b, s in data.shapes}),
+            "test_profile": str(test_profile) if test_profile else None,
+        },
+        metrics=metrics,
+        libraries=library_versions("onnxruntime", "scikit-learn", "numpy"),
+        created=now(),
+    )
+    path = predictor.save(out)
+    png = draw(points, path.with_suffix(".png"), device["name"], model["type"]) if plot else None
+    return FitResult(predictor, path, png, table)
+
+
+def draw(points: dict, path: Path, name: str, kind: str) -> Path | None:
+    if not points:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 5))
+    lo = min(float(np.min(m)) for m, _ in points.values()) * 0.9
+    hi = max(float(np.max(m)) for m, _ in points.values()) * 1.1
+    grid = np.array([lo, hi])
+    ax.plot(grid, grid, "k-", lw=1, label="exact")
+    ax.fill_between(grid, grid * 0.9, grid * 1.1, color="0.9", label="±10%")
+    for split, (measured, predicted) in points.items():
+        ax.scatter(measured, predicted, s=14, label=f"{split} ({len(measured)})")
+    ax.set_xlabel("measured latency (ms)")
+    ax.set_ylabel("predicted latency (ms)")
+    ax.set_title(f"{name}: {kind} predictor")
+    ax.legend(loc="upper left")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def _space_of(profile: Path) -> dict:
+    return read_device(profile)["space"]

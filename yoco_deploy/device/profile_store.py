@@ -1,0 +1,189 @@
+"""A profile directory: ``device.json`` (the device fingerprint and what was profiled:
+space, export format, shapes, reference model) and ``measurements.jsonl`` (append-only,
+written by :mod:`yoco_deploy.device.runner`); how one is created, checked and read back."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.device import runner
+from yoco_deploy.errors import YocoError
+from yoco_deploy.space import ModelDims, SearchSpace
+from yoco_deploy.util.atomic import write_text
+
+if TYPE_CHECKING:
+    from yoco_deploy.device.profiling import ProfileSettings
+
+DEVICE_SCHEMA = 1
+MEASUREMENTS = "measurements.jsonl"
+DEVICE = "device.json"
+
+
+class ProfileError(YocoError):
+    """A profile directory is unusable or does not match what was asked."""
+
+
+def reference_arch(space: SearchSpace) -> Arch:
+    """A mid-sized sub-BERT: the middle depth, head and FFN choices."""
+
+    def mid(choices: tuple[int, ...]) -> int:
+        return choices[(len(choices) - 1) // 2]
+
+    depth, heads, ffn = mid(space.depth_choices), mid(space.head_choices), mid(space.ffn_choices)
+    return Arch.uniform(depth, heads, ffn)
+
+
+# ---- the profile directory -------------------------------------------------------------------
+
+
+def device_record(
+    name: str, space: SearchSpace, settings: ProfileSettings, fingerprint: dict, model: str
+) -> dict[str, Any]:
+    ref = reference_arch(space)
+    return {
+        "schema": DEVICE_SCHEMA,
+        "name": name,
+        "fingerprint": fingerprint,
+        "model": model,
+        "space": space.shape_dict(),
+        "format": settings.fmt,
+        "shapes": [list(s) for s in settings.shapes],
+        "reference": {"arch": ref.to_dict(), "arch_id": ref.arch_id},
+        "protocol": settings.protocol.to_dict(),
+        "created": time.time(),
+    }
+
+
+_MUST_MATCH = {
+    "space": "search space",
+    "format": "export format",
+    "reference": "reference model",
+}
+_DEVICE_MUST_MATCH = ("cpu", "logical_cores")
+
+
+def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any]) -> None:
+    problems = [
+        f"{label} differs" for key, label in _MUST_MATCH.items() if existing.get(key) != wanted[key]
+    ]
+    old, new = existing.get("fingerprint", {}), wanted["fingerprint"]
+    problems += [
+        f"{key} was {old.get(key)!r}, now {new.get(key)!r}"
+        for key in _DEVICE_MUST_MATCH
+        if old.get(key) != new.get(key)
+    ]
+    # sessions compared as specs: a profile made before specs were recorded reads as
+    # spinning off, and can be extended with --spinning off
+    was, now = runner.recorded_session(old), runner.recorded_session(new)
+    if was != now:
+        problems.append(f"it was timed with {was.describe()}, now {now.describe()}")
+    if problems:
+        raise ProfileError(
+            f"{path} holds a profile of something else ({'; '.join(problems)}); nothing was "
+            "changed. Use another --device name, or move that directory away"
+        )
+
+
+def read_device(path: Path) -> dict[str, Any]:
+    file = Path(path) / DEVICE
+    try:
+        data = json.loads(file.read_text())
+    except OSError:
+        raise ProfileError(f"{path} is not a profile directory (no {DEVICE})") from None
+    except ValueError as err:
+        raise ProfileError(f"{file} is not valid JSON: {err}") from None
+    if not isinstance(data, dict) or data.get("schema") != DEVICE_SCHEMA or "space" not in data:
+        raise ProfileError(f"{file} is not a yoco-deploy device file (schema {DEVICE_SCHEMA})")
+    return data
+
+
+def open_log(path: Path, repair: bool = False) -> runner.MeasurementLog:
+    file = Path(path) / MEASUREMENTS
+    if repair:
+        runner.MeasurementLog.repair(file)
+    try:
+        return runner.MeasurementLog(file)
+    except runner.RunnerError as err:
+        raise ProfileError(str(err)) from None
+
+
+def prepare_profile_dir(
+    path: Path, record: dict[str, Any], repair: bool = False
+) -> runner.MeasurementLog:
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ProfileError(f"cannot create profile directory {path}: {err.strerror}") from None
+    if (path / DEVICE).exists():
+        check_compatible(path, read_device(path), record)
+    log = open_log(path, repair)  # fails on a corrupt file before anything is written
+    if not (path / DEVICE).exists():
+        write_text(path / DEVICE, json.dumps(record, indent=2) + "\n")
+    return log
+
+
+def plan_jobs(archs: list[Arch], shapes, seed: int) -> list[runner.Job]:
+    """Every (arch, shape), in a seeded shuffled order: size is not confounded with time."""
+    jobs = [runner.Job(a.arch_id, b, s, a.to_dict()) for a in archs for b, s in shapes]
+    order = np.random.default_rng(seed).permutation(len(jobs))
+    return [jobs[i] for i in order]
+
+
+# ---- reading a profile --------------------------------------------------------------------
+
+
+def load_training_data(path: Path, space: SearchSpace | None = None):
+    from yoco_deploy.device.predictor import TrainingData
+
+    device = read_device(path)
+    dims = ModelDims(**device["space"]["dims"])
+    if space is not None and not space.same_shapes(device["space"]):
+        raise ProfileError(f"{path} was profiled for another search space")
+    profile_space = SearchSpace.from_dict(device["space"])
+    rows = list(open_log(path).latest().values())
+    if not rows:
+        raise ProfileError(f"{path} has no measurements yet: run `yoco-deploy profile` first")
+    archs = []
+    for row in rows:
+        arch = Arch.from_dict(row["arch"])
+        if not profile_space.contains(arch):
+            raise ProfileError(f"{path}: row {row['key']} is outside the profile's space")
+        archs.append(arch)
+    return TrainingData(
+        archs=archs,
+        shapes=[(r["batch"], r["seq_len"]) for r in rows],
+        rel=np.array([r["rel"] for r in rows]),
+        ms=np.array([r["median_ms"] for r in rows]),
+        ref_ms=np.array([r["ref_ms"] for r in rows]),
+    ), dims
+
+
+def profiled_arch_ids(path: Path) -> set[str]:
+    return {row["arch_id"] for row in open_log(path).latest().values()}
+
+
+def profile_digest(path: Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    for name in (DEVICE, MEASUREMENTS):
+        file = Path(path) / name
+        if file.exists():
+            h.update(file.read_bytes())
+    return h.hexdigest()
+
+
+def reference_median(path: Path) -> dict[str, float]:
+    """Median reference latency per shape over the whole profile."""
+    rows = [r for r in open_log(path).rows if r["kind"] == "reference"]
+    by_shape: dict[str, list[float]] = {}
+    for r in rows:
+        by_shape.setdefault(f"{r['batch']}x{r['seq_len']}", []).append(r["median_ms"])
+    return {k: float(np.median(v)) for k, v in by_shape.items()}

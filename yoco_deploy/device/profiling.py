@@ -1,0 +1,258 @@
+"""Profile a device here: which sub-BERTs, exported how, timed in what order, and when
+to stop (active refinement). Latency depends on shapes, not weights, so profiling exports
+sub-BERTs of a randomly initialised model of the right dimensions. The profile directory
+itself is :mod:`yoco_deploy.device.profile_store`; remote devices,
+:mod:`yoco_deploy.device.remote_profile`.
+"""
+
+from __future__ import annotations
+
+import gc
+import shutil
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.device import runner
+from yoco_deploy.device.profile_store import (
+    ProfileError,
+    device_record,
+    load_training_data,
+    plan_jobs,
+    prepare_profile_dir,
+    reference_arch,
+)
+from yoco_deploy.device.sample_design import SpaceFillingDesign
+from yoco_deploy.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to profile and how; recorded in device.json."""
+
+    n: int = 150
+    shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
+    session: runner.SessionSpec = field(default_factory=lambda: runner.SessionSpec(threads=2))
+    fmt: str = "int8"
+    seed: int = 0
+    protocol: runner.Protocol = field(default_factory=runner.Protocol)
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise ProfileError("profile at least 2 sub-BERTs (the min and the max)")
+        for batch, seq in self.shapes:
+            if batch < 1 or seq < 1:
+                raise ProfileError(f"batch and sequence length must be positive: {batch}x{seq}")
+
+
+def random_super_bert(space: SearchSpace, seed: int = 0):
+    """A super-BERT with random weights and the space's dimensions (for timing only)."""
+    import torch
+    from transformers import BertForSequenceClassification
+
+    from yoco_deploy.model.super_bert import SuperBert
+
+    config = space.dims.bert_config()
+    torch.manual_seed(seed)
+    return SuperBert(BertForSequenceClassification(config).eval(), space).eval()
+
+
+class ArtifactBuilder:
+    """Exports sub-BERTs in the deploy format into a work directory, on demand."""
+
+    def __init__(self, space: SearchSpace, fmt: str, work: Path, seed: int = 0):
+        from yoco_deploy.export.sub_bert import ExportOptions
+        from yoco_deploy.export.to_onnx import OnnxSpec
+
+        self.super_bert = random_super_bert(space, seed)
+        # timing needs a correct graph, not a thorough one: validate at one small shape
+        spec = OnnxSpec(validation_shapes=((1, 16),))
+        self.options = ExportOptions.for_format(
+            fmt, int8_samples=4, save_model_dir=False, spec=spec
+        )
+        self.work = Path(work)
+        self.built: dict[str, Path] = {}
+
+    def build(self, arch: Arch) -> Path:
+        """Export once; later calls (a drift re-measurement) reuse the file."""
+        from yoco_deploy.export.sub_bert import export_sub_bert
+
+        if arch.arch_id not in self.built:
+            out = self.work / arch.arch_id
+            self.built[arch.arch_id] = export_sub_bert(
+                self.super_bert, arch, out, self.options
+            ).deploy_file
+        return self.built[arch.arch_id]
+
+    def release(self, arch_id: str) -> None:
+        self.built.pop(arch_id, None)
+        shutil.rmtree(self.work / arch_id, ignore_errors=True)
+        gc.collect()  # the exporter leaves large reference cycles behind
+
+
+# ---- profiling, locally -------------------------------------------------------------------
+
+
+@dataclass
+class ProfileResult:
+    path: Path
+    rows_written: int
+    measured: int
+    rounds: list[dict[str, Any]]
+    wall_s: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "path": str(self.path)}
+
+
+Progress = Callable[[int, int, float | None, str], None]
+
+
+def profile_device(
+    space: SearchSpace,
+    out: Path,
+    name: str,
+    settings: ProfileSettings,
+    model: str,
+    progress: Progress | None = None,
+    until: tuple[str, float] | None = None,
+    near_ms: tuple[float, ...] = (),
+    first_round: int | None = None,
+    step: int = 10,
+    repair: bool = False,
+    backend=None,
+    exclude: set[str] | frozenset[str] = frozenset(),
+) -> ProfileResult:
+    """Profile ``settings.n`` sub-BERTs (or fewer, if ``until`` is reached first); one
+    process per profile folder (a lock beside it, ``NAME.lock``)."""
+    from yoco_deploy.util.lock import exclusive
+
+    for _, seq_len in settings.shapes:
+        space.dims.check_seq_len(seq_len)
+    out = Path(out)
+    with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
+        return _profile(
+            space, out, name, settings, model, progress, until, near_ms, first_round, step,
+            repair, backend, exclude,
+        )  # fmt: skip
+
+
+def _profile(
+    space, out, name, settings, model, progress, until, near_ms, first_round, step, repair,
+    backend, exclude,
+) -> ProfileResult:  # fmt: skip
+    started = time.monotonic()
+    backend = backend or runner.OrtBackend(settings.session)
+    fingerprint = runner.device_fingerprint(settings.session)
+    record = device_record(name, space, settings, fingerprint, model)
+    log = prepare_profile_dir(out, record, repair)
+    rounds: list[dict[str, Any]] = []
+    design = SpaceFillingDesign(space, settings.seed)
+    with tempfile.TemporaryDirectory(prefix="yoco-profile-") as tmp:
+        builder = ArtifactBuilder(space, settings.fmt, Path(tmp), settings.seed)
+        ref_path = builder.build(reference_arch(space))
+        first = min(settings.n, first_round or settings.n) if until else settings.n
+        archs = design.sample(first, exclude=set(exclude))
+        written = 0
+        while True:
+            jobs = plan_jobs(archs, settings.shapes, settings.seed + len(rounds))
+            by_id = {a.arch_id: a for a in archs}
+            written += runner.run_jobs(
+                jobs,
+                lambda job, by_id=by_id: builder.build(by_id[job.arch_id]),
+                ref_path,
+                log,
+                backend,
+                settings.protocol,
+                vocab_size=space.dims.vocab_size,
+                progress=progress or runner._print_progress,
+                release=lambda job: builder.release(job.arch_id),
+            )
+            measured = {row["arch_id"] for row in log.latest().values()}
+            if not until or len(measured) >= settings.n:
+                break
+            status = refinement_status(out, until)
+            rounds.append({"profiled": len(measured), **status})
+            if status["met"]:
+                break
+            archs = pick_refinement(
+                out,
+                space,
+                design,
+                measured | set(exclude),
+                near_ms,
+                min(step, settings.n - len(measured)),
+            )
+    measured = len({row["arch_id"] for row in log.latest().values()})
+    return ProfileResult(Path(out), written, measured, rounds, time.monotonic() - started)
+
+
+UNTIL_METRICS = {"within5": "min", "within10": "min", "kendall_tau": "min", "mape": "max"}
+
+
+def parse_until(text: str) -> tuple[str, float]:
+    metric, _, value = text.partition("=")
+    if metric not in UNTIL_METRICS or not value:
+        raise ProfileError(f"--until takes METRIC=VALUE with METRIC in {', '.join(UNTIL_METRICS)}")
+    try:
+        number = float(value)
+    except ValueError:
+        raise ProfileError(f"--until value {value!r} is not a number") from None
+    bounded = metric != "mape"  # shares and Kendall's tau cannot exceed 1
+    if not (0 < number <= 1 if bounded else number > 0):
+        limits = "above 0 and at most 1" if bounded else "above 0"
+        raise ProfileError(f"--until {metric}={value} can never be met: use a value {limits}")
+    return metric, number
+
+
+def refinement_status(path: Path, until: tuple[str, float]) -> dict[str, Any]:
+    """Cross-validated accuracy of the best predictor on what is profiled so far."""
+    from yoco_deploy.device.predictor import select_and_fit
+
+    data, dims = load_training_data(path)
+    model, selection = select_and_fit(data, dims)
+    metric, target = until
+    value = selection[model["type"]][metric]
+    met = value >= target if UNTIL_METRICS[metric] == "min" else value <= target
+    return {
+        "metric": metric,
+        "value": value,
+        "target": target,
+        "met": bool(met),
+        "model": model["type"],
+    }
+
+
+def pick_refinement(
+    path: Path,
+    space: SearchSpace,
+    design: SpaceFillingDesign,
+    measured: set[str],
+    near_ms: tuple[float, ...],
+    count: int,
+    pool: int = 400,
+) -> list[Arch]:
+    """Where the linear and tree models disagree most (and near a user's budgets)."""
+    from yoco_deploy.device.predictor import _design, apply_model, fit_model
+
+    data, dims = load_training_data(path)
+    candidates = design.sample(pool, exclude=measured)
+    batch, seq = data.shapes[0]
+    preds = {}
+    for kind in ("linear", "gbrt"):
+        model = fit_model(kind, _design(data.archs, data.shapes, dims, kind), data.rel)
+        x = _design(candidates, [(batch, seq)] * len(candidates), dims, kind)
+        preds[kind] = apply_model(model, x)
+    mean = np.maximum((preds["linear"] + preds["gbrt"]) / 2, 1e-9)
+    score = np.abs(preds["linear"] - preds["gbrt"]) / mean
+    if near_ms:
+        ms = mean * float(np.median(data.ref_ms))
+        near = np.min([np.abs(ms / b - 1) for b in near_ms], axis=0) <= 0.15
+        score = score + near.astype(float)
+    return [candidates[i] for i in np.argsort(-score)[:count]]

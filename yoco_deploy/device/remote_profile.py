@@ -1,0 +1,127 @@
+"""Profiling a device that has no torch (a Raspberry Pi, a Jetson): a bundle of ONNX
+files, a plan and the standalone runner goes out; its measurements come back into a
+profile directory."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from yoco_deploy.device import runner
+from yoco_deploy.device.profile_store import (
+    DEVICE,
+    DEVICE_SCHEMA,
+    MEASUREMENTS,
+    ProfileError,
+    device_record,
+    open_log,
+    plan_jobs,
+    prepare_profile_dir,
+    reference_arch,
+)
+from yoco_deploy.device.profiling import ArtifactBuilder, ProfileSettings, Progress
+from yoco_deploy.device.sample_design import SpaceFillingDesign
+from yoco_deploy.space import SearchSpace
+
+# ---- remote devices: bundle out, results in ----------------------------------------------
+
+PLAN = "plan.json"
+
+
+def write_bundle(
+    space: SearchSpace,
+    out: Path,
+    settings: ProfileSettings,
+    model: str,
+    progress: Progress | None = None,
+) -> dict[str, Any]:
+    """ONNX files, plan.json and the standalone runner.py for a device without torch."""
+    import hashlib
+
+    out = Path(out)
+    models = out / "models"
+    measured = out / "results" / MEASUREMENTS
+    if measured.is_file() and measured.stat().st_size:
+        raise ProfileError(
+            f"{out} already holds results measured on a device; import them first "
+            f"(yoco-deploy profile-import {out} --device NAME), or write the new bundle "
+            "to another folder: a new plan would orphan them"
+        )
+    try:
+        models.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise ProfileError(f"cannot create bundle directory {out}: {err.strerror}") from None
+    archs = SpaceFillingDesign(space, settings.seed).sample(settings.n)
+    ref = reference_arch(space)
+    with tempfile.TemporaryDirectory(prefix="yoco-bundle-") as tmp:
+        builder = ArtifactBuilder(space, settings.fmt, Path(tmp), settings.seed)
+        files = {}
+        started = time.monotonic()
+        for i, arch in enumerate([ref, *archs]):
+            target = models / f"{arch.arch_id}.onnx"
+            if not target.exists():  # re-running an interrupted bundle skips done files
+                shutil.move(str(builder.build(arch)), target)
+                builder.release(arch.arch_id)
+            files[arch.arch_id] = f"models/{target.name}"
+            if progress:
+                eta = (time.monotonic() - started) / (i + 1) * (len(archs) - i)
+                progress(i + 1, len(archs) + 1, eta, f"export {arch.arch_id}")
+    jobs = plan_jobs(archs, settings.shapes, settings.seed)
+    record = device_record("bundle", space, settings, {}, model)
+    plan = {
+        "schema": DEVICE_SCHEMA,
+        "record": record,
+        "session": settings.session.to_dict(),
+        "vocab_size": space.dims.vocab_size,
+        "protocol": settings.protocol.to_dict(),
+        "reference": {"file": files[ref.arch_id], "arch": ref.to_dict()},
+        "jobs": [
+            {
+                "arch_id": j.arch_id,
+                "arch": j.arch,
+                "batch": j.batch,
+                "seq_len": j.seq_len,
+                "file": files[j.arch_id],
+            }
+            for j in jobs
+        ],
+    }
+    plan["plan_id"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
+    (out / PLAN).write_text(json.dumps(plan, indent=1) + "\n")
+    shutil.copyfile(runner.__file__, out / "runner.py")
+    return plan
+
+
+def import_bundle(bundle: Path, out: Path, name: str) -> int:
+    """Append a bundle's results to ``out`` (a profile directory); return new rows."""
+    bundle = Path(bundle)
+    try:
+        plan = json.loads((bundle / PLAN).read_text())
+        fingerprint = json.loads((bundle / "results" / DEVICE).read_text())
+    except OSError as err:
+        raise ProfileError(
+            f"{bundle} has no {Path(err.filename).name}: run `python runner.py {bundle}` on "
+            "the device first, then copy the whole directory back"
+        ) from None
+    except ValueError as err:
+        raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None
+    if not isinstance(plan, dict) or not isinstance(fingerprint, dict) or "record" not in plan:
+        raise ProfileError(
+            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.py "
+            "write; copy the whole directory back from the device"
+        )
+    if fingerprint.get("plan") != plan.get("plan_id"):
+        raise ProfileError(f"{bundle}: results belong to another plan than {PLAN}")
+    fingerprint = {k: v for k, v in fingerprint.items() if k != "plan"}
+    record = {**plan["record"], "name": name, "fingerprint": fingerprint, "created": time.time()}
+    source = open_log(bundle / "results")
+    log = prepare_profile_dir(out, record)
+    have = {(r["key"], r.get("session"), r.get("t")) for r in log.rows}
+    new = [r for r in source.rows if (r["key"], r.get("session"), r.get("t")) not in have]
+    for row in new:
+        log.append(row)
+    return len(new)

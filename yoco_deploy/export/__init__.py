@@ -1,0 +1,1 @@
+"""From a dense sub-BERT to validated ONNX: export, fusion and quantization, metadata."""

@@ -1,0 +1,1 @@
+"""Whole runs: the pipeline config and its cached stages."""

@@ -1,0 +1,1 @@
+"""Stage I: data, the architecture distribution (SNG), the training config and the trainer."""

@@ -1,0 +1,1 @@
+"""Utilities every stage uses: atomic writes, locks, hashing, versions, strict configs, files."""
