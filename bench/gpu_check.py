@@ -117,13 +117,13 @@ def check_training(model: Path, data: Path, work: Path, args, keep: dict) -> dic
 
 
 def supernet(trainer, seq_len: int):
-    from yoco_deploy.deploy.per_target import Supernet
+    from yoco_deploy.deploy.supernet import Supernet
 
     return Supernet(trainer.super_bert, trainer.tokenizer, trainer.data, None, seq_len)
 
 
 def check_evaluation(net, device: str, n: int) -> dict:
-    from yoco_deploy.deploy.per_target import SuperBertEvaluator
+    from yoco_deploy.deploy.supernet import SuperBertEvaluator
 
     evaluator = SuperBertEvaluator(net, device=device)
     archs = net.super_bert.space.sampler(0).sample_many(n)

@@ -105,8 +105,9 @@ def main(argv: list[str] | None = None) -> int:
     work = args.work
 
     from yoco_deploy.deploy.budgets import Target
-    from yoco_deploy.deploy.per_target import SuperBertEvaluator, cost_model_for, load_supernet
+    from yoco_deploy.deploy.per_target import cost_model_for
     from yoco_deploy.deploy.search import Search, SearchSettings
+    from yoco_deploy.deploy.supernet import SuperBertEvaluator, load_supernet
     from yoco_deploy.device.calibrate import time_reference
     from yoco_deploy.timing import machine_info
 
@@ -234,15 +235,18 @@ def write_results(args, net, setup, inner, evaluator, done, ships) -> str:
 def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
     """Per budget: the ESNG-warm seed-0 winner, and the best sub-BERT under a FLOPs budget
     equal to its FLOPs, shipped (quality gate included) and timed on this machine."""
-    from yoco_deploy.arch import Arch
-    from yoco_deploy.costs import arch_costs
     from yoco_deploy.deploy.budgets import CostModel, Target
-    from yoco_deploy.deploy.per_target import cost_model_for, ship_result
+    from yoco_deploy.deploy.per_target import cost_model_for
     from yoco_deploy.deploy.search import Search, SearchSettings
-    from yoco_deploy.deploy.ship import ShipSettings
+    from yoco_deploy.deploy.ship import ShipSettings, ship_target
     from yoco_deploy.errors import YocoError
 
     space, ref = net.super_bert.space, setup["reference_ms_today"]
+
+    def search_and_ship(cm):
+        ranked = [c.arch for c in Search(space, cm, evaluator, settings).run().ranked]
+        return ship_target(net.super_bert, net.tokenizer, net.data, cm, ranked, bundles, ship)
+
     settings = SearchSettings(algo="esng", evaluations=args.evaluations, seed=0,
                               warm_theta=net.theta)  # fmt: skip
     ship = ShipSettings(seq_len=LATENCY_SEQ, max_candidates=10)  # timed as profiled
@@ -255,21 +259,18 @@ def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
         target = Target(DEVICE, {"latency": budget})
         cm = cost_model_for(target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=ref)
         try:
-            shipped = ship_result(net, cm, Search(space, cm, evaluator, settings).run(),
-                                  bundles, ship)  # fmt: skip
-            flops = arch_costs(Arch.from_dict(shipped.manifest["arch"]), space.dims,
-                               LATENCY_SEQ).flops  # fmt: skip
+            shipped = search_and_ship(cm)
+            flops = shipped.manifest.flops
             fcm = CostModel(Target(DEVICE, {"flops": flops}), space, cm.predictor,
                             LATENCY_SEQ, 1, ref)  # fmt: skip
-            fshipped = ship_result(net, fcm, Search(space, fcm, evaluator, settings).run(),
-                                   bundles, ship)  # fmt: skip
+            fshipped = search_and_ship(fcm)
         except YocoError as err:  # nothing shipped: say so in the results, go on
             out.append({"share": share, "budget_ms": budget, "error": str(err)})
             if after_each:
                 after_each(out)
             continue
         for kind, s in (("latency budget", shipped), ("FLOPs budget", fshipped)):
-            m = s.manifest
+            m = s.manifest.to_dict()
             out.append(
                 {
                     "share": share,

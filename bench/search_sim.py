@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", nargs="*", default=[], help="SearchSettings overrides k=v")
     args = parser.parse_args(argv)
 
-    from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor_for
+    from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor
     from yoco_deploy.deploy.search import Search, SearchSettings
     from yoco_deploy.model.super_bert import SuperBert
 
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     space = SuperBert.from_pretrained(args.supernet, 2).space
     surrogate = Surrogate(space, rows, args.examples)
     majority = json.loads((ROOT / "bench/results/search.json").read_text())["majority_search"]
-    predictor = load_predictor_for(DEVICE, ROOT / "predictors", space)
+    predictor = load_predictor(DEVICE, ROOT / "predictors" / f"{DEVICE}.json", space)
     overrides = dict(_override(item, SearchSettings()) for item in args.set)
     print(f"surrogate fitted on {len(rows)} cached evaluations; settings {overrides}")
     for share_text, budget in setup["budgets"].items():

@@ -47,7 +47,7 @@ def child(path: str, spinning: str, runs: int) -> None:
     session = backend.load(Path(path))
     feeds = runner.make_feeds(1, SEQ)
     protocol = runner.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
-    print(json.dumps(runner.measure(backend, session, feeds, protocol)))
+    print(json.dumps(runner.measure(backend, session, feeds, protocol).to_dict()))
 
 
 def alone(paths: dict[str, Path], rounds: int, runs: int, seed: int) -> dict:
@@ -91,9 +91,9 @@ def paired(paths: dict[str, Path], ref: Path, runs: int) -> dict:
         for model, path in paths.items():
             stats = runner.measure(backend, backend.load(path), feeds, protocol, reference)
             table[f"{model}/{setting}"] = {
-                "median_ms": stats["median_ms"],
-                "ref_ms": stats["ref_ms"],
-                "rel": stats["rel"],
+                "median_ms": stats.median_ms,
+                "ref_ms": stats.ref_ms,
+                "rel": stats.rel,
             }
     return table
 

@@ -175,7 +175,7 @@ def child(bundle: Path, ref: str, setting: str, with_accuracy: bool) -> None:
     out: dict = {"rel": {}}
     for name, ids in inputs(bundle).items():
         stats = runner.measure(backend, model, {**base, "input_ids": ids}, protocol, reference)
-        out["rel"][name] = stats["rel"]
+        out["rel"][name] = stats.rel
     if with_accuracy:
         out.update(dev_accuracy(bundle, model))
     print(json.dumps(out))

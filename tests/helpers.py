@@ -188,7 +188,7 @@ def ship_tiny_bundle(model_dir, data, folder, arch=None):
     sb.eval()
     target = Target("tiny-cpu", {"params": 1e9})
     return ship_target(
-        sb, load_tokenizer(str(model_dir)), data, target, CostModel(target, sb.space),
+        sb, load_tokenizer(str(model_dir)), data, CostModel(target, sb.space),
         [arch or sb.space.min_arch()], folder, ShipSettings(seq_len=16, min_metric=0.0),
         say=lambda s: None,
     )  # fmt: skip

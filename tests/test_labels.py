@@ -92,7 +92,7 @@ def test_string_labels_reach_the_bundle_and_the_api(tmp_path, suffix, sep):
     data = load_task("sst2", folder, text_columns=["review"], label_column="sentiment")
     shipped = ship_tiny_bundle(model_dir, data, tmp_path / "bundles")
     config = json.loads((shipped.path / "config.json").read_text())
-    assert config["id2label"] == {"0": "neg", "1": "pos"} and shipped.manifest["labels"] == [
+    assert config["id2label"] == {"0": "neg", "1": "pos"} and shipped.manifest.labels == [
         "neg",
         "pos",
     ]
@@ -173,19 +173,17 @@ def test_a_regression_bundle_classifies_as_its_score(tmp_path):
     data = load_task("stsb", folder)
     assert data.task.label_names is None
     shipped = ship_tiny_bundle(model_dir, data, tmp_path / "bundles")
-    assert shipped.manifest["labels"] == []
+    assert shipped.manifest.labels == []
     (p,) = load_bundle(shipped.path).classify(["good film"])
     assert p.name == "score" and p.logits == (p.score,)
 
 
 def test_the_card_names_every_budget_in_its_unit():
-    from yoco_deploy.deploy.model_card import _budgets_text
+    from yoco_deploy.deploy.model_card import budgets_text
 
-    relative = {"budgets": {"latency_share": 0.55, "params": 20e6}, "budget_ms": 3.25}
-    assert _budgets_text(relative) == (
+    relative = {"latency_share": 0.55, "params": 20e6}
+    assert budgets_text(relative, 3.25) == (
         "latency 3.250 ms (55% of the max sub-BERT's), parameters 20 M"
     )
-    assert _budgets_text({"budgets": {"flops": 1.225e9, "size": 30}}) == (
-        "FLOPs 1.23 G, file size 30 MB"
-    )
-    assert _budgets_text({"budgets": {}}) == "none"
+    assert budgets_text({"flops": 1.225e9, "size": 30}) == "FLOPs 1.23 G, file size 30 MB"
+    assert budgets_text({}) == "none"

@@ -3,7 +3,8 @@ from pathlib import Path
 
 import pytest
 
-from yoco_deploy.pipeline.run import PipelineError, Runner, load_pipeline
+from yoco_deploy.pipeline.config import PipelineError, load_pipeline
+from yoco_deploy.pipeline.run import PipelineRun
 
 from helpers import write_tiny_task
 
@@ -19,7 +20,7 @@ def pipeline(tmp_path):
 
 def test_run_skips_what_is_up_to_date_and_reruns_what_depends_on_a_change(pipeline):
     log = []
-    first = Runner(pipeline, say=log.append).run()
+    first = PipelineRun(pipeline, say=log.append).run()
     keys = [k for k, _ in first]
     assert keys == [
         "teacher",
@@ -29,18 +30,18 @@ def test_run_skips_what_is_up_to_date_and_reruns_what_depends_on_a_change(pipeli
         "search-ship:tiny-dev:latency=80%",
     ]
     assert all(status == "ran" for _, status in first)
-    bundles = Runner(pipeline).bundles()
+    bundles = PipelineRun(pipeline).bundles()
     assert len(bundles) == 1
     manifest = json.loads((bundles[0] / "manifest.json").read_text())
     assert manifest["measured_latency_ms"]["median"] <= manifest["budget_ms"]
 
-    again = Runner(pipeline, say=log.append).run()
+    again = PipelineRun(pipeline, say=log.append).run()
     assert all(status == "skipped" for _, status in again)
 
     (pipeline.workdir / "predictors" / "tiny-dev.json").unlink()
-    plan = dict(Runner(pipeline).plan())
+    plan = dict(PipelineRun(pipeline).plan())
     assert plan["teacher"] == plan["train"] == plan["profile:tiny-dev"] == "up to date"
-    third = dict(Runner(pipeline, say=log.append).run())
+    third = dict(PipelineRun(pipeline, say=log.append).run())
     assert [k for k, s in third.items() if s == "ran"] == [
         "fit:tiny-dev",
         "search-ship:tiny-dev:latency=80%",
@@ -80,7 +81,7 @@ def test_pipeline_checks_train_overrides_and_formats_at_load(tmp_path):
     from typing import get_args
 
     from yoco_deploy.export.sub_bert import FORMATS
-    from yoco_deploy.pipeline.run import Format
+    from yoco_deploy.pipeline.config import Format
 
     assert set(get_args(Format)) == set(FORMATS)
     head = "model: m\ntask: sst2\nworkdir: w\ntargets: []\n"

@@ -56,10 +56,16 @@ def test_design_excludes_ids(space):
 def test_measure_stops_when_median_is_stable():
     backend = FakeBackend(base_ms=lambda h: 2.0)
     stats = runner.measure(backend, "m", {}, runner.Protocol(warmup=2, min_runs=20, chunk=10))
-    assert stats["runs"] == 20 and stats["median_ms"] == 2.0 and stats["cv"] == 0.0
+    assert stats.runs == 20 and stats.median_ms == 2.0 and stats.cv == 0.0
     noisy = FakeBackend(base_ms=lambda h: 2.0, drift=lambda call: 1 + 0.5 * (call % 7) / 7)
     capped = runner.measure(noisy, "m", {}, runner.Protocol(warmup=0, max_runs=30, chunk=10))
-    assert capped["runs"] <= 30 and capped["cv"] > 0
+    assert capped.runs <= 30 and capped.cv > 0
+    assert isinstance(stats, runner.Latency) and stats.to_dict() == {
+        "median_ms": 2.0,
+        "p90_ms": 2.0,
+        "cv": 0.0,
+        "runs": 20,
+    }  # a row of measurements.jsonl: no reference, no ref_ms or rel
 
 
 def test_profile_writes_device_and_rows(space, tmp_path):

@@ -184,7 +184,7 @@ sys.path.insert(0, {tests!r})
 from accelerate import Accelerator
 from test_search import SPACE, Additive, _max_body
 from yoco_deploy.deploy.budgets import CostModel, Target
-from yoco_deploy.deploy.per_target import ParallelEvaluator
+from yoco_deploy.deploy.supernet import ParallelEvaluator
 from yoco_deploy.deploy.search import Search, SearchSettings
 
 acc = Accelerator(cpu=True)

@@ -110,7 +110,7 @@ def test_io_bound_timing_on_the_cpu_provider(tmp_path):
     session = backend.load(path)
     feeds = runner.make_feeds(2, 8, vocab_size=model.config.vocab_size)
     stats = runner.measure(backend, session, feeds, runner.Protocol(2, 5, 5, 5))
-    assert stats["runs"] == 5 and stats["median_ms"] > 0
+    assert stats.runs == 5 and stats.median_ms > 0
     binding = backend.binding(session, feeds)
     assert backend.binding(session, feeds) is binding  # bound once, reused
     bound = binding.copy_outputs_to_cpu()[0]

@@ -5,9 +5,10 @@ import sys
 import pytest
 
 from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target, parse_target
-from yoco_deploy.deploy.per_target import SuperBertEvaluator, Supernet, search_target, ship_result
+from yoco_deploy.deploy.per_target import DeployJob
 from yoco_deploy.deploy.search import SearchSettings
 from yoco_deploy.deploy.ship import ShipSettings
+from yoco_deploy.deploy.supernet import SuperBertEvaluator, Supernet
 from yoco_deploy.device import runner
 from yoco_deploy.device.fit import fit_profile
 from yoco_deploy.device.profiling import ProfileSettings, profile_device
@@ -69,21 +70,21 @@ def cost_model(net, target):
 def test_search_then_ship_meets_the_budget(net, tmp_path):
     supernet, _ = net
     target = parse_target("tiny-cpu:latency=100ms,params=3M")
-    cm = cost_model(net, target)
-    settings = SearchSettings(evaluations=12, seed=0)
-    result = search_target(
-        supernet, cm, settings, tmp_path / "search", SuperBertEvaluator(supernet)
-    )
-    shipped = ship_result(
-        supernet,
-        cm,
-        result,
-        tmp_path / "bundles",
+    job = DeployJob(
+        targets=(target,),
+        search=SearchSettings(evaluations=12, seed=0),
         # an untrained tiny model: an explicit floor of 0 lets it through the gate
-        ShipSettings(seq_len=16, protocol=FAST, min_metric=0.0),
-        say=lambda s: None,
+        ship=ShipSettings(seq_len=16, protocol=FAST, min_metric=0.0),
+        predictors=net[1] / "predictors",
+        logs=tmp_path / "search",
+        bundles=tmp_path / "bundles",
     )
-    m = shipped.manifest
+    (cm,) = job.cost_models(supernet)
+    assert cm.target == target and cm.seq_len == 16  # the job's shapes reach the cost model
+    result = job.run_search(supernet, cm, SuperBertEvaluator(supernet))
+    assert (tmp_path / "search" / target.slug() / "result.json").is_file()
+    shipped = job.run_ship(supernet, cm, [c.arch for c in result.ranked], say=lambda s: None)
+    m = shipped.manifest.to_dict()
     assert m["quality"]["floor"] == 0.0 and m["quality"]["rule"] == "--min-metric"
     assert all(k in m for k in REQUIRED)
     assert m["measured_latency_ms"]["median"] <= 100 and m["params"] <= 3e6
@@ -178,6 +179,10 @@ def check_bundle_describes_itself(bundle, manifest):
     assert int(meta["seq_len"]) == manifest["seq_len"] and meta["format"] == manifest["format"]
     written = json.loads((bundle / "manifest.json").read_text())
     assert written == json.loads(json.dumps(manifest))
+    from yoco_deploy.manifest import BundleManifest
+
+    read = BundleManifest.read(bundle)  # the reader gives back what the writer wrote
+    assert read.to_dict() == written and read.extra == {}
     assert meta["manifest_sha256"] == onnx_metadata.manifest_digest(written)
     assert file_sha256(bundle / "model.onnx") == manifest["onnx_sha256"]
     assert (bundle / "model.onnx").stat().st_size / 1e6 == manifest["size_mb"]
@@ -228,7 +233,6 @@ def test_unmeetable_measured_latency_ships_nothing(net, tmp_path, monkeypatch):
             supernet.super_bert,
             supernet.tokenizer,
             supernet.data,
-            target,
             cm,
             archs,
             tmp_path / "bundles",
@@ -251,7 +255,7 @@ def _constant(supernet):
 
     import torch
 
-    from yoco_deploy.deploy.per_target import Supernet
+    from yoco_deploy.deploy.supernet import Supernet
 
     sb = copy.deepcopy(supernet.super_bert)
     with torch.no_grad():
@@ -267,7 +271,6 @@ def _ship(supernet, cm, archs, out, **settings):
         supernet.super_bert,
         supernet.tokenizer,
         supernet.data,
-        cm.target,
         cm,
         archs,
         out,
@@ -294,7 +297,7 @@ def test_the_quality_gate_refuses_a_constant_predictor(net, tmp_path):
     assert not (tmp_path / "bundles").exists() or not any((tmp_path / "bundles").iterdir())
     # --allow-weak ships it, and the manifest says so
     shipped = _ship(constant, cm, archs, tmp_path / "weak", allow_weak=True)
-    quality = shipped.manifest["quality"]
+    quality = shipped.manifest.quality
     assert not quality["passed"] and "allow-weak" in quality["warning"]
     assert quality["majority_baseline"] == pytest.approx(baseline)
 
@@ -425,8 +428,8 @@ def test_the_session_is_recorded_from_profile_to_manifest(net, tmp_path):
     cm = cost_model(net, parse_target("tiny-cpu:latency=100ms"))
     arch = [supernet.super_bert.space.min_arch()]
     shipped = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
-    assert runner.SessionSpec.from_dict(shipped.manifest["session"]) == spec
-    timing = shipped.manifest["timing"]
+    assert runner.SessionSpec.from_dict(shipped.manifest.session) == spec
+    timing = shipped.manifest.timing
     assert timing["reference_ms"] > 0 and timing["calibrated_prediction_ms"] > 0
     with pytest.raises(BudgetError, match="profiled with cpu, 1 threads, spinning stop-after"):
         _ship(supernet, cm, arch, tmp_path / "b2", min_metric=0.0, session={"spinning": "off"})
@@ -479,7 +482,7 @@ def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeyp
     budget = round(1.1 * predicted, 4)  # top fits by prediction, not as measured
     cm = cost_model(net, Target("tiny-cpu", {"latency": budget}))
     shipped = _ship(supernet, cm, [top], tmp_path / "bundles", min_metric=0.0)
-    m = shipped.manifest
+    m = shipped.manifest.to_dict()
     assert shipped.rejected[0]["arch_id"] == top.arch_id
     assert "measured" in shipped.rejected[0]["why"]
     assert m["arch_id"] != top.arch_id
@@ -515,5 +518,5 @@ def test_a_slow_reference_timing_at_the_start_does_not_overrule_a_measurement(
     budget = round(1.4 * cm.recalibrated(ref_ms).costs(top)["latency"], 4)
     cm = cost_model(net, Target("tiny-cpu", {"latency": budget}))
     shipped = _ship(supernet, cm, [top], tmp_path / "bundles", min_metric=0.0)
-    assert shipped.manifest["arch_id"] == top.arch_id and shipped.rejected == []
-    assert shipped.manifest["measured_latency_ms"]["median"] <= budget
+    assert shipped.manifest.arch_id == top.arch_id and shipped.rejected == []
+    assert shipped.manifest.measured_latency_ms.median <= budget

@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from yoco_deploy.errors import YocoError
+from yoco_deploy.manifest import BundleManifest
 
 
 class BundleError(YocoError):
@@ -47,18 +48,18 @@ class Bundle:
         from yoco_deploy.device.runner import RunnerError, SessionSpec, recorded_session
 
         self.path = Path(path)
-        self.manifest = self._json("manifest.json")
+        if not self.path.is_dir():
+            raise BundleError(f"{self.path} is not a bundle folder (ship writes one)")
+        self.manifest = BundleManifest.read(self.path)
         config = self._json("config.json")
         names = config.get("id2label") or {}
         self.labels = {int(k): str(v) for k, v in names.items()}
-        if "seq_len" not in self.manifest:
-            raise BundleError(f"{self.path}/manifest.json has no seq_len: not written by ship")
-        self.seq_len = int(self.manifest["seq_len"])
+        self.seq_len = int(self.manifest.seq_len)
         try:
-            if "session" in self.manifest:  # the settings its latency was measured with
-                self.session_spec = SessionSpec.from_dict(self.manifest["session"])
+            if self.manifest.session is not None:  # the settings its latency was measured with
+                self.session_spec = SessionSpec.from_dict(self.manifest.session)
             else:  # a bundle from before sessions were recorded
-                self.session_spec = recorded_session(self.manifest.get("machine") or {})
+                self.session_spec = recorded_session(self.manifest.machine or {})
         except (RunnerError, TypeError, AttributeError) as err:
             raise BundleError(
                 f"{self.path}/manifest.json has an unreadable session record: {err}"

@@ -41,8 +41,8 @@ def pareto_plot(shipped: list[Shipped], path: Path) -> Path:
     by_device: dict[str, list[tuple[float, float, str]]] = {}
     for s in shipped:
         m = s.manifest
-        point = (m["measured_latency_ms"]["median"], m["metric"]["value"], m["target"])
-        by_device.setdefault(m["device"], []).append(point)
+        point = (m.measured_latency_ms.median, m.metric["value"], m.target)
+        by_device.setdefault(m.device, []).append(point)
     for device, points in by_device.items():
         points.sort()
         ax.plot([p[0] for p in points], [p[1] for p in points], "o-", label=device)

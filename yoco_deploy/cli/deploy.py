@@ -66,56 +66,13 @@ AllowWeakOpt = Annotated[
 ]
 
 
-def _ship_settings(
-    fmt: str,
-    seq_len: int,
-    batch: int,
-    session: dict,
-    min_metric: float | None = None,
-    allow_weak: bool = False,
-):
-    from yoco_deploy.deploy.ship import DEFAULT_SESSION, ShipSettings
-    from yoco_deploy.device.runner import resolve_provider
-    from yoco_deploy.export.sub_bert import ExportOptions
-
-    ExportOptions.for_format(fmt)  # validates the name
-    given = {k: v for k, v in session.items() if v is not None}
-    spec = DEFAULT_SESSION.with_options(**given)  # checks the values now
-    resolve_provider(spec.provider)  # an unavailable provider fails now, not later
-    return ShipSettings(
-        fmt=fmt,
-        session=given,
-        seq_len=seq_len,
-        batch=batch,
-        min_metric=min_metric,
-        allow_weak=allow_weak,
-    )
-
-
-def _calibrated(models):
-    from yoco_deploy.device.calibrate import time_reference
-
-    refs: dict[str, float] = {}  # one timing per device
-    out = []
-    for cm in models:
-        if cm.predictor is None:
-            out.append(cm)
-            continue
-        name = cm.target.name
-        if name not in refs:
-            refs[name] = time_reference(cm.predictor, cm.batch, cm.seq_len)
-            typer.echo(f"{name}: reference model {refs[name]:.2f} ms here now", err=True)
-        out.append(cm.recalibrated(refs[name]))
-    return out
-
-
 def _summary(shipped, bundles: Path, as_json: bool) -> None:
-    from yoco_deploy.cli.pipeline import bundle_summary, print_summary
+    from yoco_deploy.cli.summary import bundle_summary, print_summary
     from yoco_deploy.plots import pareto_plot
     from yoco_deploy.util.atomic import write_text
 
-    print_summary([s.path for s in shipped], as_json)
-    rows = [bundle_summary(s.path) for s in shipped]
+    rows = [bundle_summary(s.path, s.manifest) for s in shipped]
+    print_summary(rows, as_json)
     bundles.mkdir(parents=True, exist_ok=True)
     write_text(bundles / "summary.json", json.dumps(rows, indent=1))
     if shipped:
@@ -186,43 +143,36 @@ def search(
         from accelerate import Accelerator
 
         from yoco_deploy.deploy.budgets import parse_target
-        from yoco_deploy.deploy.per_target import (
-            cost_model_for,
-            load_supernet,
-            make_evaluator,
-            search_target,
-            ship_result,
-        )
-        from yoco_deploy.deploy.search import SearchSettings
-        from yoco_deploy.device.runner import resolve_provider
+        from yoco_deploy.deploy.per_target import DeployJob
+        from yoco_deploy.deploy.search import Search, SearchSettings
+        from yoco_deploy.deploy.ship import ShipSettings
+        from yoco_deploy.deploy.supernet import load_supernet, make_evaluator
 
-        targets = [parse_target(t) for t in target]
-        session = {"provider": provider, "threads": threads, "spinning": spinning}
-        ship_settings = _ship_settings(fmt, seq_len, batch, session, min_metric, allow_weak)
+        job = DeployJob(
+            targets=tuple(parse_target(t) for t in target),
+            search=SearchSettings(
+                algo=algo, evaluations=evaluations, seed=seed, infeasible=infeasible,
+                repair=repair,
+            ),
+            ship=ShipSettings.from_options(
+                fmt, seq_len, batch, provider, threads, spinning, min_metric=min_metric,
+                allow_weak=allow_weak,
+            ),
+            shipping=ship,
+            predictors=predictors_dir,
+            logs=out,
+            bundles=bundles,
+            cold=cold,
+            calibrate=calibrate,
+        )  # fmt: skip
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
-        theta = None if cold else net.theta
-        settings = SearchSettings(
-            algo=algo,
-            evaluations=evaluations,
-            seed=seed,
-            warm_theta=theta,
-            infeasible=infeasible,
-            repair=repair,
-        )
-        models = [cost_model_for(t, net, predictors_dir, seq_len, batch, fmt) for t in targets]
-        if calibrate:
-            models = _calibrated(models)
-        for cm in models:
-            cm.check_achievable()  # every target, before any long work
-            if ship:  # a session that contradicts the profile fails now, not after search
-                resolve_provider(ship_settings.session_for(cm).provider)
-            if repair_log:
-                from yoco_deploy.deploy.per_target import search_log_path
-                from yoco_deploy.deploy.search import Search
-
-                log = search_log_path(out, cm.target, settings)
-                typer.echo(f"{log}: {Search.repair_log(log)} lines set aside", err=True)
+        say = lambda s: typer.echo(s, err=True)  # noqa: E731
+        models = job.cost_models(net, say)  # every target checked before any long work
+        if repair_log:
+            for cm in models:
+                log = job.log_path(cm.target)
+                say(f"{log}: {Search.repair_log(log)} lines set aside")
         accelerator = Accelerator()
         main = accelerator.is_main_process
         evaluator = make_evaluator(net, seed, accelerator)
@@ -230,29 +180,11 @@ def search(
         for cm in models:  # every process searches (same trajectory); then one ships
             label = cm.target.label()
             with progress_bar(f"search {label}", enabled=main) as update:
-                result = search_target(
-                    net,
-                    cm,
-                    settings,
-                    out,
-                    evaluator,
-                    progress=lambda d, n, e, u=update: u(d, n, e, ""),
-                    main_process=main,
-                )
+                progress = lambda d, n, e, u=update: u(d, n, e, "")  # noqa: E731
+                result = job.run_search(net, cm, evaluator, progress, main)
             results.append(result)
             if main:
-                best = result.best
-                if result.exhausted:
-                    typer.echo(
-                        f"{label}: the budgets leave only {result.evaluations} sub-BERTs "
-                        "that it could find; all were evaluated (fewer than --evaluations)",
-                        err=True,
-                    )
-                typer.echo(
-                    f"{label}: best {best.arch.short()} search {best.fitness:.4f} "
-                    f"rescore {best.rescore}",
-                    err=True,
-                )
+                _say_result(label, result, say)
         # no collective call after this point: the main process ships alone
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -262,12 +194,21 @@ def search(
             if as_json:
                 print_json([_search_summary(cm, r) for cm, r in zip(models, results, strict=True)])
             return
-        say = lambda s: typer.echo(s, err=True)  # noqa: E731
         shipped = [
-            ship_result(net, cm, result, bundles, ship_settings, say=say)
-            for cm, result in zip(models, results, strict=True)
+            job.run_ship(net, cm, [c.arch for c in r.ranked], say)
+            for cm, r in zip(models, results, strict=True)
         ]
         _summary(shipped, bundles, as_json)
+
+
+def _say_result(label: str, result, say) -> None:
+    best = result.best
+    if result.exhausted:
+        say(
+            f"{label}: the budgets leave only {result.evaluations} sub-BERTs that it could "
+            "find; all were evaluated (fewer than --evaluations)"
+        )
+    say(f"{label}: best {best.arch.short()} search {best.fitness:.4f} rescore {best.rescore}")
 
 
 def _search_summary(cm, result) -> dict:
@@ -329,32 +270,29 @@ def ship(
     """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
     with user_errors():
         from yoco_deploy.deploy.budgets import BudgetError, parse_target
-        from yoco_deploy.deploy.per_target import cost_model_for, load_supernet
-        from yoco_deploy.deploy.ship import ship_target
+        from yoco_deploy.deploy.per_target import DeployJob
+        from yoco_deploy.deploy.ship import ShipSettings
+        from yoco_deploy.deploy.supernet import load_supernet
 
         if (arch is None) == (from_search is None):
             raise BudgetError("pass exactly one of --arch and --from-search")
-        t = parse_target(target)
-        session = {"provider": provider, "threads": threads, "spinning": spinning}
-        settings = _ship_settings(fmt, seq_len, batch, session, min_metric, allow_weak)
+        job = DeployJob(
+            targets=(parse_target(target),),
+            ship=ShipSettings.from_options(
+                fmt, seq_len, batch, provider, threads, spinning, min_metric=min_metric,
+                allow_weak=allow_weak,
+            ),
+            predictors=predictors_dir,
+            bundles=bundles,
+        )  # fmt: skip
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:
             candidates = [net.super_bert.space.validate(arch_arg(arch))]
         else:
             candidates = _ranked_archs(Path(from_search))
-        cm = cost_model_for(t, net, predictors_dir, seq_len, batch, fmt)
-        shipped = ship_target(
-            net.super_bert,
-            net.tokenizer,
-            net.data,
-            cm.target,
-            cm,
-            candidates,
-            bundles,
-            settings,
-            say=lambda s: typer.echo(s, err=True),
-        )
+        (cm,) = job.cost_models(net)
+        shipped = job.run_ship(net, cm, candidates, say=lambda s: typer.echo(s, err=True))
         _summary([shipped], bundles, as_json)
 
 

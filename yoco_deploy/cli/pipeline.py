@@ -14,6 +14,7 @@ from yoco_deploy.cli.common import (
     table_console,
     user_errors,
 )
+from yoco_deploy.cli.summary import bundle_summary, print_summary
 
 QUICKSTART = Path(__file__).parent.parent / "data" / "quickstart.yaml"
 
@@ -21,9 +22,9 @@ QUICKSTART = Path(__file__).parent.parent / "data" / "quickstart.yaml"
 def _drive(pipeline, dry_run: bool, as_json: bool = False) -> None:
     from rich.table import Table
 
-    from yoco_deploy.pipeline.run import Runner
+    from yoco_deploy.pipeline.run import PipelineRun
 
-    runner = Runner(pipeline, say=lambda s: typer.echo(s, err=True))
+    runner = PipelineRun(pipeline, say=lambda s: typer.echo(s, err=True))
     if dry_run and as_json:
         print_json([{"stage": key, "status": status} for key, status in runner.plan()])
         return
@@ -37,78 +38,7 @@ def _drive(pipeline, dry_run: bool, as_json: bool = False) -> None:
         return
     quiet_transformers()
     runner.run()
-    print_summary(runner.bundles(), as_json)
-
-
-def bundle_summary(bundle: Path) -> dict:
-    """One shipped bundle as the summary tables and --json show it."""
-    import json
-
-    m = json.loads((bundle / "manifest.json").read_text())
-    return {
-        "bundle": str(bundle),
-        "target": m["target"],
-        "budget_ms": m.get("budget_ms"),
-        "arch_id": m["arch_id"],
-        "arch": m["arch"],
-        "params": m["params"],
-        "flops": m["flops"],
-        # the prediction at the speed the bundle was timed at, where ship recorded one
-        "predicted_ms": (m.get("timing") or {}).get(
-            "calibrated_prediction_ms", m["predicted_latency_ms"]
-        ),
-        "measured_latency_ms": m["measured_latency_ms"],
-        "metric": m["metric"],
-        "quality": m.get("quality"),
-        "labels": m.get("labels"),
-    }
-
-
-def print_summary(bundles: list[Path], as_json: bool = False) -> None:
-    from rich.table import Table
-
-    from yoco_deploy.arch import Arch
-
-    table = Table(title="shipped bundles")
-    for col in (
-        "target",
-        "budget ms",
-        "arch",
-        "params",
-        "GFLOPs",
-        "predicted ms",
-        "measured ms (p90)",
-        "metric",
-        "majority class",
-        "bundle",
-    ):
-        table.add_column(col)
-    rows = [bundle_summary(b) for b in bundles]
-    if as_json:
-        print_json(rows)
-        return
-    for m in rows:
-        lat, pred, budget = m["measured_latency_ms"], m["predicted_ms"], m["budget_ms"]
-        table.add_row(
-            m["target"],
-            f"{budget:.2f}" if budget else "-",
-            Arch.from_dict(m["arch"]).short(),
-            f"{m['params'] / 1e6:.1f}M",
-            f"{m['flops'] / 1e9:.2f}",
-            f"{pred:.2f}" if pred else "-",
-            f"{lat['median']:.2f} ({lat['p90']:.2f})",
-            f"{m['metric']['name']} {m['metric']['value']:.3f}",
-            _baseline_cell(m["quality"]),
-            m["bundle"],
-        )
-    table_console().print(table)
-
-
-def _baseline_cell(quality: dict | None) -> str:
-    if not quality:
-        return "-"
-    flag = "" if quality["passed"] else " WEAK"
-    return f"{quality['majority_baseline']:.3f}{flag}"
+    print_summary([bundle_summary(b) for b in runner.bundles()], as_json)
 
 
 def run(
@@ -123,7 +53,7 @@ def run(
     Stages whose outputs are up to date are skipped; interrupted stages resume.
     """
     with user_errors():
-        from yoco_deploy.pipeline.run import load_pipeline
+        from yoco_deploy.pipeline.config import load_pipeline
 
         _drive(load_pipeline(pipeline), dry_run, as_json)
 
@@ -146,7 +76,7 @@ def quickstart(
     where the hub is reachable.
     """
     with user_errors():
-        from yoco_deploy.pipeline.run import load_pipeline
+        from yoco_deploy.pipeline.config import load_pipeline
 
         overrides = {"model": model, "workdir": out}
         if task is not None:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.costs import arch_costs, embedding_params
+from yoco_deploy.costs import Costs, arch_costs, embedding_params
 from yoco_deploy.errors import YocoError
 from yoco_deploy.names import check_name, slug
 from yoco_deploy.space import ModelDims, SearchSpace
@@ -53,6 +53,13 @@ class Target:
         """The budgets these costs break (predicted or measured alike), by name."""
         return sorted(k for k, budget in self.budgets.items() if costs[k] > budget)
 
+    def broken_in_words(self, costs: dict[str, float], how: str = "measured") -> list[str]:
+        """Each budget these costs break, as ``measured latency 2.01ms > 1.95ms``."""
+        return [
+            f"{how} {k} {_fmt(k, round(costs[k], _SHOWN.get(k, 6)))} > {_fmt(k, self.budgets[k])}"
+            for k in self.broken(costs)
+        ]
+
     def resolved(self, max_latency_ms: float | None) -> Target:
         """``latency=50%`` becomes milliseconds: a share of the largest sub-BERT's."""
         if "latency_share" not in self.budgets:
@@ -60,6 +67,9 @@ class Target:
         budgets = {k: v for k, v in self.budgets.items() if k != "latency_share"}
         budgets["latency"] = round(self.budgets["latency_share"] * max_latency_ms, 2)
         return Target(self.name, budgets)
+
+
+_SHOWN = {"latency": 2, "size": 1}  # decimals worth showing of a measured cost
 
 
 def _fmt(kind: str, value: float) -> str:
@@ -112,10 +122,9 @@ def parse_target(text: str) -> Target:
     return Target(name, budgets)
 
 
-def size_mb(arch: Arch, dims: ModelDims, fmt: str = "int8") -> float:
+def size_mb(costs: Costs, dims: ModelDims, fmt: str = "int8") -> float:
     """ONNX file size estimate: fp16 stores everything in 2 bytes; int8 stores matmul
     weights in 1 byte (embeddings, LayerNorms and biases stay fp32)."""
-    costs = arch_costs(arch, dims)
     if fmt == "fp16":
         return costs.params * 2 / 1e6
     if fmt != "int8":
@@ -137,6 +146,7 @@ class CostModel:
         reference_ms: float | None = None,
         fmt: str | None = None,
         correction: float = 1.0,
+        static: dict[str, Costs] | None = None,
     ):
         wants_latency = {"latency", "latency_share"} & set(target.budgets)
         if wants_latency and predictor is None:
@@ -156,6 +166,9 @@ class CostModel:
             )
         self.fmt = fmt or timed or "int8"  # what the size budget is estimated for
         self._cache: dict[str, dict[str, float]] = {}
+        # params and FLOPs do not move with the machine's speed: one computation per arch,
+        # shared by every recalibrated copy (and carried into the export and the manifest)
+        self._static: dict[str, Costs] = {} if static is None else static
         self.requested = target  # as the user wrote it: a share stays a share
         self.target = target
         if "latency_share" in target.budgets:
@@ -169,17 +182,24 @@ class CostModel:
         scales the predictions only (what measurements near the budget said)."""
         return CostModel(
             self.requested, self.space, self.predictor, self.seq_len, self.batch,
-            reference_ms, fmt=self.fmt, correction=correction,
+            reference_ms, fmt=self.fmt, correction=correction, static=self._static,
         )  # fmt: skip
 
+    def arch_costs(self, arch: Arch) -> Costs:
+        """Params and FLOPs at this target's shapes, computed once per arch."""
+        if arch.arch_id not in self._static:
+            self._static[arch.arch_id] = arch_costs(arch, self.space.dims, self.seq_len, self.batch)
+        return self._static[arch.arch_id]
+
     def costs(self, arch: Arch) -> dict[str, float]:
+        """Every budgeted cost by name: params, FLOPs, estimated size, predicted latency."""
         if arch.arch_id not in self._cache:
-            c = arch_costs(arch, self.space.dims, self.seq_len, self.batch)
+            c = self.arch_costs(arch)
             out = {
                 "params": c.params,
                 "params_non_embedding": c.params_non_embedding,
                 "flops": c.flops,
-                "size": size_mb(arch, self.space.dims, self.fmt),
+                "size": size_mb(c, self.space.dims, self.fmt),
             }
             if self.predictor is not None:
                 out["latency"] = (
@@ -229,10 +249,11 @@ class CostModel:
             )
 
 
-def load_predictor_for(name: str, predictors_dir: Path, space: SearchSpace):
+def load_predictor(name: str, path: Path, space: SearchSpace):
+    """Device ``name``'s latency predictor from ``path``, or one error saying how to make it."""
     from yoco_deploy.device.predictor import LatencyPredictor
 
-    path = Path(predictors_dir) / f"{name}.json"
+    path = Path(path)
     if not path.is_file():
         raise BudgetError(
             f"no latency predictor for device {name!r} ({path}); profile and fit "

@@ -7,15 +7,14 @@ says is what the manifest records.
 
 from __future__ import annotations
 
-from typing import Any
-
+from yoco_deploy.manifest import BundleManifest
 from yoco_deploy.train.data import GLUE_HUB
 
 
-def card_data(manifest: dict[str, Any]):
+def card_data(m: BundleManifest):
     from huggingface_hub import EvalResult, ModelCardData
 
-    metric, data = manifest["metric"], manifest.get("data") or {}
+    metric, data = m.metric, m.data
     hub = data.get("source") == GLUE_HUB
     result = EvalResult(
         task_type="text-classification",
@@ -27,31 +26,32 @@ def card_data(manifest: dict[str, Any]):
         metric_value=round(float(metric["value"]), 4),
     )
     return ModelCardData(
-        model_name=manifest.get("name"),
-        base_model=manifest.get("base_model"),
+        model_name=m.name,
+        base_model=m.base_model,
         datasets=[GLUE_HUB] if hub else None,
         metrics=[metric["name"]],
         pipeline_tag="text-classification",
         library_name="onnx",
-        tags=["onnx", manifest["format"], "bert", "yoco-deploy", "text-classification"],
+        tags=["onnx", m.format, "bert", "yoco-deploy", "text-classification"],
         eval_results=[result],
     )
 
 
-def render(manifest: dict[str, Any], labels: list[str]) -> str:
+def render(m: BundleManifest) -> str:
     """The whole card: front matter, then the body."""
     from huggingface_hub import ModelCard
 
-    card = ModelCard(f"---\n{card_data(manifest).to_yaml()}\n---\n{_body(manifest, labels)}")
+    card = ModelCard(f"---\n{card_data(m).to_yaml()}\n---\n{_body(m)}")
     return str(card)
 
 
-def _budgets_text(m: dict[str, Any]) -> str:
-    """Every budget the bundle was shipped under, in its own unit."""
-    budgets = dict(m.get("budgets") or {})
+def budgets_text(budgets: dict[str, float], budget_ms: float | None = None) -> str:
+    """Every budget a bundle was shipped under, in its own unit; ``budget_ms``: the
+    latency budget in ms (a relative one resolved)."""
+    budgets = dict(budgets)
     share = budgets.pop("latency_share", None)
-    if m.get("budget_ms") is not None:  # the latency budget in ms, relative ones resolved
-        budgets["latency"] = m["budget_ms"]
+    if budget_ms is not None:
+        budgets["latency"] = budget_ms
     units = {
         "latency": lambda v: (
             f"latency {v:.3f} ms" + (f" ({share:.0%} of the max sub-BERT's)" if share else "")
@@ -64,16 +64,16 @@ def _budgets_text(m: dict[str, Any]) -> str:
     return ", ".join(parts) or "none"
 
 
-def _body(m: dict[str, Any], labels: list[str]) -> str:
-    lat, timing, quality = m["measured_latency_ms"], m.get("timing") or {}, m.get("quality") or {}
-    session = m.get("session") or {}
-    layers = m["arch"]["layers"]
-    sources = m.get("source_layers") or [None] * len(layers)
+def _body(m: BundleManifest) -> str:
+    lat, timing, quality = m.measured_latency_ms, m.timing, m.quality
+    session = m.session or {}
+    layers = m.arch["layers"]
+    sources = m.source_layers or [None] * len(layers)
     rows = "\n".join(
         f"| {i + 1} | {src + 1 if src is not None else '-'} | {layer['heads']} | {layer['ffn']} |"
         for i, (layer, src) in enumerate(zip(layers, sources, strict=True))
     )
-    budget_line = _budgets_text(m)
+    budget_line = budgets_text(m.budgets, m.budget_ms)
     predicted = timing.get("calibrated_prediction_ms")
     predicted_line = (
         f"{predicted:.3f} ms (calibrated by the reference model timed beside it, "
@@ -86,35 +86,35 @@ def _body(m: dict[str, Any], labels: list[str]) -> str:
     gate = (
         f" (majority class {baseline:.3f}, shipping floor {floor:.3f})" if floor is not None else ""
     )
-    label_text = ", ".join(f"{i}: `{name}`" for i, name in enumerate(labels)) or "a score"
+    label_text = ", ".join(f"{i}: `{name}`" for i, name in enumerate(m.labels)) or "a score"
     return f"""
-# {m.get("name", m["arch_id"])}
+# {m.name or m.arch_id}
 
-A sub-BERT of {f"`{m['base_model']}`" if m.get("base_model") else "a BERT model"}
-fine-tuned for the task `{(m.get("data") or {}).get("task", "text classification")}`, cut
+A sub-BERT of {f"`{m.base_model}`" if m.base_model else "a BERT model"}
+fine-tuned for the task `{m.task or "text classification"}`, cut
 without retraining from a weight-sharing super-BERT (YOCO-BERT, arXiv 2106.02435) by
-yoco-deploy and shipped as ONNX ({m["format"]}) for the device **{m["device"]}** under
-the target `{m["target"]}`.
+yoco-deploy and shipped as ONNX ({m.format}) for the device **{m.device}** under
+the target `{m.target}`.
 
 | | |
 |---|---|
-| dev {m["metric"]["name"]} | {m["metric"]["value"]:.4f}{gate} |
+| dev {m.metric["name"]} | {m.metric["value"]:.4f}{gate} |
 | labels | {label_text} |
 | budgets | {budget_line} |
-| measured latency | median {lat["median"]:.3f} ms, p90 {lat["p90"]:.3f} ms ({lat["runs"]} runs) |
+| measured latency | median {lat.median:.3f} ms, p90 {lat.p90:.3f} ms ({lat.runs} runs) |
 | predicted latency | {predicted_line} |
-| timed with | ONNX Runtime, {session.get("provider", m.get("provider", "cpu"))}, \
-{session.get("threads", m.get("threads"))} threads, spinning {session.get("spinning", "off")}, \
+| timed with | ONNX Runtime, {session.get("provider", m.provider)}, \
+{session.get("threads", m.threads)} threads, spinning {session.get("spinning", "off")}, \
 denormals {"flushed" if session.get("flush_denormals") else "kept"}, \
-batch {m["batch"]}, {m["seq_len"]} tokens |
-| parameters | {m["params"] / 1e6:.2f} M \
-({m["params_non_embedding"] / 1e6:.2f} M without embeddings) |
-| FLOPs | {m["flops"] / 1e9:.2f} G per sequence of {m["seq_len"]} tokens |
-| file | model.onnx, {m["size_mb"]:.1f} MB, sha256 `{m.get("onnx_sha256", "")[:16]}...` |
+batch {m.batch}, {m.seq_len} tokens |
+| parameters | {m.params / 1e6:.2f} M \
+({m.params_non_embedding / 1e6:.2f} M without embeddings) |
+| FLOPs | {m.flops / 1e9:.2f} G per sequence of {m.seq_len} tokens |
+| file | model.onnx, {m.size_mb:.1f} MB, sha256 `{m.onnx_sha256[:16]}...` |
 
-The latency was measured on {m["device"]} with the session settings above (recorded in
+The latency was measured on {m.device} with the session settings above (recorded in
 `manifest.json` under `session`); another machine, or other settings, runs at another
-speed. Inputs longer than **{m["seq_len"]} tokens are truncated** (the tokenizer's
+speed. Inputs longer than **{m.seq_len} tokens are truncated** (the tokenizer's
 `model_max_length`): that is the length the latency was measured at.
 
 ## Architecture
@@ -156,7 +156,7 @@ latency measured here, pass `session_options` built as `manifest.json`'s `sessio
 
 With ONNX Runtime alone, as `examples/use_bundle.py` in yoco-deploy does: build the
 session from `manifest.json`'s `session`, tokenize with `tokenizer.json` (truncate to
-{m["seq_len"]} tokens) and feed `input_ids`, `attention_mask` and `token_type_ids`
+{m.seq_len} tokens) and feed `input_ids`, `attention_mask` and `token_type_ids`
 (int64); the output is the logits.
 
 `manifest.json` holds everything above in machine-readable form; the ONNX file's own

@@ -1,169 +1,132 @@
-"""Compress once, deploy everywhere: search and ship every target from one super-BERT."""
+"""Stage II, one way for everyone: a ``DeployJob`` says which targets, how to search, how
+to ship, and where predictors, search logs and bundles live. The CLI's ``search`` and
+``ship`` and the pipeline's search-ship stage each build one and call the same methods,
+so a target is wired one way and named by one folder (``Target.slug``)."""
 
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
-
-import numpy as np
-import torch
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor_for
+from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor
 from yoco_deploy.deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.deploy.ship import Shipped, ShipSettings, ship_target
-from yoco_deploy.model.super_bert import SuperBert
-from yoco_deploy.model.supernet_checkpoint import FILE as CHECKPOINT_FILE
-from yoco_deploy.model.supernet_checkpoint import SupernetCheckpoint
-from yoco_deploy.train.data import TaskData, encode, load_task_as_configured, to_tensors
-from yoco_deploy.train.evaluation import Evaluation, evaluate, sorted_by_length
+from yoco_deploy.deploy.supernet import Supernet, make_evaluator
+from yoco_deploy.device.runner import resolve_provider
 from yoco_deploy.util.atomic import write_text
 
-
-@dataclass
-class Supernet:
-    super_bert: SuperBert
-    tokenizer: Any
-    data: TaskData
-    theta: list | None
-    max_seq_len: int
-
-
-def load_supernet(
-    ref: str, task: str | None = None, data_dir: Path | None = None, max_seq_len: int | None = None
-) -> Supernet:
-    """A trained super-BERT (``final/`` of `train`, with its theta and split), or any BERT
-    classifier (cold start; ``task`` needed)."""
-    from yoco_deploy.model.loading import load_tokenizer, resolve
-    from yoco_deploy.train.data import DataError
-
-    record = SupernetCheckpoint.read(Path(resolve(ref)))
-    config = record.config if record else {}
-    task = task or (record.task if record else None)
-    if task is None:
-        raise DataError(f"{ref} is not a trained super-BERT (no {CHECKPOINT_FILE}): pass --task")
-    data = load_task_as_configured(task, data_dir or config.get("data_dir"), config)
-    super_bert = SuperBert.from_pretrained(
-        ref, data.task.num_labels, config.get("space"), label_names=data.task.label_names
-    ).eval()
-    theta = record.theta if record else None
-    return Supernet(
-        super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)
-    )
-
-
-class SuperBertEvaluator:
-    """Task metric and loss with inherited weights on the search split: its first half
-    drives the search, its second half re-scores the top candidates."""
-
-    def __init__(
-        self,
-        supernet: Supernet,
-        batch_size: int = 128,
-        seed: int = 0,
-        device: str = "cpu",
-        max_examples: int | None = None,
-    ):
-        self.sb, self.task = supernet.super_bert.to(device), supernet.data.task
-        self.device = torch.device(device)
-        enc = encode(supernet.tokenizer, supernet.data.search, supernet.max_seq_len)
-        order = np.random.default_rng(seed).permutation(len(enc["labels"]))
-        half = len(order) // 2
-        cap = half if max_examples is None else min(half, max_examples)  # per half
-        self.splits = {
-            name: sorted_by_length({k: v[idx] for k, v in enc.items()})
-            for name, idx in (("search", order[:cap]), ("rescore", order[half : half + cap]))
-        }
-        self.batch_size = batch_size
-
-    @torch.no_grad()
-    def evaluate(self, arch: Arch, split: str) -> Evaluation:
-        self.sb.eval()
-        self.sb.set_active(arch)
-
-        def predict(part):
-            inputs = {k: v.to(self.device) for k, v in to_tensors(part).items()}
-            return self.sb(**inputs).float().cpu().numpy()
-
-        return evaluate(predict, self.splits[split], self.task, self.batch_size)
-
-
-class ParallelEvaluator:
-    """Several processes (one per GPU, started by ``accelerate launch``) run the same
-    seeded search; each generation's candidates are dealt round-robin to the processes,
-    and every process gathers all the results, so all follow one trajectory."""
-
-    def __init__(self, inner, accelerator):
-        self.inner, self.acc = inner, accelerator
-
-    def evaluate(self, arch: Arch, split: str) -> Evaluation:
-        return self.inner.evaluate(arch, split)
-
-    def evaluate_many(self, archs: list[Arch], split: str) -> list[Evaluation]:
-        from accelerate.utils import gather_object
-
-        n, rank = self.acc.num_processes, self.acc.process_index
-        mine = [(i, self.inner.evaluate(a, split)) for i, a in enumerate(archs) if i % n == rank]
-        scored = dict(gather_object(mine) if n > 1 else mine)
-        return [scored[i] for i in range(len(archs))]
-
-
-def make_evaluator(supernet: Supernet, seed: int = 0, accelerator=None):
-    """The search-split evaluator on this process's device; under ``accelerate launch``
-    with several processes, one that splits each generation between them."""
-    if accelerator is None:
-        from accelerate import Accelerator
-
-        accelerator = Accelerator()
-    inner = SuperBertEvaluator(supernet, seed=seed, device=str(accelerator.device))
-    return ParallelEvaluator(inner, accelerator)
+# progress of one search: (evaluations done, evaluations planned, seconds left or None)
+Progress = Callable[[int, int, float | None], None]
 
 
 def cost_model_for(
     target: Target,
     supernet: Supernet,
-    predictors_dir: Path,
+    predictors: Path,
     seq_len: int,
     batch: int,
     fmt: str | None = None,
     reference_ms: float | None = None,
 ) -> CostModel:
+    """The target's costs; cost models are built here and nowhere else. ``predictors``: a
+    predictor file, or a folder of NAME.json. The device's predictor is used when the
+    target has a latency budget (then it must exist) or when it exists (the bundle then
+    runs with the session the device was profiled with)."""
     space = supernet.super_bert.space
+    path = Path(predictors)
+    path = path / f"{target.name}.json" if path.is_dir() or not path.suffix else path
     predictor = None
-    if {"latency", "latency_share"} & set(target.budgets):
-        predictor = load_predictor_for(target.name, predictors_dir, space)
+    if {"latency", "latency_share"} & set(target.budgets) or path.is_file():
+        predictor = load_predictor(target.name, path, space)
     return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 
 
-def search_log_path(out_dir: Path, target: Target, settings: SearchSettings) -> Path:
-    """Where a target's search is logged (one folder per target, one log per algo/seed)."""
-    return Path(out_dir) / target.slug() / f"search-{settings.algo}-seed{settings.seed}.jsonl"
+@dataclass(frozen=True)
+class DeployJob:
+    targets: tuple[Target, ...]
+    search: SearchSettings = field(default_factory=SearchSettings)
+    ship: ShipSettings = field(default_factory=ShipSettings)  # also the shapes and format
+    shipping: bool = True  # False: search only
+    predictors: Path = Path("predictors")  # NAME.json per device
+    predictor_files: Mapping[str, Path] = field(default_factory=dict)  # NAME: a file instead
+    logs: Path = Path("runs/search")
+    bundles: Path = Path("bundles")
+    cold: bool = False  # ESNG from a uniform theta, not the trained one
+    calibrate: bool = False  # predictions at the speed of this machine now
 
+    def predictor_file(self, device: str) -> Path:
+        return Path(self.predictor_files.get(device) or Path(self.predictors) / f"{device}.json")
 
-def search_target(
-    supernet: Supernet,
-    cost_model: CostModel,
-    settings: SearchSettings,
-    out_dir: Path,
-    evaluator=None,
-    progress=None,
-    main_process: bool = True,
-) -> SearchResult:
-    """Search the cost model's target (relative latency budgets already resolved).
+    def log_path(self, target: Target) -> Path:
+        """Where a target's search is logged (one folder per target, one log per algo/seed)."""
+        s = self.search
+        return Path(self.logs) / target.slug() / f"search-{s.algo}-seed{s.seed}.jsonl"
 
-    Only the main process writes the log and result (the others follow the same
-    trajectory under ``accelerate launch``)."""
-    target = cost_model.target
-    evaluator = evaluator or make_evaluator(supernet, settings.seed)
-    log = search_log_path(out_dir, target, settings)
-    space = supernet.super_bert.space
-    # Every process reads the log (a resumed parallel search stays in step); one writes.
-    result = Search(space, cost_model, evaluator, settings, log, progress, main_process).run()
-    if not main_process:
+    def cost_models(self, net: Supernet, say: Callable[[str], None] = print) -> list[CostModel]:
+        """Every target's cost model, checked before any long work: some sub-BERT fits,
+        and the bundle's session is one the device's profile allows, on a provider here."""
+        s = self.ship
+        models = [
+            cost_model_for(t, net, self.predictor_file(t.name), s.seq_len, s.batch, s.fmt)
+            for t in self.targets
+        ]
+        if self.calibrate:
+            models = _calibrated(models, say)
+        for cm in models:
+            cm.check_achievable()
+            if self.shipping:  # a session that contradicts the profile fails now
+                resolve_provider(s.session_for(cm).provider)
+        return models
+
+    def run_search(
+        self,
+        net: Supernet,
+        cm: CostModel,
+        evaluator=None,
+        progress: Progress | None = None,
+        main_process: bool = True,
+    ) -> SearchResult:
+        """Search one target; rerunning resumes from its log. Under ``accelerate launch``
+        every process searches (the same trajectory); only the main one writes."""
+        settings = replace(self.search, warm_theta=None if self.cold else net.theta)
+        evaluator = evaluator or make_evaluator(net, settings.seed)
+        log = self.log_path(cm.target)
+        space = net.super_bert.space
+        result = Search(space, cm, evaluator, settings, log, progress, main_process).run()
+        if main_process:
+            write_text(log.parent / "result.json", json.dumps(result_body(cm, result), indent=1))
         return result
-    summary = [
+
+    def run_ship(self, net: Supernet, cm: CostModel, candidates: list[Arch], say=print) -> Shipped:
+        """The first candidate, in rank order, that meets every budget as measured."""
+        return ship_target(
+            net.super_bert, net.tokenizer, net.data, cm, candidates, self.bundles, self.ship, say
+        )
+
+
+def _calibrated(models: list[CostModel], say) -> list[CostModel]:
+    from yoco_deploy.device.calibrate import time_reference
+
+    refs: dict[str, float] = {}  # one timing per device
+    out = []
+    for cm in models:
+        if cm.predictor is None:
+            out.append(cm)
+            continue
+        name = cm.target.name
+        if name not in refs:
+            refs[name] = time_reference(cm.predictor, cm.batch, cm.seq_len)
+            say(f"{name}: reference model {refs[name]:.2f} ms here now")
+        out.append(cm.recalibrated(refs[name]))
+    return out
+
+
+def result_body(cm: CostModel, result: SearchResult) -> dict:
+    """A search's result.json: the target and its ranked candidates."""
+    ranked = [
         {
             "arch": c.arch.to_dict(),
             "arch_id": c.arch.arch_id,
@@ -173,32 +136,9 @@ def search_target(
         }
         for c in result.ranked
     ]
-    body = {
-        "target": target.label(),
+    return {
+        "target": cm.target.label(),
         "evaluations": result.evaluations,
         "exhausted": result.exhausted,
-        "ranked": summary,
+        "ranked": ranked,
     }
-    write_text(log.parent / "result.json", json.dumps(body, indent=1))
-    return result
-
-
-def ship_result(
-    supernet: Supernet,
-    cost_model: CostModel,
-    result: SearchResult,
-    bundles: Path,
-    settings: ShipSettings,
-    say=print,
-) -> Shipped:
-    return ship_target(
-        supernet.super_bert,
-        supernet.tokenizer,
-        supernet.data,
-        cost_model.target,
-        cost_model,
-        [c.arch for c in result.ranked],
-        bundles,
-        settings,
-        say,
-    )

@@ -22,18 +22,16 @@ from typing import Any
 import numpy as np
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy import model_card
 from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target
 from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
+from yoco_deploy.manifest import BundleManifest, MeasuredLatency
 from yoco_deploy.model.loading import BASE_MODEL_KEY
 from yoco_deploy.train.data import GLUE_HUB
 from yoco_deploy.util.atomic import staged_dir, write_text
 from yoco_deploy.util.hashing import file_sha256
 from yoco_deploy.util.versions import library_versions
-
-MANIFEST_SCHEMA = 1
 
 
 @dataclass(frozen=True)
@@ -48,6 +46,28 @@ class ShipSettings:
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
+
+    @classmethod
+    def from_options(
+        cls,
+        fmt: str = "int8",
+        seq_len: int = 128,
+        batch: int = 1,
+        provider: str | None = None,
+        threads: int | None = None,
+        spinning: str | None = None,
+        **rest: Any,
+    ) -> ShipSettings:
+        """Settings from the CLI's options or the pipeline's YAML, checked now: the format,
+        the session values and that the provider is installed (unset ones: as profiled)."""
+        from yoco_deploy.export.sub_bert import ExportOptions
+
+        ExportOptions.for_format(fmt)  # validates the name
+        given = {"provider": provider, "threads": threads, "spinning": spinning}
+        session = {k: v for k, v in given.items() if v is not None}
+        spec = DEFAULT_SESSION.with_options(**session)  # checks the values
+        runner.resolve_provider(spec.provider)  # an unavailable provider fails now
+        return cls(fmt=fmt, session=session, seq_len=seq_len, batch=batch, **rest)
 
     def __post_init__(self) -> None:
         if self.min_metric is not None and not -1 <= self.min_metric <= 1:
@@ -82,7 +102,7 @@ DEFAULT_SESSION = runner.SessionSpec(threads=2)
 @dataclass(frozen=True)
 class Shipped:
     path: Path
-    manifest: dict[str, Any]
+    manifest: BundleManifest
     rejected: list[dict[str, Any]]
 
 
@@ -144,7 +164,6 @@ def ship_target(
     super_bert,
     tokenizer,
     data,
-    target: Target,
     cost_model: CostModel,
     candidates: list[Arch],
     out_dir: Path,
@@ -156,7 +175,7 @@ def ship_target(
     check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
-        run = _ShipRun(super_bert, tokenizer, data, target, cost_model, settings, session, say)
+        run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
         run.reference = _reference_session(cost_model, run.backend, Path(tmp))
         run.calibrate_now()
         return run.ship(candidates, Path(out_dir))
@@ -172,14 +191,6 @@ def _reference_session(cost_model: CostModel, backend, folder: Path):
     return backend.load(build_reference(cost_model.predictor, folder))
 
 
-def _broken_text(kind: str, measured: float, budget: float) -> str:
-    if kind == "latency":
-        return f"measured {measured:.2f} ms > {budget:g} ms"
-    if kind == "size":
-        return f"file {measured:.1f} MB > {budget:g} MB"
-    return f"{kind} {measured:g} > {budget:g}"
-
-
 class _ShipRun:
     """One target's way down its candidates. The reference is timed first, so predictions
     start at today's speed; each candidate is exported, timed beside the reference and
@@ -188,8 +199,9 @@ class _ShipRun:
     budget boundary. It gives up when the corrected cost model rules out everything below
     the last rejection, or after 2 x max_candidates exports."""
 
-    def __init__(self, super_bert, tokenizer, data, target, cost_model, settings, session, say):
-        self.sb, self.tokenizer, self.data, self.target = super_bert, tokenizer, data, target
+    def __init__(self, super_bert, tokenizer, data, cost_model, settings, session, say):
+        self.sb, self.tokenizer, self.data = super_bert, tokenizer, data
+        self.target = cost_model.target
         self.base = self.model = cost_model  # the model is corrected as measurements come
         self.settings, self.session, self.say = settings, session, say
         self.backend = runner.OrtBackend(session)
@@ -207,7 +219,7 @@ class _ShipRun:
             return
         protocol = self.settings.protocol
         stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
-        self.model = self.base.recalibrated(stats["median_ms"])
+        self.model = self.base.recalibrated(stats.median_ms)
 
     def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
         queue = list(candidates[: self.settings.max_candidates])
@@ -266,10 +278,12 @@ class _ShipRun:
 
         settings, target = self.settings, self.target
         options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
+        static = self.base.arch_costs(arch)  # computed once, carried into export and manifest
         with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
             report = export_sub_bert(
-                self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len, settings.batch
-            )
+                self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len,
+                settings.batch, costs=static,
+            )  # fmt: skip
             onnx_path = report.deploy_file
             # the metadata now (the digest later, same length): the size checked is the size shipped
             props = onnx_metadata.props_for(arch, self.labels, settings.seq_len, settings.fmt)
@@ -282,16 +296,14 @@ class _ShipRun:
             # the budgets checked against what was measured: the latency and the file
             measured = {
                 **self.model.costs(arch),
-                "latency": stats["median_ms"],
+                "latency": stats.median_ms,
                 "size": onnx_path.stat().st_size / 1e6,
             }
-            budgets = self.model.target.budgets
-            broken_keys = self.model.target.broken(measured)
-            broken = [_broken_text(k, measured[k], budgets[k]) for k in broken_keys]
+            broken = self.model.target.broken_in_words(measured)
             if broken:
-                if "latency" in broken_keys:
+                if "latency" in self.model.target.broken(measured):
                     self.over_budget = arch
-                self._reject(arch, "; ".join(broken), measured_ms=stats["median_ms"])
+                self._reject(arch, "; ".join(broken), measured_ms=stats.median_ms)
                 self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
                 return None
             metric = onnx_metric(
@@ -307,28 +319,79 @@ class _ShipRun:
                 self.say(
                     f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
                 )
-            bundle = Path(out_dir) / bundle_name(target, stats["median_ms"], metric, arch)
-            return self._write(bundle, arch, report, stats, timing, metric, onnx_path)
+            bundle = Path(out_dir) / bundle_name(target, stats.median_ms, metric, arch)
+            manifest = self._manifest(bundle.name, arch, report, stats, timing, metric, onnx_path)
+            return self._write(bundle, arch, manifest, onnx_path)
 
-    def _calibrate(self, arch: Arch, stats: dict) -> dict[str, Any]:
+    def _calibrate(self, arch: Arch, stats: runner.Latency) -> dict[str, Any]:
         """Predictions at the speed the reference was just measured at, and the cost model
         corrected by every measurement so far."""
-        if self.base.predictor is None or "ref_ms" not in stats:
+        if self.base.predictor is None or stats.ref_ms is None:
             return {}
-        now = self.base.recalibrated(stats["ref_ms"])
+        now = self.base.recalibrated(stats.ref_ms)
         calibrated = now.costs(arch)["latency"]
-        self.ratios.append(stats["median_ms"] / calibrated)
+        self.ratios.append(stats.median_ms / calibrated)
         correction = float(np.median(self.ratios))
-        self.model = self.base.recalibrated(stats["ref_ms"], correction)
+        self.model = self.base.recalibrated(stats.ref_ms, correction)
         return {
-            "reference_ms": stats["ref_ms"],
+            "reference_ms": stats.ref_ms,
             "calibrated_prediction_ms": calibrated,
-            "prediction_error": calibrated / stats["median_ms"] - 1,
+            "prediction_error": calibrated / stats.median_ms - 1,
             "budget_ms": now.target.budgets.get("latency"),
             "correction": correction,
         }
 
-    def _write(self, bundle, arch, report, stats, timing, metric, onnx_path) -> Shipped:
+    def _manifest(self, name, arch, report, stats, timing, metric, onnx_path) -> BundleManifest:
+        """What the bundle will say about itself; the file's digests are set at write."""
+        settings, session, base = self.settings, self.session, self.base
+        costs = base.arch_costs(arch)
+        budgets = dict(base.target.budgets)
+        budget_ms = budgets.get("latency")
+        if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
+            budget_ms = budgets["latency"] = timing["budget_ms"]
+        hub = self.data.source == GLUE_HUB  # a local folder is named, its path kept private
+        return BundleManifest(
+            target=base.requested.label(),  # as asked: a share stays one
+            arch=arch.to_dict(),
+            arch_id=arch.arch_id,
+            params=costs.params,
+            params_non_embedding=costs.params_non_embedding,
+            flops=costs.flops,
+            budgets=budgets,
+            budget_ms=budget_ms,
+            predicted_latency_ms=base.costs(arch).get("latency"),
+            measured_latency_ms=MeasuredLatency(
+                stats.median_ms, stats.p90_ms, stats.cv, stats.runs
+            ),
+            device=base.target.name,
+            machine=runner.device_fingerprint(session),
+            provider=session.provider_name,
+            threads=session.threads,
+            session=session.to_dict(),
+            seq_len=settings.seq_len,
+            batch=settings.batch,
+            format=settings.fmt,
+            metric=metric,
+            validation=report.validation,
+            int8=report.int8,
+            onnx_sha256="",
+            size_mb=onnx_path.stat().st_size / 1e6,
+            libraries=library_versions("onnxruntime", "onnx", "torch", "transformers"),
+            created=time.time(),
+            name=name,
+            labels=self.labels,
+            base_model=getattr(self.sb.config, BASE_MODEL_KEY, None),
+            source_layers=list(self.sb.space.kept_layers(arch.depth)),
+            data={
+                "task": self.data.task.name,
+                "source": GLUE_HUB if hub else "local",
+                "name": f"GLUE {self.data.task.name}" if hub else Path(self.data.source).name,
+            },
+            timing=timing,
+            quality=self.gate.record(metric["value"]),
+        )
+
+    def _write(self, bundle: Path, arch: Arch, manifest: BundleManifest, onnx_path) -> Shipped:
         from yoco_deploy.model.extract import onnx_config
 
         # staged beside its final place: a failure leaves the previous bundle intact
@@ -339,30 +402,10 @@ class _ShipRun:
             write_text(stage / "config.json", json.dumps(config, indent=2) + "\n")
             self.tokenizer.save_pretrained(stage)
             limit_tokenizer(stage, self.settings.seq_len)
-            manifest = make_manifest(
-                arch, self.target, self.base, report, stats, metric, self.settings,
-                self.session, stage / "model.onnx",
-            )  # fmt: skip
-            manifest["name"] = bundle.name
-            manifest["labels"] = self.labels
-            manifest["base_model"] = getattr(self.sb.config, BASE_MODEL_KEY, None)
-            manifest["source_layers"] = list(self.sb.space.kept_layers(arch.depth))
-            hub = self.data.source == GLUE_HUB  # a local folder is named, its path kept private
-            manifest["data"] = {
-                "task": self.data.task.name,
-                "source": GLUE_HUB if hub else "local",
-                "name": f"GLUE {self.data.task.name}" if hub else Path(self.data.source).name,
-            }
-            manifest["target"] = self.base.requested.label()  # as asked: a share stays one
-            manifest["timing"] = timing
-            if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
-                manifest["budget_ms"] = timing["budget_ms"]
-                manifest["budgets"] = {**manifest["budgets"], "latency": timing["budget_ms"]}
-            manifest["quality"] = self.gate.record(metric["value"])
-            onnx_metadata.set_digest(stage / "model.onnx", manifest)
-            manifest["onnx_sha256"] = file_sha256(stage / "model.onnx")
-            write_text(stage / "README.md", model_card.render(manifest, self.labels))
-            write_text(stage / "manifest.json", json.dumps(manifest, indent=2) + "\n")
+            onnx_metadata.set_digest(stage / "model.onnx", manifest.to_dict())
+            manifest = manifest.with_(onnx_sha256=file_sha256(stage / "model.onnx"))
+            write_text(stage / "README.md", model_card.render(manifest))
+            manifest.write(stage)
         return Shipped(bundle, manifest, self.rejected)
 
     def _give_up(self, capped: bool):
@@ -383,43 +426,3 @@ class _ShipRun:
             else "nothing in the space meets its budgets"
         )
         raise BudgetError(f"target {self.target.label()}: {why} on this device{closest}")
-
-
-def make_manifest(
-    arch, target, cost_model, report, stats, metric, settings, session, onnx_path
-) -> dict:
-    costs = arch_costs(arch, cost_model.space.dims, settings.seq_len, settings.batch)
-    predicted = cost_model.costs(arch).get("latency")
-    return {
-        "schema": MANIFEST_SCHEMA,
-        "target": target.label(),
-        "arch": arch.to_dict(),
-        "arch_id": arch.arch_id,
-        "params": costs.params,
-        "params_non_embedding": costs.params_non_embedding,
-        "flops": costs.flops,
-        "budgets": target.budgets,
-        "budget_ms": target.budgets.get("latency"),
-        "predicted_latency_ms": predicted,
-        "measured_latency_ms": {
-            "median": stats["median_ms"],
-            "p90": stats["p90_ms"],
-            "cv": stats["cv"],
-            "runs": stats["runs"],
-        },
-        "device": target.name,
-        "machine": runner.device_fingerprint(session),
-        "provider": session.provider_name,
-        "threads": session.threads,
-        "session": session.to_dict(),
-        "seq_len": settings.seq_len,
-        "batch": settings.batch,
-        "format": settings.fmt,
-        "metric": metric,
-        "validation": report.validation,
-        "int8": report.int8,
-        "onnx_sha256": file_sha256(onnx_path),
-        "size_mb": onnx_path.stat().st_size / 1e6,
-        "libraries": library_versions("onnxruntime", "onnx", "torch", "transformers"),
-        "created": time.time(),
-    }

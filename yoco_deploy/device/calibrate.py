@@ -28,4 +28,4 @@ def time_reference(predictor: LatencyPredictor, batch: int = 1, seq_len: int = 1
     with tempfile.TemporaryDirectory(prefix="yoco-calibrate-") as tmp:
         session = backend.load(build_reference(predictor, Path(tmp)))
         feeds = runner.make_feeds(batch, seq_len, space.dims.vocab_size)
-        return runner.measure(backend, session, feeds, runner.Protocol())["median_ms"]
+        return runner.measure(backend, session, feeds, runner.Protocol()).median_ms

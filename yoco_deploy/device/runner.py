@@ -304,17 +304,41 @@ class OrtBackend:
         return (time.perf_counter() - start) * 1e3
 
 
-def _stats(samples: list[float]) -> dict:
-    a = np.asarray(samples)
-    return {
-        "median_ms": float(np.median(a)),
-        "p90_ms": float(np.percentile(a, 90)),
-        "cv": float(a.std(ddof=1) / a.mean()) if a.size > 1 and a.mean() > 0 else 0.0,
-        "runs": int(a.size),
-    }
+@dataclass(frozen=True)
+class Latency:
+    """One measured latency in milliseconds (nn-Meter's ``Latency``): the median and its
+    spread over ``runs`` timed runs; timed beside a reference, also the reference's median
+    and the median of the paired ratios. ``to_dict`` is the measurements-file row."""
+
+    median_ms: float
+    p90_ms: float
+    cv: float
+    runs: int
+    ref_ms: float | None = None
+    rel: float | None = None
+
+    @classmethod
+    def from_samples(cls, samples, refs=None) -> Latency:
+        a = np.asarray(samples, dtype=float)
+        if a.size == 0:
+            raise ValueError("no timing samples")
+        paired = {}
+        if refs is not None and len(refs):
+            r = np.asarray(refs, dtype=float)
+            paired = {"ref_ms": float(np.median(r)), "rel": float(np.median(a / r))}
+        return cls(
+            median_ms=float(np.median(a)),
+            p90_ms=float(np.percentile(a, 90)),
+            cv=float(a.std(ddof=1) / a.mean()) if a.size > 1 and a.mean() > 0 else 0.0,
+            runs=int(a.size),
+            **paired,
+        )
+
+    def to_dict(self) -> dict[str, float | int]:
+        return {k: v for k, v in asdict(self).items() if v is not None}
 
 
-def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) -> dict:
+def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) -> Latency:
     """Warm up, then time in chunks until the median is stable (or a cap is hit).
 
     With ``reference``, each timed run of the model is followed by one of the reference,
@@ -349,11 +373,7 @@ def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) ->
             previous = median
     finally:
         gc.enable()
-    out = _stats(samples)
-    if refs:
-        out["ref_ms"] = float(np.median(refs))
-        out["rel"] = float(np.median(np.asarray(samples) / np.asarray(refs)))
-    return out
+    return Latency.from_samples(samples, refs)
 
 
 # ---- the append-only measurements file ------------------------------------------------
@@ -560,11 +580,11 @@ def run_jobs(
                     "seq_len": seq,
                     "t": time.time(),
                     "session": session_id,
-                    **stats,
+                    **stats.to_dict(),
                 }
             )
             written += 1
-            out[(batch, seq)] = stats["median_ms"]
+            out[(batch, seq)] = stats.median_ms
         return out
 
     def measure_job(job: Job, remeasure: bool) -> None:
@@ -583,7 +603,7 @@ def run_jobs(
                 "remeasured": remeasure,
                 "t": time.time(),
                 "session": session_id,
-                **stats,
+                **stats.to_dict(),
             }
         )
         written += 1

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.costs import arch_costs
+from yoco_deploy.costs import Costs, arch_costs
 from yoco_deploy.errors import ExportError
 from yoco_deploy.export.optimize import convert_fp16, optimize_fused, quantize_int8
 from yoco_deploy.export.to_onnx import OnnxSpec, export_onnx, validate_onnx
@@ -101,18 +101,21 @@ def export_sub_bert(
     tokenizer=None,
     seq_len: int = 128,
     batch: int = 1,
+    costs: Costs | None = None,
 ) -> ExportReport:
+    """``costs``: the arch's costs at (seq_len, batch) when the caller has them already."""
     created = not Path(out_dir).exists()
     out_dir = prepare_out_dir(out_dir)
+    costs = costs or arch_costs(arch, super_bert.dims, seq_len, batch)
     try:
-        return _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch)
+        return _export(super_bert, arch, out_dir, options, tokenizer, costs)
     except BaseException:
         if created:  # a failed export leaves no folder behind that it made itself
             shutil.rmtree(out_dir, ignore_errors=True)
         raise
 
 
-def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> ExportReport:
+def _export(super_bert, arch, out_dir, options, tokenizer, costs: Costs) -> ExportReport:
     dense = extract(super_bert, arch)
     files = {}
     if options.save_model_dir:
@@ -154,7 +157,7 @@ def _export(super_bert, arch, out_dir, options, tokenizer, seq_len, batch) -> Ex
         out_dir=str(out_dir),
         arch=arch.to_dict(),
         arch_id=arch.arch_id,
-        costs=arch_costs(arch, super_bert.dims, seq_len, batch).to_dict(),
+        costs=costs.to_dict(),
         files=files,
         validation={k: {"max_abs_diff": v.worst, "atol": v.atol} for k, v in validation.items()},
         fused_operators=fused,

@@ -10,264 +10,18 @@ measurements, search from its log). ``--dry-run`` prints the plan.
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator
-
-from yoco_deploy.errors import YocoError
-from yoco_deploy.train.config import (
-    ConfigError,
-    finetune_settings,
-    parse_config,
-    validation_problems,
-)
-from yoco_deploy.util.hashing import update_with_file
-from yoco_deploy.util.strict import Strict
+from yoco_deploy.pipeline.config import DeviceStage, Pipeline
+from yoco_deploy.pipeline.stages import Stage, StageBook, output_hash
+from yoco_deploy.train.config import finetune_settings
 
 
-class PipelineError(YocoError):
-    """A pipeline file is invalid or a stage cannot run."""
+class PipelineRun:
+    """A pipeline's stages over its workdir: planned, then run in order, each skipped
+    when up to date (``Stage``, ``StageBook``)."""
 
-
-Format = Literal["fp32", "fused", "int8", "fp16"]  # export.FORMATS, checked by a test
-
-
-class TeacherStage(Strict):
-    checkpoint: str | None = Field(None, description="A fine-tuned teacher: skip fine-tuning.")
-    epochs: float = Field(2.0, gt=0, description="Fine-tuning passes over train.")
-    lr: float = Field(5e-5, gt=0, description="Fine-tuning learning rate.")
-    batch_size: int = Field(32, gt=0)
-
-
-class DeviceStage(Strict):
-    name: str = Field(description="Device name: profiles/NAME and predictors/NAME.json.")
-
-    @field_validator("name")
-    @classmethod
-    def _plain_name(cls, value: str) -> str:
-        from yoco_deploy.names import check_name
-
-        return check_name(value, "device name")
-
-    n: int = Field(60, ge=10, description="Most sub-BERTs to profile.")
-    until: str | None = Field("within10=0.95", description="Stop profiling at this accuracy.")
-    threads: int = Field(2, gt=0, le=512)
-    spinning: Literal["stop-after-run", "on", "off"] = Field(
-        "stop-after-run", description="Idle worker threads; bundles run as profiled."
-    )
-    format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
-    predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
-
-
-class SearchStage(Strict):
-    algo: Literal["esng", "random", "evolution"] = "esng"
-    evaluations: int = Field(100, gt=0)
-    seed: int = 0
-    cold: bool = False
-
-
-class ShipStage(Strict):
-    format: Format = "int8"
-    provider: str | None = Field(
-        None, description="Where bundles run and are timed (default: as profiled): cpu, cuda."
-    )
-    threads: int | None = Field(None, gt=0, le=512, description="Default: as profiled.")
-    min_metric: float | None = Field(
-        None,
-        ge=-1,
-        le=1,
-        description="Quality floor; default: the majority class + 2 standard errors.",
-    )
-    allow_weak: bool = Field(False, description="Ship below the floor, with a warning.")
-
-
-class Pipeline(Strict):
-    model: str = Field(description="Base model: hub id, directory or 'minilm'.")
-    task: str = Field(description="GLUE task name (the built-in task uses sst2's format).")
-    data_dir: Path | None = Field(None, description="Local data; none: the hub.")
-    builtin_task: bool = Field(False, description="Generate the offline demo task instead.")
-    workdir: Path = Field(description="Everything the pipeline writes.")
-    max_seq_len: int = Field(128, gt=0)
-    max_train: int | None = Field(None, gt=0)
-    teacher: TeacherStage = Field(default_factory=TeacherStage)
-    train: dict[str, Any] = Field(default_factory=dict, description="TrainConfig overrides.")
-    devices: list[DeviceStage] = Field(default_factory=list)
-    targets: list[str] = Field(description="NAME:latency=6ms,...; latency=50% is relative.")
-    search: SearchStage = Field(default_factory=SearchStage)
-    ship: ShipStage = Field(default_factory=ShipStage)
-
-
-def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
-    from yoco_deploy.util.user_file import load_mapping
-
-    data = load_mapping(path, PipelineError, "a pipeline")
-    data.update(overrides or {})
-    try:
-        pipeline = Pipeline(**data)
-    except ValidationError as err:
-        problems = validation_problems(err, Pipeline)
-        raise PipelineError(f"{path}: " + "; ".join(problems)) from None
-    try:  # the train overrides now, not after an hour of teacher fine-tuning
-        parse_config(
-            {"model": "m", "task": pipeline.task, "output_dir": "o", **pipeline.train}, "train"
-        )
-    except ConfigError as err:
-        raise PipelineError(f"{path}: {err}") from None
-    _check_before_work(pipeline, path)
-    return pipeline
-
-
-def _check_before_work(pipeline: Pipeline, path: Path) -> None:
-    """Everything that can fail without doing work fails now (and under --dry-run), not
-    after an hour of training: the task, model, data, sequence length, space, teacher
-    and predictors, the workdir, the targets and the devices they name, the ship
-    provider."""
-    from yoco_deploy.device.runner import RunnerError
-    from yoco_deploy.errors import YocoError
-
-    try:
-        _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
-        _check_inputs(pipeline)
-    except (YocoError, RunnerError, OSError) as err:
-        message = err if not isinstance(err, OSError) else f"{err.strerror} ({err.filename})"
-        raise PipelineError(f"{path}: {message}") from None
-
-
-def _check_inputs(pipeline: Pipeline) -> None:
-    from yoco_deploy.model.loading import load_config
-    from yoco_deploy.space import SearchSpace
-    from yoco_deploy.train.data import get_task
-
-    get_task(pipeline.task)
-    for owned in ("model", "teacher", "task", "data_dir", "output_dir", "max_seq_len"):
-        if owned in pipeline.train:
-            raise PipelineError(
-                f"train.{owned} is set by the pipeline itself (top-level keys and its "
-                "workdir); remove it from train:"
-            )
-    if pipeline.data_dir is not None and not Path(pipeline.data_dir).is_dir():
-        raise PipelineError(f"data_dir {pipeline.data_dir} is not a folder")
-    workdir = Path(pipeline.workdir)
-    for folder in (workdir, *workdir.parents):
-        if folder.exists():
-            if not folder.is_dir():
-                raise PipelineError(f"workdir {workdir}: {folder} is a file, not a folder")
-            break
-    checkpoint = pipeline.teacher.checkpoint
-    if checkpoint and not Path(checkpoint).is_dir():
-        raise PipelineError(f"teacher.checkpoint {checkpoint} is not a folder")
-    space = SearchSpace.from_config(load_config(pipeline.model), pipeline.train.get("space"))
-    space.dims.check_seq_len(pipeline.max_seq_len)
-    for device in pipeline.devices:
-        if device.predictor:
-            from yoco_deploy.device.predictor import LatencyPredictor
-
-            LatencyPredictor.load(Path(device.predictor), space)
-
-
-def _check_devices_and_targets(pipeline: Pipeline) -> None:
-    from yoco_deploy.deploy.budgets import parse_target
-    from yoco_deploy.device.profiling import parse_until
-    from yoco_deploy.device.runner import SessionSpec, resolve_provider
-
-    for device in pipeline.devices:
-        if device.until:
-            parse_until(device.until)
-    targets = [(text, parse_target(text)) for text in pipeline.targets]
-    if pipeline.ship.provider:
-        resolve_provider(pipeline.ship.provider)
-    for device in pipeline.devices:  # bundles run as profiled: the YAML must agree
-        if device.predictor:
-            continue
-        profiled = SessionSpec(threads=device.threads, spinning=device.spinning)
-        asked = profiled.with_options(
-            provider=pipeline.ship.provider, threads=pipeline.ship.threads
-        )
-        if asked != profiled:
-            raise PipelineError(
-                f"ship asks for {asked.describe()} but device {device.name} is profiled with "
-                f"{profiled.describe()}: drop ship.provider/threads, or change the device"
-            )
-    if not targets:
-        raise PipelineError("targets is empty: name at least one (NAME:latency=50%)")
-    names = {d.name for d in pipeline.devices}
-    for text, target in targets:
-        needs_device = {"latency", "latency_share"} & set(target.budgets)
-        if needs_device and target.name not in names:
-            raise PipelineError(
-                f"target {text!r} has a latency budget on {target.name!r}, which is not "
-                f"under devices: (known: {', '.join(sorted(names)) or 'none'})"
-            )
-
-
-# ---- up-to-date checks ---------------------------------------------------------------------
-
-
-def content_hash(path: Path) -> str:
-    """Content hash of a file, or of a directory's files (names and bytes)."""
-    path = Path(path)
-    h = hashlib.sha256()
-    files = sorted(p for p in path.rglob("*") if p.is_file()) if path.is_dir() else [path]
-    for f in files:
-        if "checkpoint" in f.parts or f.suffix == ".png":
-            continue  # resumable state and drawings are not outputs
-        h.update(str(f.relative_to(path) if path.is_dir() else f.name).encode())
-        update_with_file(h, f)
-    return h.hexdigest()
-
-
-def _digest(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()
-
-
-@dataclass
-class Stage:
-    key: str
-    inputs: dict[str, Any]  # settings and upstream output hashes
-    outputs: list[Path]
-    run: Callable[[], None]
-
-
-class StageBook:
-    def __init__(self, workdir: Path):
-        self.dir = Path(workdir) / ".stages"
-
-    def _file(self, key: str) -> Path:
-        return self.dir / f"{key.replace('/', '_').replace(':', '_')}.json"
-
-    def status(self, stage: Stage) -> str:
-        record = self._file(stage.key)
-        if not record.exists():
-            return "never run"
-        saved = json.loads(record.read_text())
-        if saved["inputs"] != _digest(stage.inputs):
-            return "inputs changed"
-        for out, digest in saved["outputs"].items():
-            if not Path(out).exists() or content_hash(Path(out)) != digest:
-                return f"output {Path(out).name} missing or changed"
-        return "up to date"
-
-    def record(self, stage: Stage) -> None:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        outputs = {str(p): content_hash(p) for p in stage.outputs}
-        self._file(stage.key).write_text(
-            json.dumps({"inputs": _digest(stage.inputs), "outputs": outputs}, indent=1)
-        )
-
-
-def output_hash(path: Path) -> str | None:
-    return content_hash(path) if Path(path).exists() else None
-
-
-# ---- the stages ------------------------------------------------------------------------------
-
-
-class Runner:
     def __init__(self, pipeline: Pipeline, say: Callable[[str], None] = print):
         self.p, self.say = pipeline, say
         self.work = Path(pipeline.workdir)
@@ -447,40 +201,32 @@ class Runner:
         return stages
 
     def _search_ship(self, target, predictor: Path | None, out: Path) -> None:
-        from yoco_deploy.deploy.budgets import CostModel
-        from yoco_deploy.deploy.per_target import load_supernet, search_target, ship_result
+        from yoco_deploy.deploy.per_target import DeployJob
         from yoco_deploy.deploy.search import SearchSettings
         from yoco_deploy.deploy.ship import ShipSettings
-        from yoco_deploy.device.predictor import LatencyPredictor
+        from yoco_deploy.deploy.supernet import load_supernet
         from yoco_deploy.util.atomic import staged_dir
 
         net = load_supernet(str(self.super_dir))
-        space = net.super_bert.space
-        p = LatencyPredictor.load(predictor, space) if predictor and predictor.exists() else None
-        cost_model = CostModel(target, space, p, net.max_seq_len, 1, fmt=self.p.ship.format)
-        s = self.p.search
-        settings = SearchSettings(
-            algo=s.algo,
-            evaluations=s.evaluations,
-            seed=s.seed,
-            warm_theta=None if s.cold else net.theta,
-        )
-        result = search_target(net, cost_model, settings, self.work / "search")
-        ship = ShipSettings(
-            fmt=self.p.ship.format,
-            session=self._ship_session(),
-            seq_len=net.max_seq_len,
-            min_metric=self.p.ship.min_metric,
-            allow_weak=self.p.ship.allow_weak,
-        )
-        with staged_dir(out) as stage:  # the target's previous bundle stays until this works
-            shipped = ship_result(net, cost_model, result, stage, ship, say=self.say)
+        s, ship = self.p.search, self.p.ship
+        # the target's previous bundle stays until this one is written
+        with staged_dir(out) as stage:
+            job = DeployJob(
+                targets=(target,),
+                search=SearchSettings(algo=s.algo, evaluations=s.evaluations, seed=s.seed),
+                ship=ShipSettings.from_options(
+                    ship.format, net.max_seq_len, 1, ship.provider, ship.threads,
+                    min_metric=ship.min_metric, allow_weak=ship.allow_weak,
+                ),
+                predictor_files={target.name: predictor} if predictor else {},
+                logs=self.work / "search",
+                bundles=stage,
+                cold=s.cold,
+            )  # fmt: skip
+            (cm,) = job.cost_models(net, self.say)
+            result = job.run_search(net, cm)
+            shipped = job.run_ship(net, cm, [c.arch for c in result.ranked], self.say)
         self.say(f"shipped {out / shipped.path.name}")
-
-    def _ship_session(self) -> dict:
-        """The session settings the YAML changes from the profiled ones (usually none)."""
-        given = {"provider": self.p.ship.provider, "threads": self.p.ship.threads}
-        return {k: v for k, v in given.items() if v is not None}
 
     # ---- driving ------------------------------------------------------------------------
 

@@ -1,43 +1,27 @@
-"""YOCO stage I: train the super-BERT so that every sub-BERT is good without retraining.
-
-Progressive phases (heads, then FFN, then depth); each step trains one sub-BERT (YOCO)
-or the sandwich (the phase's max on labels and the teacher, its min and k sampled
-sub-BERTs distilled in place from the max's outputs, as in BigNAS); loss = alpha CE +
-(1 - alpha) T^2 KL(teacher || student) (+ hidden-state MSE). Sub-BERTs come from p_theta
-with probability rho/rho_max, else uniformly from the phase's sub-space. Those drawn from
-p_theta are collected; once lambda are in hand they are scored together on the current
-batch, *before* the optimizer step, and theta takes an SNG step (cells beyond a
-candidate's depth are masked).
-
-Everything runs through accelerate (CPU, one or many GPUs, mixed precision). The batch
-order is a pure function of (seed, epoch), so a resumed run sees exactly the batches an
-uninterrupted run would.
-"""
+"""YOCO stage I: train the super-BERT in progressive phases so that every sub-BERT is
+good without retraining, while p_theta (SNG) learns which sub-BERTs to train."""
 
 from __future__ import annotations
 
-import json
-import math
+import ast
 import random
-import shutil
 import signal
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.errors import Terminated, YocoError
+from yoco_deploy.errors import Terminated
 from yoco_deploy.model.super_bert import SuperBert
 from yoco_deploy.model.supernet_checkpoint import SupernetCheckpoint
 from yoco_deploy.plots import plot_metric_vs_flops
-from yoco_deploy.train.config import Phase, TrainConfig
+from yoco_deploy.train.checkpoint import TrainError, load_checkpoint, save_checkpoint
+from yoco_deploy.train.config import TrainConfig
 from yoco_deploy.train.data import (
     TaskData,
     encode,
@@ -45,88 +29,25 @@ from yoco_deploy.train.data import (
     to_tensors,
     trim_padding,
 )
+from yoco_deploy.train.distill import distill_loss, soft_loss
 from yoco_deploy.train.evaluation import Evaluation, evaluate, sorted_by_length
-from yoco_deploy.train.sng import CategoricalSNG, SubSpace
-
-
-class TrainError(YocoError):
-    """Training cannot start or resume as asked."""
-
-
-@dataclass(frozen=True)
-class PhasePlan:
-    phase: Phase
-    start: int  # first global step
-    steps: int
-    sub: SubSpace
-
-
-def restrict(choices: tuple[int, ...], how: str) -> list[int]:
-    top = sorted(choices, reverse=True)
-    return {"max": top[:1], "top2": top[:2], "top3": top[:3], "all": top}[how]
-
-
-def plan_phases(config: TrainConfig, space, steps_per_epoch: int) -> list[PhasePlan]:
-    plans, start = [], 0
-    for phase in config.phases:
-        steps = max(1, math.ceil(phase.epochs * steps_per_epoch))
-        sub = SubSpace.of(
-            space,
-            restrict(space.depth_choices, phase.depth),
-            restrict(space.head_choices, phase.heads),
-            restrict(space.ffn_choices, phase.ffn),
-        )
-        plans.append(PhasePlan(phase, start, steps, sub))
-        start += steps
-    return plans
-
-
-def representative_archs(space) -> dict[str, Arch]:
-    """max, min and two uniform sub-BERTs in between, for per-phase evaluation."""
-
-    def mid(c, q):
-        return c[round(q * (len(c) - 1))]
-
-    out = {"max": space.max_arch(), "min": space.min_arch()}
-    for q, name in ((2 / 3, "mid-large"), (1 / 3, "mid-small")):
-        out[name] = Arch.uniform(
-            mid(space.depth_choices, q), mid(space.head_choices, q), mid(space.ffn_choices, q)
-        )
-    return out
-
-
-def soft_loss(student, teacher, temperature: float, num_labels: int):
-    """T^2 KL(teacher || student) on logits (MSE for regression)."""
-    if num_labels == 1:
-        return F.mse_loss(student, teacher)
-    t = temperature
-    kl = F.kl_div(
-        F.log_softmax(student / t, -1),
-        F.log_softmax(teacher / t, -1),
-        reduction="batchmean",
-        log_target=True,
-    )
-    return kl * t * t
-
-
-def distill_loss(student, teacher, labels, kd, num_labels, s_hidden=None, t_hidden=None):
-    task = (
-        F.mse_loss(student.squeeze(-1), labels.float())
-        if num_labels == 1
-        else F.cross_entropy(student, labels)
-    )
-    if teacher is None:
-        return task
-    soft = soft_loss(student, teacher, kd.temperature, num_labels)
-    loss = kd.alpha * task + (1 - kd.alpha) * soft
-    if kd.hidden_mse and s_hidden is not None and t_hidden is not None:
-        loss = loss + kd.hidden_mse * sum(
-            F.mse_loss(s, t) for s, t in zip(s_hidden, t_hidden, strict=False)
-        ) / len(s_hidden)
-    return loss
+from yoco_deploy.train.optimizer import build_optimizer
+from yoco_deploy.train.phases import (
+    PhasePlan,
+    phase_space,
+    plan_at,
+    plan_phases,
+    representative_archs,
+)
+from yoco_deploy.train.run_log import RunLog
+from yoco_deploy.train.sng import CategoricalSNG
 
 
 class Trainer:
+    """Progressive phases (heads, then FFN, then depth) of YOCO or sandwich steps, through
+    accelerate (CPU, one or many GPUs, mixed precision). Sub-BERTs come from p_theta with
+    probability rho/rho_max, else uniformly from the phase's sub-space."""
+
     def __init__(
         self,
         config: TrainConfig,
@@ -189,47 +110,10 @@ class Trainer:
         self.step = 0
         self.candidates: list[np.ndarray] = []  # drawn from p_theta, waiting for an update
         self.out = Path(c.output_dir)
+        self.run_log = RunLog(self.out / "log.jsonl", self.total_steps, task.metric, log)
         self._stop = False
 
-    # ---- setup ------------------------------------------------------------------------
-
-    def _build_optimizer(self):
-        no_decay = ("bias", "LayerNorm.weight")
-        params = [
-            {
-                "params": [
-                    p
-                    for n, p in self.super_bert.named_parameters()
-                    if not any(k in n for k in no_decay)
-                ],
-                "weight_decay": self.config.weight_decay,
-            },
-            {
-                "params": [
-                    p
-                    for n, p in self.super_bert.named_parameters()
-                    if any(k in n for k in no_decay)
-                ],
-                "weight_decay": 0.0,
-            },
-        ]
-        optimizer = torch.optim.AdamW(params, lr=1.0)
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, self._lr_at)
-        return optimizer, scheduler
-
-    def _lr_at(self, step: int) -> float:
-        """Per phase: linear warm-up to the phase's lr, then linear decay to 0."""
-        plan = self.plan_at(min(step, self.total_steps - 1))
-        i = step - plan.start
-        warm = max(1, round(self.config.warmup_ratio * plan.steps))
-        scale = (i + 1) / warm if i < warm else max(0.0, (plan.steps - i) / (plan.steps - warm + 1))
-        return plan.phase.lr * scale
-
-    def plan_at(self, step: int) -> PhasePlan:
-        for plan in self.plans:
-            if plan.start <= step < plan.start + plan.steps:
-                return plan
-        return self.plans[-1]
+    # ---- batches ----------------------------------------------------------------------
 
     def batch_at(self, step: int) -> dict[str, torch.Tensor]:
         """Pure function of (seed, step, process): resuming replays exactly the same
@@ -254,7 +138,10 @@ class Trainer:
         if resume and not (self.out / "checkpoint").is_dir():
             raise TrainError(f"nothing to resume in {self.out} (no checkpoint/)")
         self.out.mkdir(parents=True, exist_ok=True)
-        optimizer, scheduler = self._build_optimizer()
+        c = self.config
+        optimizer, scheduler = build_optimizer(
+            self.super_bert, c.weight_decay, self.plans, c.warmup_ratio
+        )
         if resume:
             self._load_checkpoint(optimizer, scheduler)
         elif (self.out / "checkpoint").exists():
@@ -263,9 +150,9 @@ class Trainer:
                 "or choose another output_dir"
             )
         else:
-            (self.out / "config.json").write_text(self.config.model_dump_json(indent=2))
-            if self.config.reorder:
-                self.super_bert.reorder_by_importance(self._importance_batches())
+            (self.out / "config.json").write_text(c.model_dump_json(indent=2))
+            if c.reorder:
+                self.super_bert.reorder_by_importance(self.batch_at(step) for step in range(4))
         model, optimizer, scheduler = self.accelerator.prepare(
             self.super_bert, optimizer, scheduler
         )
@@ -292,7 +179,7 @@ class Trainer:
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         started, first = time.monotonic(), self.step
         while self.step < end:
-            plan = self.plan_at(self.step)
+            plan = plan_at(self.plans, self.step)
             batch = self._on_device(self.batch_at(self.step))
             model.train()
             t_out = None
@@ -343,7 +230,7 @@ class Trainer:
         c = self.config
         fixed = []
         if c.sampling == "sandwich":
-            sub_space = self.space_of(plan)
+            sub_space = phase_space(self.space, plan)
             fixed = [sub_space.max_arch(), sub_space.min_arch()]
         drawn = []
         for _ in range(c.sandwich_random if c.sampling == "sandwich" else 1):
@@ -372,17 +259,6 @@ class Trainer:
             self.accelerator.backward(loss if sandwich else loss / len(archs))
             losses.append(float(loss.detach()))
         return losses
-
-    def space_of(self, plan: PhasePlan):
-        from dataclasses import replace
-
-        s = self.space
-        return replace(
-            s,
-            depth_choices=tuple(s.depth_choices[i] for i in plan.sub.allowed[0]),
-            head_choices=tuple(sorted({s.cells[i][0] for i in plan.sub.allowed[1]})),
-            ffn_choices=tuple(sorted({s.cells[i][1] for i in plan.sub.allowed[1]})),
-        )
 
     def _loss(self, model, batch, t_out, arch: Arch, soft=None):
         """(loss, logits) of the active sub-BERT. ``soft``: in-place distillation
@@ -462,94 +338,30 @@ class Trainer:
     # ---- logs, checkpoints, results ---------------------------------------------------------
 
     def _log(self, row: dict[str, Any]) -> None:
-        if not self.accelerator.is_main_process:
-            return
-        with open(self.out / "log.jsonl", "a") as f:
-            f.write(json.dumps(row) + "\n")
-        if row["kind"] == "train":
-            self.say(
-                f"step {row['step']}/{self.total_steps} [{row['phase']}] "
-                f"loss {row['loss']:.4f} lr {row['lr']:.2e} ETA {row['eta_s'] / 60:.1f} min"
-            )
-        else:
-            metric = self.data.task.metric if self.data.task.metric in row else "accuracy"
-            self.say(f"eval [{row['phase']}] {row['name']}: {metric} {row.get(metric, 0):.4f}")
+        if self.accelerator.is_main_process:
+            self.run_log.write(row)
 
     def _save_checkpoint(self, optimizer, scheduler) -> None:
-        from safetensors.torch import save_file
-
         if not self.accelerator.is_main_process:
             return
-        tmp = self.out / "checkpoint.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir()
         state = {
-            k: v.detach().cpu().contiguous()
-            for k, v in self.accelerator.unwrap_model(self.super_bert).model.state_dict().items()
-        }
-        save_file(state, tmp / "model.safetensors")
-        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-        torch.save(scheduler.state_dict(), tmp / "scheduler.pt")
-        torch.save({"torch": torch.get_rng_state()}, tmp / "rng.pt")
-        meta = {
             "step": self.step,
             "sng": self.sng.state_dict(),
             "python_rng": repr(self.rng.getstate()),
             "candidates": [c.tolist() for c in self.candidates],
-            "config": self.config.model_dump(mode="json"),
         }
-        (tmp / "state.json").write_text(json.dumps(meta))
-        final = self.out / "checkpoint"
-        old = self.out / "checkpoint.old"
-        if final.exists():
-            final.rename(old)
-        tmp.rename(final)
-        shutil.rmtree(old, ignore_errors=True)
+        model = self.accelerator.unwrap_model(self.super_bert).model
+        save_checkpoint(self.out, model, optimizer, scheduler, self.config, state)
 
     def _load_checkpoint(self, optimizer, scheduler) -> None:
-        from safetensors.torch import load_file
-
-        ckpt = self.out / "checkpoint"
-        if not ckpt.exists() and (self.out / "checkpoint.old").exists():
-            ckpt = self.out / "checkpoint.old"  # interrupted while replacing the checkpoint
-        if not ckpt.exists():
-            raise TrainError(f"nothing to resume in {self.out} (no checkpoint/)")
-        meta = json.loads((ckpt / "state.json").read_text())
-        saved = meta["config"]
-        if {k: v for k, v in saved.items() if k != "output_dir"} != {
-            k: v for k, v in self.config.model_dump(mode="json").items() if k != "output_dir"
-        }:
-            raise TrainError(
-                f"{self.out} was started with another config; resume with the same config file"
-            )
-        self.super_bert.model.load_state_dict(load_file(ckpt / "model.safetensors"))
-        optimizer.load_state_dict(torch.load(ckpt / "optimizer.pt", weights_only=True))
-        scheduler.load_state_dict(torch.load(ckpt / "scheduler.pt", weights_only=True))
-        torch.set_rng_state(torch.load(ckpt / "rng.pt", weights_only=True)["torch"])
-        self.sng.load_state_dict(meta["sng"])
-        import ast
-
-        self.rng.setstate(ast.literal_eval(meta["python_rng"]))
-        self.candidates = [np.asarray(c) for c in meta["candidates"]]
-        self.step = meta["step"]
-        self._trim_log(self.step)
+        state = load_checkpoint(self.out, self.super_bert.model, optimizer, scheduler, self.config)
+        self.sng.load_state_dict(state["sng"])
+        self.rng.setstate(ast.literal_eval(state["python_rng"]))
+        self.candidates = [np.asarray(c) for c in state["candidates"]]
+        self.step = state["step"]
+        if self.accelerator.is_main_process:
+            self.run_log.trim(self.step)
         self.say(f"resumed at step {self.step}/{self.total_steps}")
-
-    def _trim_log(self, step: int) -> None:
-        """Drop log rows written after the checkpoint: the resumed run writes them again."""
-        from yoco_deploy.util.atomic import write_text
-
-        path = self.out / "log.jsonl"
-        if not path.exists() or not self.accelerator.is_main_process:
-            return
-        lines = path.read_text().splitlines()
-        kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
-        if len(kept) < len(lines):
-            write_text(path, "".join(line + "\n" for line in kept))
-
-    def _importance_batches(self, n_batches: int = 4):
-        for step in range(n_batches):
-            yield self.batch_at(step)
 
     def _finish(self) -> None:
         """The final super-BERT: a plain BERT checkpoint plus yoco_supernet.json (space,

@@ -1,0 +1,75 @@
+"""Shipped bundles as the CLI shows them: a table, or rows for ``--json`` and summary.json."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from yoco_deploy.cli.common import print_json, table_console
+from yoco_deploy.manifest import BundleManifest
+
+COLUMNS = (
+    "target",
+    "budget ms",
+    "arch",
+    "params",
+    "GFLOPs",
+    "predicted ms",
+    "measured ms (p90)",
+    "metric",
+    "majority class",
+    "bundle",
+)
+
+
+def bundle_summary(bundle: Path, manifest: BundleManifest | None = None) -> dict:
+    """One shipped bundle's row (its manifest read when not given)."""
+    m = manifest or BundleManifest.read(bundle)
+    return {
+        "bundle": str(bundle),
+        "target": m.target,
+        "budget_ms": m.budget_ms,
+        "arch_id": m.arch_id,
+        "arch": m.arch,
+        "params": m.params,
+        "flops": m.flops,
+        "predicted_ms": m.predicted_ms,  # at the speed the bundle was timed at
+        "measured_latency_ms": m.to_dict()["measured_latency_ms"],
+        "metric": m.metric,
+        "quality": m.quality or None,
+        "labels": m.labels,
+    }
+
+
+def print_summary(rows: list[dict], as_json: bool = False) -> None:
+    from rich.table import Table
+
+    from yoco_deploy.arch import Arch
+
+    if as_json:
+        print_json(rows)
+        return
+    table = Table(title="shipped bundles")
+    for col in COLUMNS:
+        table.add_column(col)
+    for m in rows:
+        lat, pred, budget = m["measured_latency_ms"], m["predicted_ms"], m["budget_ms"]
+        table.add_row(
+            m["target"],
+            f"{budget:.2f}" if budget else "-",
+            Arch.from_dict(m["arch"]).short(),
+            f"{m['params'] / 1e6:.1f}M",
+            f"{m['flops'] / 1e9:.2f}",
+            f"{pred:.2f}" if pred else "-",
+            f"{lat['median']:.2f} ({lat['p90']:.2f})",
+            f"{m['metric']['name']} {m['metric']['value']:.3f}",
+            _baseline_cell(m["quality"]),
+            m["bundle"],
+        )
+    table_console().print(table)
+
+
+def _baseline_cell(quality: dict | None) -> str:
+    if not quality:
+        return "-"
+    flag = "" if quality["passed"] else " WEAK"
+    return f"{quality['majority_baseline']:.3f}{flag}"
