@@ -327,21 +327,21 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
     previous good bundle as it was and no partial one under any name."""
     import errno
 
-    from yoco_deploy.deploy import ship as ship_module
+    from yoco_deploy.deploy import bundle_files
 
     supernet, _ = net
     cm = cost_model(net, parse_target("tiny-cpu:params=3M"))
     arch = [supernet.super_bert.space.min_arch()]
     first = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
     before = {p.name: p.read_bytes() for p in first.path.iterdir()}
-    write = ship_module.write_text
+    write = bundle_files.write_text
 
     def full_disk(path, *args, **kwargs):  # the disk fills up after model.onnx is copied
         if str(path).endswith("config.json"):
             raise OSError(errno.ENOSPC, "No space left on device")
         return write(path, *args, **kwargs)
 
-    monkeypatch.setattr(ship_module, "write_text", full_disk)
+    monkeypatch.setattr(bundle_files, "write_text", full_disk)
     with pytest.raises(OSError, match="No space left"):
         _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
     left = sorted(p.name for p in (tmp_path / "bundles").iterdir())
@@ -520,3 +520,23 @@ def test_a_slow_reference_timing_at_the_start_does_not_overrule_a_measurement(
     shipped = _ship(supernet, cm, [top], tmp_path / "bundles", min_metric=0.0)
     assert shipped.manifest.arch_id == top.arch_id and shipped.rejected == []
     assert shipped.manifest.measured_latency_ms.median <= budget
+
+
+def test_a_super_bert_loaded_over_another_space_than_it_was_trained_is_refused(tmp_path):
+    """Its theta and weights fit the recorded space only: a config that now gives another
+    one (an edited space override, say) is named, not searched."""
+    from yoco_deploy.deploy.supernet import load_supernet
+    from yoco_deploy.model.loading import load_config
+    from yoco_deploy.model.supernet_checkpoint import SupernetCheckpoint
+    from yoco_deploy.space import SearchSpace
+    from yoco_deploy.train.data import DataError
+
+    model_dir, data_dir = write_tiny_task(tmp_path, n_train=40, n_dev=10)
+    space = SearchSpace.from_config(load_config(str(model_dir)))
+    record = SupernetCheckpoint("sst2", space.to_dict(), {}, 1, {"data_dir": str(data_dir)})
+    record.write(model_dir)
+    assert load_supernet(str(model_dir)).super_bert.space.same_shapes(space)
+    narrower = {**space.to_dict(), "depth": list(space.depth_choices[:1])}
+    SupernetCheckpoint("sst2", narrower, {}, 1, {"data_dir": str(data_dir)}).write(model_dir)
+    with pytest.raises(DataError, match="trained over another search space"):
+        load_supernet(str(model_dir))

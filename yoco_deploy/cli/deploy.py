@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
+
+if TYPE_CHECKING:
+    from yoco_deploy.deploy.ship import ShipSettings
 
 from yoco_deploy.cli.common import (
     JsonOpt,
@@ -16,6 +19,7 @@ from yoco_deploy.cli.common import (
     quiet_transformers,
     user_errors,
 )
+from yoco_deploy.cli.ship_options import with_ship_options
 
 SupernetOpt = Annotated[
     str, typer.Option(help="Trained super-BERT (OUTPUT_DIR/final of `train`), or any BERT.")
@@ -33,37 +37,6 @@ TaskOpt = Annotated[str | None, typer.Option(help="Task, if the checkpoint does 
 DataDirOpt = Annotated[Path | None, typer.Option(help="Local data (else the training's).")]
 PredictorsOpt = Annotated[Path, typer.Option(help="Where NAME.json predictors live.")]
 BundlesOpt = Annotated[Path, typer.Option(help="Where bundles are written.")]
-FormatOpt = Annotated[
-    str, typer.Option("--format", help="fp32, fused, int8 (CPU default) or fp16 (GPU).")
-]
-ThreadsOpt = Annotated[
-    int | None,
-    typer.Option(min=1, help="Intra-op threads the bundle runs with (default: as profiled)."),
-]
-ProviderOpt = Annotated[
-    str | None,
-    typer.Option(help="Where bundles run, are timed and scored: cpu, cuda, tensorrt, ..."),
-]
-SpinningOpt = Annotated[
-    str | None,
-    typer.Option(
-        help="Idle worker threads: stop-after-run (spin during a run only), on (ONNX "
-        "Runtime's default) or off. Default: as the device's predictor was profiled."
-    ),
-]
-
-
-MinMetricOpt = Annotated[
-    float | None,
-    typer.Option(
-        help="Refuse to ship below this dev metric (default: clearly above the majority "
-        "class: its score + 2 standard errors, at least 0.02)."
-    ),
-]
-AllowWeakOpt = Annotated[
-    bool,
-    typer.Option(help="Ship a sub-BERT below the quality floor anyway, with a manifest warning."),
-]
 
 
 def _summary(shipped, bundles: Path, as_json: bool) -> None:
@@ -80,6 +53,7 @@ def _summary(shipped, bundles: Path, as_json: bool) -> None:
         typer.echo(f"summary: {bundles / 'summary.json'}; Pareto plot: {plot}", err=True)
 
 
+@with_ship_options
 def search(
     supernet: SupernetOpt,
     target: TargetOpt,
@@ -118,17 +92,12 @@ def search(
     seed: int = 0,
     out: Annotated[Path, typer.Option(help="Search logs and results.")] = Path("runs/search"),
     predictors_dir: PredictorsOpt = Path("predictors"),
-    ship: Annotated[bool, typer.Option(help="Ship each target's winner as a bundle.")] = True,
+    shipping: Annotated[
+        bool, typer.Option("--ship/--no-ship", help="Ship each target's winner as a bundle.")
+    ] = True,
     bundles: BundlesOpt = Path("bundles"),
-    fmt: FormatOpt = "int8",
-    provider: ProviderOpt = None,
-    threads: ThreadsOpt = None,
-    spinning: SpinningOpt = None,
-    seq_len: Annotated[int, typer.Option(min=1)] = 128,
-    batch: Annotated[int, typer.Option(min=1)] = 1,
-    min_metric: MinMetricOpt = None,
-    allow_weak: AllowWeakOpt = False,
     as_json: JsonOpt = False,
+    ship: ShipSettings | None = None,  # the ship options (with_ship_options)
 ) -> None:
     """Find the best sub-BERT for each target (YOCO stage II) and ship it.
 
@@ -145,7 +114,6 @@ def search(
         from yoco_deploy.deploy.budgets import parse_target
         from yoco_deploy.deploy.per_target import DeployJob
         from yoco_deploy.deploy.search import Search, SearchSettings
-        from yoco_deploy.deploy.ship import ShipSettings
         from yoco_deploy.deploy.supernet import load_supernet, make_evaluator
 
         job = DeployJob(
@@ -154,11 +122,8 @@ def search(
                 algo=algo, evaluations=evaluations, seed=seed, infeasible=infeasible,
                 repair=repair,
             ),
-            ship=ShipSettings.from_options(
-                fmt, seq_len, batch, provider, threads, spinning, min_metric=min_metric,
-                allow_weak=allow_weak,
-            ),
-            shipping=ship,
+            ship=ship,
+            shipping=shipping,
             predictors=predictors_dir,
             logs=out,
             bundles=bundles,
@@ -190,7 +155,7 @@ def search(
         accelerator.end_training()
         if not main:
             return
-        if not ship:
+        if not shipping:
             if as_json:
                 print_json([_search_summary(cm, r) for cm, r in zip(models, results, strict=True)])
             return
@@ -246,6 +211,7 @@ def _ranked_archs(path: Path) -> list:
     return archs
 
 
+@with_ship_options
 def ship(
     supernet: SupernetOpt,
     target: Annotated[str, typer.Option("--target", "-t", help="NAME:latency=20ms,...")],
@@ -257,34 +223,19 @@ def ship(
     data_dir: DataDirOpt = None,
     predictors_dir: PredictorsOpt = Path("predictors"),
     bundles: BundlesOpt = Path("bundles"),
-    fmt: FormatOpt = "int8",
-    provider: ProviderOpt = None,
-    threads: ThreadsOpt = None,
-    spinning: SpinningOpt = None,
-    seq_len: Annotated[int, typer.Option(min=1)] = 128,
-    batch: Annotated[int, typer.Option(min=1)] = 1,
-    min_metric: MinMetricOpt = None,
-    allow_weak: AllowWeakOpt = False,
     as_json: JsonOpt = False,
+    ship: ShipSettings | None = None,  # the ship options (with_ship_options)
 ) -> None:
     """Ship one sub-BERT (explicit, or a search's ranked candidates) as a checked bundle."""
     with user_errors():
         from yoco_deploy.deploy.budgets import BudgetError, parse_target
         from yoco_deploy.deploy.per_target import DeployJob
-        from yoco_deploy.deploy.ship import ShipSettings
         from yoco_deploy.deploy.supernet import load_supernet
 
         if (arch is None) == (from_search is None):
             raise BudgetError("pass exactly one of --arch and --from-search")
-        job = DeployJob(
-            targets=(parse_target(target),),
-            ship=ShipSettings.from_options(
-                fmt, seq_len, batch, provider, threads, spinning, min_metric=min_metric,
-                allow_weak=allow_weak,
-            ),
-            predictors=predictors_dir,
-            bundles=bundles,
-        )  # fmt: skip
+        one = parse_target(target)
+        job = DeployJob((one,), ship=ship, predictors=predictors_dir, bundles=bundles)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:

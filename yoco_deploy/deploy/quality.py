@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 
+from yoco_deploy.device import runner
 from yoco_deploy.errors import YocoError
 from yoco_deploy.train.evaluation import majority_baseline
 
@@ -86,3 +88,23 @@ class QualityGate:
             "super-BERT training (or sampling: sandwich), --min-metric to set another "
             "floor, or --allow-weak to ship it anyway with a warning in the manifest"
         )
+
+
+def onnx_metric(
+    path: Path, data, tokenizer, seq_len: int, spec: runner.SessionSpec = runner.SessionSpec()
+) -> dict:
+    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime as the
+    bundle will be run (the file's own kernels: for fp16 on a GPU, the GPU's)."""
+    from yoco_deploy.train.data import encode
+    from yoco_deploy.train.evaluation import evaluate, sorted_by_length
+
+    session = spec.load(path)
+    enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
+    result = evaluate(lambda feeds: session.run(None, feeds)[0], enc, data.task, 64)
+    return {**result.to_dict(), "split": "dev"}
+
+
+def quality_gate(data, metric_name: str, min_metric: float | None, allow_weak: bool):
+    """The gate for the task's dev split (``min_metric``: an explicit floor)."""
+    labels = np.asarray(data.dev.labels)
+    return QualityGate.for_split(data.task, labels, metric_name, min_metric, allow_weak)

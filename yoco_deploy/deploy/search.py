@@ -23,112 +23,50 @@ feasible sub-BERTs may tie at the majority-class score):
 Without repair, infeasible candidates are not evaluated: for the SNG ranking they sort
 below every feasible one by how far they break the budgets; ``infeasible="penalize"``
 restores YOCO's evaluate-and-penalise reward, R = metric * (1 - (cost - C) /
-(cost_max - C))^2. Every evaluation is appended to a JSONL log with the best so far; a
-rerun with the same log replays the deterministic trajectory from the log's cached
-evaluations, so an interrupted search resumes exactly where it stopped.
+(cost_max - C))^2. Every evaluation is appended to a JSONL log (``search_log.py``) with
+the best so far; a rerun with the same log replays the deterministic trajectory from the
+log's cached evaluations, so an interrupted search resumes exactly where it stopped.
 """
 
 from __future__ import annotations
 
-import contextlib
 import math
-import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
 
 import numpy as np
 
 from yoco_deploy.arch import Arch
+from yoco_deploy.deploy.evolution import crossover, mutate
 from yoco_deploy.deploy.repair import repair
-from yoco_deploy.errors import YocoError
-from yoco_deploy.space import INACTIVE, SearchSpace, sample_arch
-from yoco_deploy.train.evaluation import Evaluation
+from yoco_deploy.deploy.search_log import SearchLog
+from yoco_deploy.deploy.search_types import (
+    ALGOS,
+    Evaluator,
+    Scored,
+    SearchError,
+    SearchResult,
+    SearchSettings,
+    as_score,
+)
+from yoco_deploy.space import SearchSpace, sample_arch
 from yoco_deploy.train.sng import CategoricalSNG
 
-ALGOS = ("esng", "random", "evolution")
+__all__ = [
+    "ALGOS",
+    "Evaluator",
+    "Scored",
+    "Search",
+    "SearchError",
+    "SearchResult",
+    "SearchSettings",
+    "as_score",
+]
+
 # Weight of the loss in the SNG objective: below any metric difference a split of up to
 # 10,000 examples can show (1e-4), so it only orders candidates whose metrics tie.
 TIE_WEIGHT = 1e-6
-
-
-class SearchError(YocoError):
-    """A search cannot run as asked."""
-
-
-class Evaluator(Protocol):
-    """The task metric and loss of a sub-BERT on split 'search' or 'rescore', as an
-    ``Evaluation`` (a bare float is taken as a metric with no loss to break ties).
-
-    An evaluator may also offer ``evaluate_many(archs, split) -> list[...]``: the search
-    then hands it each generation's new candidates at once (one batch per generation, so
-    several GPUs can score them in parallel: see ``deploy.ParallelEvaluator``).
-    """
-
-    def evaluate(self, arch: Arch, split: str) -> Evaluation | float: ...
-
-
-def as_score(result: Evaluation | float) -> tuple[float, float]:
-    """(metric, loss); the loss is NaN when the evaluator gives none."""
-    if isinstance(result, Evaluation):
-        return float(result.value), float(result.loss)
-    return float(result), math.nan
-
-
-@dataclass(frozen=True)
-class SearchSettings:
-    algo: str = "esng"
-    evaluations: int = 100
-    seed: int = 0
-    lam: int = 4
-    delta: float = 1.0
-    warm_theta: list | None = None
-    infeasible: str = "skip"  # or "penalize": YOCO's evaluate-and-penalise reward
-    population: int = 16
-    parents: int = 4
-    mutation_prob: float = 0.3
-    rescore_top: int = 5
-    max_attempts: int = 200_000
-    repair: bool = True  # ESNG and evolution: shrink infeasible samples to the boundary
-    stagnation: int = 10  # ESNG: generations without a better candidate before tempering
-    temper: float = 0.5  # ESNG: weight of the uniform distribution mixed into theta
-
-    def __post_init__(self) -> None:
-        if self.algo not in ALGOS:
-            raise SearchError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
-        if self.infeasible not in ("skip", "penalize"):
-            raise SearchError("infeasible must be 'skip' or 'penalize'")
-        if self.evaluations < 1:
-            raise SearchError("the evaluation budget must be at least 1")
-
-
-@dataclass
-class Scored:
-    arch: Arch
-    fitness: float
-    costs: dict[str, float]
-    rescore: float | None = None
-    loss: float = math.nan  # on the search split, with the fitness
-
-    def rank_key(self) -> tuple[float, float]:
-        """Higher metric first; among ties, lower loss (NaN, unknown, last)."""
-        return (-self.fitness, self.loss if math.isfinite(self.loss) else math.inf)
-
-
-@dataclass
-class SearchResult:
-    ranked: list[Scored]  # feasible, best first (by the re-scored metric)
-    evaluations: int
-    log_path: Path | None
-    history: list[float] = field(default_factory=list)  # best feasible fitness after each eval
-    tempered: int = 0  # ESNG: times theta was mixed back towards uniform
-    exhausted: bool = False  # ended before its budget: no new feasible sub-BERT turned up
-
-    @property
-    def best(self) -> Scored:
-        return self.ranked[0]
 
 
 class _Budget(Exception):
@@ -157,10 +95,11 @@ class Search:
     ):
         self.space, self.cost, self.evaluator, self.s = space, cost_model, evaluator, settings
         self.rng = np.random.default_rng(settings.seed)
-        self.log_path = Path(log_path) if log_path else None
-        self.write_log = write_log  # False on the non-main processes of a parallel search
+        # write_log is False on the non-main processes of a parallel search
+        self.log = SearchLog(log_path, write_log)
+        self.log_path = self.log.path
         self.progress = progress
-        self.cache = self._read_log()
+        self.cache = self.log.read()
         self.fresh: dict[tuple[str, str], tuple[float, float]] = {}  # batched, not yet logged
         self.done: dict[str, Scored] = {}
         self.history: list[float] = []
@@ -170,45 +109,6 @@ class Search:
         self._idle, self._seen = 0, 0
 
     # ---- evaluation, logging, resuming --------------------------------------------------
-
-    def _read_log(self) -> dict[tuple[str, str], tuple[float, float]]:
-        if not self.log_path or not self.log_path.exists():
-            return {}
-        from yoco_deploy.device.runner import parse_row
-
-        cache = {}
-        for number, line in enumerate(self.log_path.read_bytes().split(b"\n"), 1):
-            if not line.strip():
-                continue
-            row, why = parse_row(line)
-            try:
-                if row is None:
-                    raise ValueError(why)
-                loss = row.get("loss")
-                cache[(row["arch_id"], row["split"])] = (
-                    float(row["fitness"]),
-                    math.nan if loss is None else float(loss),
-                )
-            except (ValueError, KeyError, TypeError) as err:
-                reason = why or f"is not a search row ({type(err).__name__}: {err})"
-                raise SearchError(
-                    f"{self.log_path}: line {number} {reason}; nothing was changed. Rerun "
-                    "with --repair to set such lines aside (every intact evaluation is "
-                    "kept, and a backup), or move the log away to start afresh"
-                ) from None
-        return cache
-
-    def _append(self, row: dict[str, Any]) -> None:
-        if self.log_path is None or not self.write_log:
-            return
-        from yoco_deploy.device.runner import sealed_line
-
-        self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, sealed_line(row))
-        finally:
-            os.close(fd)
 
     def _metric(self, arch: Arch, split: str) -> tuple[tuple[float, float], bool]:
         """((metric, loss), whether it came from the log)."""
@@ -260,7 +160,7 @@ class Search:
             self.best_fitness = max(self.best_fitness, fitness)
         self.history.append(self.best_fitness)
         if not cached:
-            self._append(
+            self.log.append(
                 {
                     "kind": "eval",
                     "split": "search",
@@ -302,8 +202,8 @@ class Search:
         turns up (``exhausted``: the result holds every one found)."""
         self.cost.check_achievable()  # also what guarantees that repair ends feasible
         algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
-        with self._writer():
-            self.cache = self._read_log()  # read again under the lock
+        with self.log.lock():
+            self.cache = self.log.read()  # read again under the lock
             try:
                 algo[self.s.algo]()
             except _Budget:  # the normal end: the evaluation budget is spent
@@ -314,23 +214,8 @@ class Search:
 
     @staticmethod
     def repair_log(path: Path) -> int:
-        """Set unreadable or edited lines of a search log aside (every intact evaluation
-        and a backup are kept); returns how many."""
-        from yoco_deploy.device.runner import repair_rows
-
-        def valid(row: dict) -> bool:
-            return {"arch_id", "split", "fitness"} <= set(row)
-
-        return repair_rows(path, valid)
-
-    def _writer(self):
-        """The log's lock, held by the process that writes it (one search per log)."""
-        if self.log_path is None or not self.write_log:
-            return contextlib.nullcontext()
-        from yoco_deploy.util.lock import exclusive
-
-        lock = self.log_path.with_name(self.log_path.name + ".lock")
-        return exclusive(lock, f"search log {self.log_path}")
+        """See ``SearchLog.repair``."""
+        return SearchLog.repair(path)
 
     def _generation_done(self) -> None:
         """Count generations that evaluated nothing new; too many in a row: exhausted."""
@@ -387,29 +272,10 @@ class Search:
         raise _Exhausted
 
     def _mutate(self, arch: Arch) -> Arch:
-        codes = self.space.encode(arch)
-        p = self.s.mutation_prob
-        if self.rng.random() < p:
-            codes[0] = self.rng.integers(len(self.space.depth_choices))
-        depth = self.space.depth_choices[codes[0]]
-        for i in range(1, 1 + depth):
-            if codes[i] == INACTIVE or self.rng.random() < p:
-                codes[i] = self.rng.integers(len(self.space.cells))
-        codes[1 + depth :] = INACTIVE
-        return self.space.decode(codes)
+        return mutate(arch, self.space, self.rng, self.s.mutation_prob)
 
     def _crossover(self, a: Arch, b: Arch) -> Arch:
-        ca, cb = self.space.encode(a), self.space.encode(b)
-        pick = self.rng.random(len(ca)) < 0.5
-        child = np.where(pick, ca, cb)
-        depth = self.space.depth_choices[child[0]]
-        for i in range(1, 1 + depth):  # a layer one parent lacks comes from the other
-            if child[i] == INACTIVE:
-                child[i] = ca[i] if ca[i] != INACTIVE else cb[i]
-            if child[i] == INACTIVE:
-                child[i] = self.rng.integers(len(self.space.cells))
-        child[1 + depth :] = INACTIVE
-        return self.space.decode(child)
+        return crossover(a, b, self.space, self.rng)
 
     def _evolution(self) -> None:
         s = self.s
@@ -452,7 +318,7 @@ class Search:
             (c.rescore, loss), cached = self._metric(c.arch, "rescore")
             rescore_loss[c.arch.arch_id] = loss if math.isfinite(loss) else math.inf
             if not cached:
-                self._append(
+                self.log.append(
                     {
                         "kind": "rescore",
                         "split": "rescore",

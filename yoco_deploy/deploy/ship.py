@@ -11,8 +11,6 @@ Nothing that breaks its budget is written.
 
 from __future__ import annotations
 
-import json
-import shutil
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -22,15 +20,14 @@ from typing import Any
 import numpy as np
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy import model_card
-from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target
+from yoco_deploy.deploy.budgets import BudgetError, CostModel
+from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bundle
+from yoco_deploy.deploy.quality import onnx_metric, quality_gate
 from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
 from yoco_deploy.manifest import BundleManifest, MeasuredLatency
 from yoco_deploy.model.loading import BASE_MODEL_KEY
 from yoco_deploy.train.data import GLUE_HUB
-from yoco_deploy.util.atomic import staged_dir, write_text
-from yoco_deploy.util.hashing import file_sha256
 from yoco_deploy.util.versions import library_versions
 
 
@@ -104,60 +101,6 @@ class Shipped:
     path: Path
     manifest: BundleManifest
     rejected: list[dict[str, Any]]
-
-
-def onnx_metric(
-    path: Path, data, tokenizer, seq_len: int, spec: runner.SessionSpec = runner.SessionSpec()
-) -> dict:
-    """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime as the
-    bundle will be run (the file's own kernels: for fp16 on a GPU, the GPU's)."""
-    from yoco_deploy.train.data import encode
-    from yoco_deploy.train.evaluation import evaluate, sorted_by_length
-
-    session = spec.load(path)
-    enc = sorted_by_length(encode(tokenizer, data.dev, seq_len))
-    result = evaluate(lambda feeds: session.run(None, feeds)[0], enc, data.task, 64)
-    return {**result.to_dict(), "split": "dev"}
-
-
-def quality_gate(data, settings: ShipSettings, metric_name: str):
-    from yoco_deploy.deploy.quality import QualityGate
-
-    labels = np.asarray(data.dev.labels)
-    return QualityGate.for_split(
-        data.task, labels, metric_name, settings.min_metric, settings.allow_weak
-    )
-
-
-def bundle_name(target: Target, measured_ms: float, metric: dict, arch: Arch) -> str:
-    value = metric["value"]
-    return f"{target.name}@{measured_ms:.1f}ms_{metric['name']}@{value:.3f}_{arch.arch_id}"
-
-
-def class_names(config, task) -> list[str]:
-    """The model's class names in class order (its config's id2label, which training set
-    from the task); none for a regression task."""
-    if task.labels is None:
-        return []
-    return [str(config.id2label.get(i, i)) for i in range(task.num_labels)]
-
-
-def limit_tokenizer(folder: Path, seq_len: int) -> None:
-    """The bundle's tokenizer stops at the length its latency was measured at: a longer
-    input would run at a latency nobody measured (transformers reads model_max_length from
-    tokenizer_config.json; the tokenizers library reads tokenizer.json's truncation)."""
-    path = folder / "tokenizer_config.json"
-    config = json.loads(path.read_text()) if path.is_file() else {}
-    config["model_max_length"] = seq_len
-    config["yoco_note"] = f"truncated to {seq_len} tokens: the length this bundle was timed at"
-    write_text(path, json.dumps(config, indent=2) + "\n")
-    fast = folder / "tokenizer.json"
-    if fast.is_file():  # plain `tokenizers` users read truncation from the file itself
-        from tokenizers import Tokenizer
-
-        tokenizer = Tokenizer.from_file(str(fast))
-        tokenizer.enable_truncation(seq_len)
-        write_text(fast, tokenizer.to_str())
 
 
 def ship_target(
@@ -309,7 +252,9 @@ class _ShipRun:
             metric = onnx_metric(
                 onnx_path, self.data, self.tokenizer, settings.seq_len, self.session
             )
-            self.gate = gate = quality_gate(self.data, settings, metric["name"])
+            self.gate = gate = quality_gate(
+                self.data, metric["name"], settings.min_metric, settings.allow_weak
+            )
             if not gate.passes(metric["value"]):
                 weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
                 if not gate.allow_weak:
@@ -321,7 +266,8 @@ class _ShipRun:
                 )
             bundle = Path(out_dir) / bundle_name(target, stats.median_ms, metric, arch)
             manifest = self._manifest(bundle.name, arch, report, stats, timing, metric, onnx_path)
-            return self._write(bundle, arch, manifest, onnx_path)
+            manifest = write_bundle(bundle, self.sb, arch, self.tokenizer, manifest, onnx_path)
+            return Shipped(bundle, manifest, self.rejected)
 
     def _calibrate(self, arch: Arch, stats: runner.Latency) -> dict[str, Any]:
         """Predictions at the speed the reference was just measured at, and the cost model
@@ -390,23 +336,6 @@ class _ShipRun:
             timing=timing,
             quality=self.gate.record(metric["value"]),
         )
-
-    def _write(self, bundle: Path, arch: Arch, manifest: BundleManifest, onnx_path) -> Shipped:
-        from yoco_deploy.model.extract import onnx_config
-
-        # staged beside its final place: a failure leaves the previous bundle intact
-        with staged_dir(bundle) as stage:
-            shutil.copyfile(onnx_path, stage / "model.onnx")
-            # the ONNX file carries the weights: a stock config and the tokenizer beside it
-            config = onnx_config(self.sb, arch)
-            write_text(stage / "config.json", json.dumps(config, indent=2) + "\n")
-            self.tokenizer.save_pretrained(stage)
-            limit_tokenizer(stage, self.settings.seq_len)
-            onnx_metadata.set_digest(stage / "model.onnx", manifest.to_dict())
-            manifest = manifest.with_(onnx_sha256=file_sha256(stage / "model.onnx"))
-            write_text(stage / "README.md", model_card.render(manifest))
-            manifest.write(stage)
-        return Shipped(bundle, manifest, self.rejected)
 
     def _give_up(self, capped: bool):
         scores = [r["metric"] for r in self.rejected if "metric" in r]

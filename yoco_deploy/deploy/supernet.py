@@ -44,6 +44,12 @@ def load_supernet(
     super_bert = SuperBert.from_pretrained(
         ref, data.task.num_labels, config.get("space"), label_names=data.task.label_names
     ).eval()
+    trained = record.search_space if record else None
+    if trained is not None and not super_bert.space.same_shapes(trained):
+        raise DataError(
+            f"{ref}: the super-BERT was trained over another search space than its config "
+            f"now gives ({trained.shape_dict()}): its theta and weights fit that one only"
+        )
     theta = record.theta if record else None
     return Supernet(
         super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)

@@ -8,6 +8,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from yoco_deploy.space import SearchSpace
+
 FILE = "yoco_supernet.json"
 
 
@@ -22,6 +24,11 @@ class SupernetCheckpoint:
     @property
     def theta(self) -> list | None:
         return self.sng.get("theta")
+
+    @property
+    def search_space(self) -> SearchSpace | None:
+        """The space it was trained over (None in a record from before spaces were kept)."""
+        return SearchSpace.from_dict(self.space) if self.space else None
 
     def write(self, folder: Path) -> None:
         (Path(folder) / FILE).write_text(json.dumps(asdict(self), indent=1))

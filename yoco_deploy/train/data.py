@@ -9,10 +9,12 @@ for stage II; dev serves only the final report.
 from __future__ import annotations
 
 import csv
+import json
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -45,44 +47,19 @@ class Task:
         return self.names or self.labels
 
 
-def _glue(name, a, b, labels, metric, tsv, names=None, **kw) -> Task:
-    return Task(name, a, b, labels, metric, tsv, names=names, **kw)
+def _load_tasks() -> dict[str, Task]:
+    """GLUE's tasks from ``data/glue_tasks.json``: hub columns, label values in its TSV
+    files, the class names the hub's glue dataset gives, the TSV columns (name or index)."""
+    path = Path(__file__).parent.parent / "data" / "glue_tasks.json"
+    rows = json.loads(path.read_text())
+    tuples = {"labels", "tsv", "names"}
+    return {
+        row["name"]: Task(**{k: tuple(v) if k in tuples and v else v for k, v in row.items()})
+        for row in rows
+    }
 
 
-# GLUE's label values in its TSV files, and the class names the hub's glue dataset gives
-TASKS = {
-    "sst2": _glue(
-        "sst2", "sentence", None, ("0", "1"), "accuracy", ("sentence", None, "label"),
-        ("negative", "positive"),
-    ),
-    "cola": _glue(
-        "cola", "sentence", None, ("0", "1"), "mcc", (3, None, 1),
-        ("unacceptable", "acceptable"), tsv_header=False,
-    ),
-    "mrpc": _glue(
-        "mrpc", "sentence1", "sentence2", ("0", "1"), "f1",
-        ("#1 String", "#2 String", "Quality"), ("not_equivalent", "equivalent"),
-    ),
-    "rte": _glue(
-        "rte", "sentence1", "sentence2", ("entailment", "not_entailment"), "accuracy",
-        ("sentence1", "sentence2", "label"),
-    ),
-    "stsb": _glue(
-        "stsb", "sentence1", "sentence2", None, "pearson", ("sentence1", "sentence2", "score")
-    ),
-    "qqp": _glue(
-        "qqp", "question1", "question2", ("0", "1"), "f1",
-        ("question1", "question2", "is_duplicate"), ("not_duplicate", "duplicate"),
-    ),
-    "qnli": _glue(
-        "qnli", "question", "sentence", ("entailment", "not_entailment"), "accuracy",
-        ("question", "sentence", "label"),
-    ),
-    "mnli": _glue(
-        "mnli", "premise", "hypothesis", ("entailment", "neutral", "contradiction"),
-        "accuracy", ("sentence1", "sentence2", "gold_label"), dev_file="dev_matched.tsv",
-    ),
-}  # fmt: skip
+TASKS = _load_tasks()
 ALIASES = {"sst-2": "sst2", "sts-b": "stsb"}
 
 
@@ -247,23 +224,18 @@ def _find(data_dir: Path, stem: str) -> Path | None:
     return None
 
 
-def load_task_as_configured(task_name: str, data_dir, settings) -> TaskData:
-    """The splits a training config makes (a TrainConfig, or the dict a super-BERT's
-    checkpoint recorded of it): the trainer and search must see the same search split."""
-
-    def get(key, default=None):
-        if isinstance(settings, dict):
-            return settings.get(key, default)
-        return getattr(settings, key, default)
-
+def load_task_as_configured(task_name: str, data_dir, settings: Mapping[str, Any]) -> TaskData:
+    """The splits a training config makes (``TrainConfig.model_dump()``, or the dict a
+    super-BERT's checkpoint recorded of it): the trainer and search must see the same
+    search split."""
     return load_task(
         task_name,
         data_dir,
-        search_fraction=get("search_fraction", 0.1),
-        seed=get("seed", 0),
-        text_columns=get("text_columns"),
-        label_column=get("label_column"),
-        max_train=get("max_train"),
+        search_fraction=settings.get("search_fraction", 0.1),
+        seed=settings.get("seed", 0),
+        text_columns=settings.get("text_columns"),
+        label_column=settings.get("label_column"),
+        max_train=settings.get("max_train"),
     )
 
 

@@ -20,7 +20,6 @@ from yoco_deploy.errors import Terminated
 from yoco_deploy.model.super_bert import SuperBert
 from yoco_deploy.model.supernet_checkpoint import SupernetCheckpoint
 from yoco_deploy.plots import plot_metric_vs_flops
-from yoco_deploy.train.checkpoint import TrainError, load_checkpoint, save_checkpoint
 from yoco_deploy.train.config import TrainConfig
 from yoco_deploy.train.data import (
     TaskData,
@@ -39,6 +38,7 @@ from yoco_deploy.train.phases import (
     plan_phases,
     representative_archs,
 )
+from yoco_deploy.train.resume import TrainError, load_checkpoint, save_checkpoint
 from yoco_deploy.train.run_log import RunLog
 from yoco_deploy.train.sng import CategoricalSNG
 
@@ -78,7 +78,7 @@ class Trainer:
         ddp = DistributedDataParallelKwargs(find_unused_parameters=True)
         self.accelerator = Accelerator(mixed_precision=c.mixed_precision, kwargs_handlers=[ddp])
         torch.manual_seed(c.seed)
-        self.data = data or load_task_as_configured(c.task, c.data_dir, c)
+        self.data = data or load_task_as_configured(c.task, c.data_dir, c.model_dump())
         task = self.data.task
         from yoco_deploy.model.loading import load_tokenizer
 
