@@ -34,6 +34,7 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "runs" / "bench-search"
 DEVICE = "x86-2c-ort-cpu-minilm"
+PREDICTOR = ROOT / "predictors" / f"{DEVICE}.json"
 # Latency is budgeted and timed at the predictor's profiled shape (seq 128, batch 1); the
 # accuracy side uses the super-BERT's own sequence length (SST-2 sentences fit in 64).
 LATENCY_SEQ = 128
@@ -115,9 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     space = net.super_bert.space
     inner = SuperBertEvaluator(net, max_examples=args.search_examples)
     evaluator = SharedCache(inner, work / f"evaluations-{args.search_examples}.jsonl")
-    probe = cost_model_for(
-        Target(DEVICE, {"latency": 1e9}), net, ROOT / "predictors", LATENCY_SEQ, 1
-    )
+    probe = cost_model_for(Target(DEVICE, {"latency": 1e9}), net, PREDICTOR, LATENCY_SEQ, 1)
     setup_path = work / "setup.json"
     if setup_path.exists():  # a resumed benchmark keeps the budgets it started with
         setup = json.loads(setup_path.read_text())
@@ -126,7 +125,7 @@ def main(argv: list[str] | None = None) -> int:
         # by the reference model timed now (what `search --calibrate` does).
         reference_ms = time_reference(probe.predictor, 1, LATENCY_SEQ)
         calibrated = cost_model_for(
-            probe.target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=reference_ms
+            probe.target, net, PREDICTOR, LATENCY_SEQ, 1, reference_ms=reference_ms
         )
         top = calibrated.costs(space.max_arch())["latency"]
         setup = {
@@ -157,7 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             cm = cost_model_for(
                 Target(DEVICE, {"latency": budget}),
                 net,
-                ROOT / "predictors",
+                PREDICTOR,
                 LATENCY_SEQ,
                 1,
                 reference_ms=reference_ms,
@@ -257,7 +256,7 @@ def ship_all(args, net, setup, evaluator, after_each=None) -> list[dict]:
             continue
         budget = setup["budgets"][str(share)]
         target = Target(DEVICE, {"latency": budget})
-        cm = cost_model_for(target, net, ROOT / "predictors", LATENCY_SEQ, 1, reference_ms=ref)
+        cm = cost_model_for(target, net, PREDICTOR, LATENCY_SEQ, 1, reference_ms=ref)
         try:
             shipped = search_and_ship(cm)
             flops = shipped.manifest.flops

@@ -34,6 +34,10 @@ def test_run_skips_what_is_up_to_date_and_reruns_what_depends_on_a_change(pipeli
     assert len(bundles) == 1
     manifest = json.loads((bundles[0] / "manifest.json").read_text())
     assert manifest["measured_latency_ms"]["median"] <= manifest["budget_ms"]
+    # one folder name per target: its search log and its bundle, as the target was written
+    folder = bundles[0].parent.name
+    assert folder == "tiny-dev_latency_share-80pct"
+    assert [p.name for p in (pipeline.workdir / "search").iterdir()] == [folder]
 
     again = PipelineRun(pipeline, say=log.append).run()
     assert all(status == "skipped" for _, status in again)

@@ -64,7 +64,7 @@ def net(tmp_path_factory):
 def cost_model(net, target):
     from yoco_deploy.deploy.per_target import cost_model_for
 
-    return cost_model_for(target, net[0], net[1] / "predictors", 16, 1)
+    return cost_model_for(target, net[0], net[1] / "predictors" / f"{target.name}.json", 16, 1)
 
 
 def test_search_then_ship_meets_the_budget(net, tmp_path):
@@ -540,3 +540,20 @@ def test_a_super_bert_loaded_over_another_space_than_it_was_trained_is_refused(t
     SupernetCheckpoint("sst2", narrower, {}, 1, {"data_dir": str(data_dir)}).write(model_dir)
     with pytest.raises(DataError, match="trained over another search space"):
         load_supernet(str(model_dir))
+
+
+def test_a_search_log_is_named_by_the_target_as_written_and_an_older_one_resumes(net, tmp_path):
+    """``latency=80%`` resolves to other milliseconds as the machine's speed moves: the
+    folder keeps the share (the pipeline's bundle folder has the same name), and a log
+    an earlier version wrote under the resolved budget is resumed, not searched again."""
+    supernet, root = net
+    target = parse_target("tiny-cpu:latency=80%")
+    ship = ShipSettings(seq_len=16)
+    job = DeployJob((target,), ship=ship, predictors=root / "predictors", logs=tmp_path)
+    (cm,) = job.cost_models(supernet)
+    log = job.log_path(cm)
+    assert log.parent.name == target.slug() == "tiny-cpu_latency_share-80pct"
+    older = tmp_path / cm.target.slug() / log.name  # e.g. tiny-cpu_latency-0.91ms
+    older.parent.mkdir()
+    older.write_text("")
+    assert cm.target.slug() != target.slug() and job.log_path(cm) == older

@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from yoco_deploy.errors import YocoError
-from yoco_deploy.manifest import BundleManifest
+from yoco_deploy.manifest import BundleManifest, ManifestError
 
 
 class BundleError(YocoError):
@@ -50,7 +50,10 @@ class Bundle:
         self.path = Path(path)
         if not self.path.is_dir():
             raise BundleError(f"{self.path} is not a bundle folder (ship writes one)")
-        self.manifest = BundleManifest.read(self.path)
+        try:
+            self.manifest = BundleManifest.read(self.path)
+        except ManifestError as err:
+            raise BundleError(str(err)) from None
         config = self._json("config.json")
         names = config.get("id2label") or {}
         self.labels = {int(k): str(v) for k, v in names.items()}

@@ -104,7 +104,7 @@ def search(
     Each search is logged to OUT/TARGET/search-ALGO-seedN.jsonl; rerunning resumes it.
     Example: yoco-deploy search --supernet runs/sst2/final -t x86-2c-ort-cpu-minilm:latency=8ms
 
-    Several GPUs: accelerate launch --multi_gpu --num_processes 4 -m yoco_deploy.cli.main
+    Several GPUs: accelerate launch --multi_gpu --num_processes 4 -m yoco_deploy.cli
     search ... (each generation's candidates are evaluated in parallel; one process logs
     and ships).
     """
@@ -136,7 +136,7 @@ def search(
         models = job.cost_models(net, say)  # every target checked before any long work
         if repair_log:
             for cm in models:
-                log = job.log_path(cm.target)
+                log = job.log_path(cm)
                 say(f"{log}: {Search.repair_log(log)} lines set aside")
         accelerator = Accelerator()
         main = accelerator.is_main_process
@@ -242,7 +242,7 @@ def ship(
             candidates = [net.super_bert.space.validate(arch_arg(arch))]
         else:
             candidates = _ranked_archs(Path(from_search))
-        (cm,) = job.cost_models(net)
+        (cm,) = job.cost_models(net, searching=False)
         shipped = job.run_ship(net, cm, candidates, say=lambda s: typer.echo(s, err=True))
         _summary([shipped], bundles, as_json)
 

@@ -25,27 +25,28 @@ Progress = Callable[[int, int, float | None], None]
 def cost_model_for(
     target: Target,
     supernet: Supernet,
-    predictors: Path,
+    predictor_file: Path,
     seq_len: int,
     batch: int,
     fmt: str | None = None,
     reference_ms: float | None = None,
 ) -> CostModel:
-    """The target's costs; cost models are built here and nowhere else. ``predictors``: a
-    predictor file, or a folder of NAME.json. The device's predictor is used when the
-    target has a latency budget (then it must exist) or when it exists (the bundle then
-    runs with the session the device was profiled with)."""
+    """The target's costs; cost models are built here and nowhere else. A latency budget
+    needs the device's predictor (``predictor_file``, which must exist); other budgets
+    are closed-form, and the bundle then runs with ship's default session."""
     space = supernet.super_bert.space
-    path = Path(predictors)
-    path = path / f"{target.name}.json" if path.is_dir() or not path.suffix else path
     predictor = None
-    if {"latency", "latency_share"} & set(target.budgets) or path.is_file():
-        predictor = load_predictor(target.name, path, space)
+    if {"latency", "latency_share"} & set(target.budgets):
+        predictor = load_predictor(target.name, Path(predictor_file), space)
     return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 
 
 @dataclass(frozen=True)
 class DeployJob:
+    """Stage II for some targets: how to search, how to ship (``ship`` also fixes the
+    shapes and format every cost is computed at), and where the devices' predictors, the
+    search logs and the bundles live."""
+
     targets: tuple[Target, ...]
     search: SearchSettings = field(default_factory=SearchSettings)
     ship: ShipSettings = field(default_factory=ShipSettings)  # also the shapes and format
@@ -57,17 +58,33 @@ class DeployJob:
     cold: bool = False  # ESNG from a uniform theta, not the trained one
     calibrate: bool = False  # predictions at the speed of this machine now
 
+    def __post_init__(self) -> None:
+        # folders given as text and targets as a list are what a caller naturally writes
+        for name in ("predictors", "logs", "bundles"):
+            object.__setattr__(self, name, Path(getattr(self, name)))
+        object.__setattr__(self, "targets", tuple(self.targets))
+
     def predictor_file(self, device: str) -> Path:
-        return Path(self.predictor_files.get(device) or Path(self.predictors) / f"{device}.json")
+        return Path(self.predictor_files.get(device) or self.predictors / f"{device}.json")
 
-    def log_path(self, target: Target) -> Path:
-        """Where a target's search is logged (one folder per target, one log per algo/seed)."""
-        s = self.search
-        return Path(self.logs) / target.slug() / f"search-{s.algo}-seed{s.seed}.jsonl"
+    def log_path(self, cm: CostModel) -> Path:
+        """Where a target's search is logged: one folder per target as the user wrote it
+        (``latency=55%`` stays a share, so a rerun at another machine speed resumes the
+        same log, and the pipeline's bundle folder has the same name), one log per
+        algorithm and seed. A log written under the resolved budget's name (before
+        0.1.0's restructuring) is resumed where it is."""
+        name = f"search-{self.search.algo}-seed{self.search.seed}.jsonl"
+        log = self.logs / cm.requested.slug() / name
+        older = self.logs / cm.target.slug() / name
+        return older if older.is_file() and not log.exists() else log
 
-    def cost_models(self, net: Supernet, say: Callable[[str], None] = print) -> list[CostModel]:
-        """Every target's cost model, checked before any long work: some sub-BERT fits,
-        and the bundle's session is one the device's profile allows, on a provider here."""
+    def cost_models(
+        self, net: Supernet, say: Callable[[str], None] = print, searching: bool = True
+    ) -> list[CostModel]:
+        """Every target's cost model, checked before any long work: some sub-BERT fits by
+        the cost model (before a search; ``ship`` alone times today's speed and decides
+        by measurement), and the bundle's session is one the device's profile allows,
+        on a provider here."""
         s = self.ship
         models = [
             cost_model_for(t, net, self.predictor_file(t.name), s.seq_len, s.batch, s.fmt)
@@ -76,7 +93,8 @@ class DeployJob:
         if self.calibrate:
             models = _calibrated(models, say)
         for cm in models:
-            cm.check_achievable()
+            if searching:
+                cm.check_achievable()
             if self.shipping:  # a session that contradicts the profile fails now
                 resolve_provider(s.session_for(cm).provider)
         return models
@@ -93,7 +111,7 @@ class DeployJob:
         every process searches (the same trajectory); only the main one writes."""
         settings = replace(self.search, warm_theta=None if self.cold else net.theta)
         evaluator = evaluator or make_evaluator(net, settings.seed)
-        log = self.log_path(cm.target)
+        log = self.log_path(cm)
         space = net.super_bert.space
         result = Search(space, cm, evaluator, settings, log, progress, main_process).run()
         if main_process:

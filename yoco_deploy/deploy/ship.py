@@ -20,6 +20,7 @@ from typing import Any
 import numpy as np
 
 from yoco_deploy.arch import Arch
+from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy.budgets import BudgetError, CostModel
 from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bundle
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
@@ -155,6 +156,14 @@ class _ShipRun:
         self.gate = None  # set by the first candidate that gets as far as its dev metric
         self.over_budget: Arch | None = None  # the last candidate measured over budget
         self.labels = class_names(super_bert.config, data.task)
+        # costs at the shapes timed: the cost model's own (computed once) when they agree
+        same = (cost_model.seq_len, cost_model.batch) == (settings.seq_len, settings.batch)
+        dims = super_bert.dims
+        self.static_costs = (
+            cost_model.arch_costs
+            if same
+            else lambda a: arch_costs(a, dims, settings.seq_len, settings.batch)
+        )
 
     def calibrate_now(self) -> None:
         """Predictions at the speed of this machine now (the reference timed alone)."""
@@ -221,7 +230,7 @@ class _ShipRun:
 
         settings, target = self.settings, self.target
         options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
-        static = self.base.arch_costs(arch)  # computed once, carried into export and manifest
+        static = self.static_costs(arch)  # carried into the export and the manifest
         with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
             report = export_sub_bert(
                 self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len,
@@ -290,7 +299,7 @@ class _ShipRun:
     def _manifest(self, name, arch, report, stats, timing, metric, onnx_path) -> BundleManifest:
         """What the bundle will say about itself; the file's digests are set at write."""
         settings, session, base = self.settings, self.session, self.base
-        costs = base.arch_costs(arch)
+        costs = self.static_costs(arch)
         budgets = dict(base.target.budgets)
         budget_ms = budgets.get("latency")
         if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at

@@ -172,11 +172,13 @@ def profiled_arch_ids(path: Path) -> set[str]:
 def profile_digest(path: Path) -> str:
     import hashlib
 
+    from yoco_deploy.util.hashing import update_with_file
+
     h = hashlib.sha256()
     for name in (DEVICE, MEASUREMENTS):
         file = Path(path) / name
         if file.exists():
-            h.update(file.read_bytes())
+            update_with_file(h, file)
     return h.hexdigest()
 
 

@@ -11,6 +11,7 @@ measurements, search from its log). ``--dry-run`` prints the plan.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 from yoco_deploy.pipeline.config import DeviceStage, Pipeline
@@ -209,23 +210,23 @@ class PipelineRun:
 
         net = load_supernet(str(self.super_dir))
         s, ship = self.p.search, self.p.ship
+        job = DeployJob(
+            targets=(target,),
+            search=SearchSettings(algo=s.algo, evaluations=s.evaluations, seed=s.seed),
+            ship=ShipSettings.from_options(
+                ship.format, net.max_seq_len, 1, ship.provider, ship.threads,
+                min_metric=ship.min_metric, allow_weak=ship.allow_weak,
+            ),
+            predictor_files={target.name: predictor} if predictor else {},
+            logs=self.work / "search",
+            cold=s.cold,
+        )  # fmt: skip
+        (cm,) = job.cost_models(net, self.say)
+        result = job.run_search(net, cm)
         # the target's previous bundle stays until this one is written
         with staged_dir(out) as stage:
-            job = DeployJob(
-                targets=(target,),
-                search=SearchSettings(algo=s.algo, evaluations=s.evaluations, seed=s.seed),
-                ship=ShipSettings.from_options(
-                    ship.format, net.max_seq_len, 1, ship.provider, ship.threads,
-                    min_metric=ship.min_metric, allow_weak=ship.allow_weak,
-                ),
-                predictor_files={target.name: predictor} if predictor else {},
-                logs=self.work / "search",
-                bundles=stage,
-                cold=s.cold,
-            )  # fmt: skip
-            (cm,) = job.cost_models(net, self.say)
-            result = job.run_search(net, cm)
-            shipped = job.run_ship(net, cm, [c.arch for c in result.ranked], self.say)
+            staged = replace(job, bundles=stage)
+            shipped = staged.run_ship(net, cm, [c.arch for c in result.ranked], self.say)
         self.say(f"shipped {out / shipped.path.name}")
 
     # ---- driving ------------------------------------------------------------------------
