@@ -10,7 +10,7 @@ newer writer) are kept in ``extra`` and written back unchanged.
 from __future__ import annotations
 
 import json
-from dataclasses import MISSING, asdict, dataclass, field, fields, replace
+from dataclasses import MISSING, asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -81,9 +81,6 @@ class BundleManifest:
     @property
     def task(self) -> str | None:
         return self.data.get("task")
-
-    def with_(self, **changes: Any) -> BundleManifest:
-        return replace(self, **changes)
 
     # ---- the writer -------------------------------------------------------------------
 

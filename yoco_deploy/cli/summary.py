@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import asdict
 from pathlib import Path
 
 from yoco_deploy.cli.common import print_json, table_console
@@ -33,7 +34,7 @@ def bundle_summary(bundle: Path, manifest: BundleManifest | None = None) -> dict
         "params": m.params,
         "flops": m.flops,
         "predicted_ms": m.predicted_ms,  # at the speed the bundle was timed at
-        "measured_latency_ms": m.to_dict()["measured_latency_ms"],
+        "measured_latency_ms": asdict(m.measured_latency_ms),
         "metric": m.metric,
         "quality": m.quality or None,
         "labels": m.labels,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 from yoco_deploy.arch import Arch
@@ -62,7 +63,7 @@ def write_bundle(
         tokenizer.save_pretrained(stage)
         limit_tokenizer(stage, manifest.seq_len)
         onnx_metadata.set_digest(stage / "model.onnx", manifest.to_dict())
-        manifest = manifest.with_(onnx_sha256=file_sha256(stage / "model.onnx"))
+        manifest = replace(manifest, onnx_sha256=file_sha256(stage / "model.onnx"))
         write_text(stage / "README.md", model_card.render(manifest))
         manifest.write(stage)
     return manifest
