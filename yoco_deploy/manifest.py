@@ -71,6 +71,8 @@ class BundleManifest:
     data: dict[str, Any] = field(default_factory=dict)  # task, source, name
     timing: dict[str, Any] = field(default_factory=dict)  # calibration beside the reference
     quality: dict[str, Any] = field(default_factory=dict)  # the quality gate's record
+    # steps, wall_s, teacher, search-split metric before and after, kept; None: not polished
+    polish: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added
 
     @property
@@ -87,6 +89,8 @@ class BundleManifest:
     def to_dict(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         body["measured_latency_ms"] = asdict(self.measured_latency_ms)
+        if self.polish is None:  # an unpolished bundle's manifest reads as before polish existed
+            del body["polish"]
         return {**body, **self.extra}
 
     def to_json(self) -> str:

@@ -42,6 +42,15 @@ AllowWeakOpt = Annotated[
     typer.Option(help="Ship a sub-BERT below the quality floor anyway, with a manifest warning."),
 ]
 
+PolishOpt = Annotated[
+    str | None,
+    typer.Option(
+        help="Before shipping, distil the chosen sub-BERT alone from the teacher for this "
+        "many steps (300) or minutes (5min), resumable; kept only if it scores better on "
+        "the search split. Default: no polish."
+    ),
+]
+
 # (parameter, annotation, default): ShipSettings.from_options's arguments, by name
 OPTIONS = (
     ("fmt", FormatOpt, "int8"),
@@ -52,6 +61,7 @@ OPTIONS = (
     ("batch", BatchOpt, 1),
     ("min_metric", MinMetricOpt, None),
     ("allow_weak", AllowWeakOpt, False),
+    ("polish", PolishOpt, None),
 )
 
 

@@ -55,6 +55,7 @@ class DeployJob:
     predictor_files: Mapping[str, Path] = field(default_factory=dict)  # NAME: a file instead
     logs: Path = Path("runs/search")
     bundles: Path = Path("bundles")
+    polish_runs: Path | None = None  # where polish trains (default: bundles/.polish)
     cold: bool = False  # ESNG from a uniform theta, not the trained one
     calibrate: bool = False  # predictions at the speed of this machine now
 
@@ -119,10 +120,23 @@ class DeployJob:
         return result
 
     def run_ship(self, net: Supernet, cm: CostModel, candidates: list[Arch], say=print) -> Shipped:
-        """The first candidate, in rank order, that meets every budget as measured."""
+        """The first candidate, in rank order, that meets every budget as measured
+        (polished first, when ``ship.polish`` asks)."""
+        polisher = None
+        if self.ship.polish is not None:
+            from yoco_deploy.deploy.polish import polish
+            from yoco_deploy.deploy.supernet import SuperBertEvaluator
+
+            evaluator = SuperBertEvaluator(net)
+            work = (self.polish_runs or self.bundles / ".polish") / cm.requested.slug()
+
+            def polisher(arch: Arch):
+                return polish(net, arch, self.ship.polish, work, evaluator, say)
+
         return ship_target(
-            net.super_bert, net.tokenizer, net.data, cm, candidates, self.bundles, self.ship, say
-        )
+            net.super_bert, net.tokenizer, net.data, cm, candidates, self.bundles, self.ship,
+            say, polisher,
+        )  # fmt: skip
 
 
 def _calibrated(models: list[CostModel], say) -> list[CostModel]:

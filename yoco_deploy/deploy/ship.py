@@ -13,7 +13,8 @@ from __future__ import annotations
 
 import tempfile
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +24,7 @@ from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy.budgets import BudgetError, CostModel
 from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bundle
+from yoco_deploy.deploy.polish import Polished, PolishSpec
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
 from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
@@ -44,6 +46,7 @@ class ShipSettings:
     protocol: runner.Protocol = field(default_factory=runner.Protocol)
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
+    polish: PolishSpec | None = None  # distil the chosen sub-BERT alone before it ships
 
     @classmethod
     def from_options(
@@ -54,6 +57,7 @@ class ShipSettings:
         provider: str | None = None,
         threads: int | None = None,
         spinning: str | None = None,
+        polish: str | int | None = None,
         **rest: Any,
     ) -> ShipSettings:
         """Settings from the CLI's options or the pipeline's YAML, checked now: the format,
@@ -65,7 +69,8 @@ class ShipSettings:
         session = {k: v for k, v in given.items() if v is not None}
         spec = DEFAULT_SESSION.with_options(**session)  # checks the values
         runner.resolve_provider(spec.provider)  # an unavailable provider fails now
-        return cls(fmt=fmt, session=session, seq_len=seq_len, batch=batch, **rest)
+        spec = PolishSpec.parse(polish) if polish is not None else None
+        return cls(fmt=fmt, session=session, seq_len=seq_len, batch=batch, polish=spec, **rest)
 
     def __post_init__(self) -> None:
         if self.min_metric is not None and not -1 <= self.min_metric <= 1:
@@ -113,13 +118,20 @@ def ship_target(
     out_dir: Path,
     settings: ShipSettings = ShipSettings(),
     say=print,
+    polisher: Callable[[Arch], Polished] | None = None,
 ) -> Shipped:
+    """``polisher``: how ``settings.polish`` is done (``DeployJob`` makes it from the
+    super-BERT's training record)."""
     from yoco_deploy.util.atomic import check_writable
 
     check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
+        if settings.polish is not None:
+            if polisher is None:
+                raise BudgetError("ship was asked to polish but given no way to (a polisher)")
+            run.polisher = polisher
         run.reference = _reference_session(cost_model, run.backend, Path(tmp))
         run.calibrate_now()
         return run.ship(candidates, Path(out_dir))
@@ -151,6 +163,7 @@ class _ShipRun:
         self.backend = runner.OrtBackend(session)
         self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
+        self.polisher: Callable[[Arch], Polished] | None = None
         self.rejected: list[dict[str, Any]] = []
         self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
         self.gate = None  # set by the first candidate that gets as far as its dev metric
@@ -258,6 +271,18 @@ class _ShipRun:
                 self._reject(arch, "; ".join(broken), measured_ms=stats.median_ms)
                 self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
                 return None
+            sb, polish = self.sb, None
+            if self.polisher is not None:  # after the budgets: the weights change, not the speed
+                polished = self.polisher(arch)
+                polish = polished.record
+                if polished.kept:
+                    sb = polished.super_bert
+                    report = export_sub_bert(
+                        sb, arch, Path(tmp) / "polished", options, self.tokenizer,
+                        settings.seq_len, settings.batch, costs=static,
+                    )  # fmt: skip
+                    onnx_path = report.deploy_file
+                    onnx_metadata.embed(onnx_path, props)
             metric = onnx_metric(
                 onnx_path, self.data, self.tokenizer, settings.seq_len, self.session
             )
@@ -275,7 +300,8 @@ class _ShipRun:
                 )
             bundle = Path(out_dir) / bundle_name(target, stats.median_ms, metric, arch)
             manifest = self._manifest(bundle.name, arch, report, stats, timing, metric, onnx_path)
-            manifest = write_bundle(bundle, self.sb, arch, self.tokenizer, manifest, onnx_path)
+            manifest = replace(manifest, polish=polish)
+            manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, onnx_path)
             return Shipped(bundle, manifest, self.rejected)
 
     def _calibrate(self, arch: Arch, stats: runner.Latency) -> dict[str, Any]:

@@ -25,6 +25,8 @@ class Supernet:
     data: TaskData
     theta: list | None
     max_seq_len: int
+    source: str = ""  # the folder it was loaded from
+    record: SupernetCheckpoint | None = None  # what training recorded (None: a plain BERT)
 
 
 def load_supernet(
@@ -52,7 +54,13 @@ def load_supernet(
         )
     theta = record.theta if record else None
     return Supernet(
-        super_bert, load_tokenizer(ref), data, theta, max_seq_len or config.get("max_seq_len", 128)
+        super_bert,
+        load_tokenizer(ref),
+        data,
+        theta,
+        max_seq_len or config.get("max_seq_len", 128),
+        str(resolve(ref)),
+        record,
     )
 
 
@@ -80,16 +88,23 @@ class SuperBertEvaluator:
         }
         self.batch_size = batch_size
 
-    @torch.no_grad()
     def evaluate(self, arch: Arch, split: str) -> Evaluation:
-        self.sb.eval()
-        self.sb.set_active(arch)
+        return self.evaluate_with(self.sb, arch, split)
+
+    @torch.no_grad()
+    def evaluate_with(self, super_bert: SuperBert, arch: Arch, split: str) -> Evaluation:
+        """``arch`` with another super-BERT's weights (a polished one) on the same split."""
+        super_bert.to(self.device).eval()
+        super_bert.set_active(arch)
 
         def predict(part):
             inputs = {k: v.to(self.device) for k, v in to_tensors(part).items()}
-            return self.sb(**inputs).float().cpu().numpy()
+            return super_bert(**inputs).float().cpu().numpy()
 
         return evaluate(predict, self.splits[split], self.task, self.batch_size)
+
+    def size(self, split: str) -> int:
+        return len(self.splits[split]["labels"])
 
 
 class ParallelEvaluator:

@@ -83,6 +83,11 @@ class Pipeline(Strict):
     targets: list[str] = Field(description="NAME:latency=6ms,...; latency=50% is relative.")
     search: SearchStage = Field(default_factory=SearchStage)
     ship: ShipStage = Field(default_factory=ShipStage)
+    polish: str | int | None = Field(
+        None,
+        description="Distil each chosen sub-BERT alone before it ships: steps (300) or "
+        "minutes (5min); kept only if better on the search split. Default: none.",
+    )
 
 
 def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
@@ -114,6 +119,10 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
     from yoco_deploy.errors import YocoError
 
     try:
+        if pipeline.polish is not None:
+            from yoco_deploy.deploy.polish import PolishSpec
+
+            PolishSpec.parse(pipeline.polish)
         _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
         _check_inputs(pipeline)
     except (YocoError, RunnerError, OSError) as err:

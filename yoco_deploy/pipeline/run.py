@@ -187,6 +187,7 @@ class PipelineRun:
                 "target": text,
                 "search": self.p.search.model_dump(),
                 "ship": self.p.ship.model_dump(),
+                "polish": self.p.polish,
                 "super": output_hash(self.super_dir),
                 "predictor": output_hash(predictor) if predictor else None,
             }
@@ -215,10 +216,11 @@ class PipelineRun:
             search=SearchSettings(algo=s.algo, evaluations=s.evaluations, seed=s.seed),
             ship=ShipSettings.from_options(
                 ship.format, net.max_seq_len, 1, ship.provider, ship.threads,
-                min_metric=ship.min_metric, allow_weak=ship.allow_weak,
+                min_metric=ship.min_metric, allow_weak=ship.allow_weak, polish=self.p.polish,
             ),
             predictor_files={target.name: predictor} if predictor else {},
             logs=self.work / "search",
+            polish_runs=self.work / "polish",
             cold=s.cold,
         )  # fmt: skip
         (cm,) = job.cost_models(net, self.say)

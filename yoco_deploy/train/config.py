@@ -69,6 +69,11 @@ class TrainConfig(Strict):
     max_seq_len: int = Field(128, gt=0, description="Tokens per example.")
     output_dir: Path = Field(description="Checkpoints, logs, the final super-BERT and plots.")
     seed: int = Field(0, description="Seeds data order, sampling, dropout.")
+    split_seed: int | None = Field(
+        None,
+        description="Seeds the train subset and the search split; default: seed. Fixed "
+        "while seed varies, runs differ in data order only.",
+    )
     batch_size: int = Field(32, gt=0, description="Training batch size (per process).")
     eval_batch_size: int = Field(128, gt=0, description="Evaluation batch size.")
     weight_decay: float = Field(0.01, ge=0, description="AdamW weight decay.")
@@ -102,6 +107,28 @@ class TrainConfig(Strict):
     log_every: int = Field(10, gt=0, description="Steps between loss log rows.")
     mixed_precision: Literal["no", "fp16", "bf16"] = Field("no", description="On GPU.")
     space: dict[str, list[int]] | None = Field(None, description="Override depth/heads/ffn.")
+    arch: dict | None = Field(
+        None,
+        description="Train this one sub-BERT alone ({layers: [{heads, ffn}, ...]}), distilled "
+        "from the teacher every step: ship's polish and the distilled-alone baseline. "
+        "Phases then set only epochs and learning rates.",
+    )
+    eval_every: int | None = Field(
+        None, gt=0, description="Also evaluate on dev every this many steps (a curve)."
+    )
+
+    @field_validator("arch")
+    @classmethod
+    def _arch_parses(cls, arch: dict | None) -> dict | None:
+        from yoco_deploy.arch import Arch
+        from yoco_deploy.errors import ArchError
+
+        if arch is None:
+            return None
+        try:
+            return Arch.from_dict(arch).to_dict()
+        except ArchError as err:
+            raise ValueError(str(err)) from None
 
     @field_validator("phases")
     @classmethod

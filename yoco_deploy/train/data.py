@@ -232,11 +232,17 @@ def load_task_as_configured(task_name: str, data_dir, settings: Mapping[str, Any
         task_name,
         data_dir,
         search_fraction=settings.get("search_fraction", 0.1),
-        seed=settings.get("seed", 0),
+        seed=split_seed_of(settings),
         text_columns=settings.get("text_columns"),
         label_column=settings.get("label_column"),
         max_train=settings.get("max_train"),
     )
+
+
+def split_seed_of(settings: Mapping[str, Any]) -> int:
+    """The seed of a config's train subset and search split (``split_seed``, else ``seed``)."""
+    split_seed = settings.get("split_seed")
+    return settings.get("seed", 0) if split_seed is None else split_seed
 
 
 def load_task(

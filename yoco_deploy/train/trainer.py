@@ -98,6 +98,8 @@ class Trainer:
                 p.requires_grad_(False)
         self.space = self.super_bert.space
         self.space.dims.check_seq_len(c.max_seq_len)
+        # one sub-BERT trained alone (polish, the distilled-alone baseline), else sampled
+        self.alone = None if c.arch is None else self.space.validate(Arch.from_dict(c.arch))
         self.train_enc = encode(self.tokenizer, self.data.train, c.max_seq_len)
         self.dev_enc = encode(self.tokenizer, self.data.dev, c.max_seq_len)
         # batch_size is per process: a step consumes batch_size x processes examples.
@@ -108,6 +110,7 @@ class Trainer:
         self.sng = CategoricalSNG(self.space, c.sng.delta, c.sng.lam, c.seed)
         self.rng = random.Random(c.seed)
         self.step = 0
+        self.train_s = 0.0  # seconds in training steps (evaluations and checkpoints not counted)
         self.candidates: list[np.ndarray] = []  # drawn from p_theta, waiting for an update
         self.out = Path(c.output_dir)
         self.run_log = RunLog(self.out / "log.jsonl", self.total_steps, task.metric, log)
@@ -179,6 +182,7 @@ class Trainer:
         end = self.total_steps if stop_at is None else min(stop_at, self.total_steps)
         started, first = time.monotonic(), self.step
         while self.step < end:
+            step_started = time.monotonic()
             plan = plan_at(self.plans, self.step)
             batch = self._on_device(self.batch_at(self.step))
             model.train()
@@ -196,6 +200,7 @@ class Trainer:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             self.step += 1
+            self.train_s += time.monotonic() - step_started
             if self.step % c.log_every == 0 or self.step == end:
                 rate = (time.monotonic() - started) / max(1, self.step - first)
                 self._log(
@@ -208,10 +213,11 @@ class Trainer:
                         "lr": scheduler.get_last_lr()[0],
                         "exploit_p": self.sng.exploit_probability(),
                         "eta_s": rate * (end - self.step),
+                        "train_s": round(self.train_s, 3),
                     }
                 )
             phase_end = self.step == plan.start + plan.steps
-            if phase_end:
+            if phase_end or (c.eval_every and self.step % c.eval_every == 0):
                 self.evaluate_representatives(plan.phase.name)
             if self.step % c.checkpoint_every == 0 or phase_end or self._stop:
                 self._save_checkpoint(optimizer, scheduler)
@@ -228,6 +234,8 @@ class Trainer:
         sub-BERTs come from the exploit-explore sampler; those drawn from p_theta wait
         for the next theta update."""
         c = self.config
+        if self.alone is not None:
+            return [self.alone]
         fixed = []
         if c.sampling == "sandwich":
             sub_space = phase_space(self.space, plan)
@@ -318,7 +326,8 @@ class Trainer:
 
     def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
         rows = []
-        for name, arch in representative_archs(self.space).items():
+        archs = representative_archs(self.space) if self.alone is None else {"alone": self.alone}
+        for name, arch in archs.items():
             result = self.evaluate(arch)
             flops = arch_costs(arch, self.space.dims, self.config.max_seq_len).flops
             row = {
@@ -330,6 +339,7 @@ class Trainer:
                 "flops": flops,
                 **result.metrics,
                 "loss": result.loss,
+                "train_s": round(self.train_s, 3),
             }
             self._log(row)
             rows.append(row)
@@ -349,6 +359,7 @@ class Trainer:
             "sng": self.sng.state_dict(),
             "python_rng": repr(self.rng.getstate()),
             "candidates": [c.tolist() for c in self.candidates],
+            "train_s": self.train_s,
         }
         model = self.accelerator.unwrap_model(self.super_bert).model
         save_checkpoint(self.out, model, optimizer, scheduler, self.config, state)
@@ -359,6 +370,7 @@ class Trainer:
         self.rng.setstate(ast.literal_eval(state["python_rng"]))
         self.candidates = [np.asarray(c) for c in state["candidates"]]
         self.step = state["step"]
+        self.train_s = state.get("train_s", 0.0)
         if self.accelerator.is_main_process:
             self.run_log.trim(self.step)
         self.say(f"resumed at step {self.step}/{self.total_steps}")
