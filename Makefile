@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Tests and the demo never reach the model hub: bundled weights and local data only.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-slow lint format bench-export bench-predictor bench-train bench-search clean
+.PHONY: demo test test-slow lint format bench-export bench-predictor bench-train bench-search bench-compress clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,11 @@ bench-train: $(VENV)/.demo
 # resumable (rerun to continue); --ship times bundles at the end: run it on a quiet machine
 bench-search: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/search.py --ship
+
+# hours on 2 cores (the super-BERT of bench-train, then 4 budgets x 3 seeds of each row);
+# resumable: rerun to continue (finished runs are logged in bench/results/compress_once.jsonl)
+bench-compress: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/compress_once.py
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache
