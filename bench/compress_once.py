@@ -351,7 +351,8 @@ def summarize(bench: Bench) -> dict:
     rows = list(bench.done.values())
     T, K = bench.T, len(bench.args.shares)
     probe = bench.done[("probe-super", 0, 0)]
-    out = {"benchmark": "compress_once", "command": " ".join(sys.argv), "T_s": T, "K": K,
+    command = " ".join(["bench/compress_once.py", *sys.argv[1:]])
+    out = {"benchmark": "compress_once", "command": command, "T_s": T, "K": K,
            "T_wall_s": probe["wall_s"], "T_probe": probe,
            "super_bert": bench.key, "budgets": []}  # fmt: skip
     for share in bench.args.shares:
