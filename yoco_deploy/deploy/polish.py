@@ -167,17 +167,11 @@ def _steps_in(net, arch: Arch, spec: PolishSpec) -> int:
     return max(1, int(spec.minutes * 60 / seconds_per_step(config, net.data, net.tokenizer)))
 
 
-def _train_rows(out: Path) -> list[dict[str, Any]]:
-    log = out / "log.jsonl"
-    if not log.is_file():
-        return []
-    rows = (json.loads(line) for line in log.read_text().splitlines())
-    return [r for r in rows if r.get("kind") == "train" and "train_s" in r]
-
-
 def _train_seconds(out: Path) -> float | None:
     """Seconds the run spent in training steps (its log's last train row)."""
-    rows = _train_rows(out)
+    from yoco_deploy.train.run_log import train_rows
+
+    rows = train_rows(out)
     return rows[-1]["train_s"] if rows else None
 
 

@@ -4,11 +4,11 @@ into a step count before the run's schedule is fixed."""
 
 from __future__ import annotations
 
-import json
 import tempfile
 from pathlib import Path
 
 from yoco_deploy.train.config import TrainConfig
+from yoco_deploy.train.run_log import train_rows
 
 PROBE_STEPS = 6
 
@@ -20,6 +20,5 @@ def seconds_per_step(config: TrainConfig, data=None, tokenizer=None, steps: int 
     with tempfile.TemporaryDirectory(prefix="yoco-step-probe-") as tmp:
         probe = config.model_copy(update={"output_dir": Path(tmp), "log_every": 1})
         Trainer(probe, data, tokenizer, log=lambda _: None).train(stop_at=1 + steps)
-        rows = [json.loads(line) for line in (Path(tmp) / "log.jsonl").read_text().splitlines()]
-    seconds = [r["train_s"] for r in rows if r["kind"] == "train"]
+        seconds = [r["train_s"] for r in train_rows(Path(tmp))]
     return (seconds[-1] - seconds[0]) / (len(seconds) - 1)

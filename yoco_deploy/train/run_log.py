@@ -38,3 +38,12 @@ class RunLog:
         kept = [line for line in lines if json.loads(line).get("step", 0) <= step]
         if len(kept) < len(lines):
             write_text(self.path, "".join(line + "\n" for line in kept))
+
+
+def train_rows(out: Path) -> list[dict[str, Any]]:
+    """A run's train rows that carry their training seconds (``train_s``), in order."""
+    log = Path(out) / "log.jsonl"
+    if not log.is_file():
+        return []
+    rows = (json.loads(line) for line in log.read_text().splitlines())
+    return [r for r in rows if r.get("kind") == "train" and "train_s" in r]
