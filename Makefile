@@ -43,6 +43,10 @@ format: $(VENV)/.test
 bench-export: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/export_speed.py
 
+# what load_bundle's integrity checks cost against one inference (the demo's largest bundle)
+bench-check: $(VENV)/.demo
+	$(OFFLINE) $(PY) bench/bundle_check_cost.py
+
 bench-predictor: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/predictor_accuracy.py --until within10=0.97
 

@@ -6,6 +6,7 @@ import os
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("YOCO_CACHE_DIR", "")  # bundles' verified digests: not in the user's home
 
 import pytest
 

@@ -29,6 +29,21 @@ def test_help_lists_commands():
         assert command in result.output
 
 
+def test_no_option_is_spelled_twice_in_one_command():
+    """Two parameters behind one flag: click gives it to one, the other is unreachable."""
+    import typer
+
+    group = typer.main.get_command(app)
+    for name, command in group.commands.items():
+        flags = [f for p in command.params for f in (*p.opts, *p.secondary_opts)]
+        assert len(flags) == len(set(flags)), (name, sorted(f for f in flags if flags.count(f) > 1))
+
+
+def test_search_infeasible_is_one_choice(tmp_path):
+    result = run("search", "--supernet", tmp_path, "-t", "a:params=1M", "--infeasible", "foo")
+    assert_one_line_error(result, "unknown --infeasible 'foo'; choose from repair, skip, penalize")
+
+
 def test_space_json(tiny_dir):
     result = run("space", "--model", tiny_dir, "--json")
     assert result.exit_code == 0, result.output

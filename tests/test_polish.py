@@ -13,6 +13,7 @@ from yoco_deploy.deploy.per_target import DeployJob
 from yoco_deploy.deploy.polish import PolishError, PolishSpec, polish
 from yoco_deploy.deploy.ship import ShipSettings
 from yoco_deploy.deploy.supernet import SuperBertEvaluator, load_supernet
+from yoco_deploy.manifest import BundleManifest
 from yoco_deploy.train.config import finetune_settings, load_config, parse_config
 from yoco_deploy.train.trainer import Trainer
 
@@ -104,7 +105,7 @@ def ship_job(tmp_path, spec):
     )
 
 
-def test_ship_polishes_and_records_it(supernet_dir, tmp_path):
+def test_ship_polishes_and_records_it_with_what_chose_it(supernet_dir, tmp_path):
     net = load_supernet(str(supernet_dir))
     job = ship_job(tmp_path, PolishSpec(steps=30, lr=1e-3))
     (cm,) = job.cost_models(net, searching=False)
@@ -116,6 +117,11 @@ def test_ship_polishes_and_records_it(supernet_dir, tmp_path):
     assert record["kept"] == (record["after"] > record["before"])
     on_disk = json.loads((shipped.path / "manifest.json").read_text())
     assert on_disk["polish"] == record
+    # what chose it: the weights and data its score came from, the space, no predictor
+    chose = on_disk["provenance"]
+    assert {k: chose[k] for k in ("super_bert", "data")} == net.score_inputs
+    assert len(chose["space"]) == 64 and chose["predictor"] is None
+    assert BundleManifest.read(shipped.path).provenance == chose
     # the ONNX file is the version that was kept: its dev metric is what the manifest says
     from yoco_deploy.deploy.quality import onnx_metric
 

@@ -94,11 +94,9 @@ class Arch:
 
     @classmethod
     def from_json(cls, text: str) -> Arch:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as err:
-            raise ArchError(f"architecture is not valid JSON: {err}") from None
-        return cls.from_dict(data)
+        from yoco_deploy.util.user_file import parse_json
+
+        return cls.from_dict(parse_json(text, ArchError, "architecture"))
 
     @classmethod
     def load(cls, path: str | Path) -> Arch:

@@ -18,6 +18,9 @@ from yoco_deploy.errors import YocoError
 
 SCHEMA = 1
 FILE = "manifest.json"
+# no BERT has this many positions: a larger value was edited in, not measured
+MAX_SEQ_LEN = 1 << 16
+FIX = "restore the bundle's manifest.json or re-ship the bundle"
 
 
 class ManifestError(YocoError):
@@ -52,7 +55,7 @@ class BundleManifest:
     device: str
     machine: dict[str, Any]
     provider: str
-    threads: int
+    threads: int | None  # None: ONNX Runtime's default
     session: dict[str, Any] | None = None  # SessionSpec.to_dict(); None: an older bundle
     seq_len: int
     batch: int
@@ -61,6 +64,8 @@ class BundleManifest:
     validation: dict[str, Any]
     int8: dict[str, Any] | None
     onnx_sha256: str
+    # tokenizer.json's sha256 (load_bundle checks it); None: a bundle from before it was kept
+    tokenizer_sha256: str | None = None
     size_mb: float
     libraries: dict[str, str]
     created: float
@@ -73,6 +78,10 @@ class BundleManifest:
     quality: dict[str, Any] = field(default_factory=dict)  # the quality gate's record
     # steps, wall_s, teacher, search-split metric before and after, kept; None: not polished
     polish: dict[str, Any] | None = None
+    # what chose this sub-BERT: the super-BERT's weights and the search data (sha256, as a
+    # search log records them), the search space, the latency predictor (sha256, device);
+    # None: an older bundle
+    provenance: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added
 
     @property
@@ -89,8 +98,11 @@ class BundleManifest:
     def to_dict(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         body["measured_latency_ms"] = asdict(self.measured_latency_ms)
-        if self.polish is None:  # an unpolished bundle's manifest reads as before polish existed
-            del body["polish"]
+        for key in ("polish", "provenance"):  # a bundle without one reads as older ones did
+            if body[key] is None:
+                del body[key]
+        if self.tokenizer_sha256 is None:  # an older bundle's manifest reads back as written
+            del body["tokenizer_sha256"]
         return {**body, **self.extra}
 
     def to_json(self) -> str:
@@ -120,6 +132,11 @@ class BundleManifest:
                 f"{', '.join(missing[:4])}{' ...' if len(missing) > 4 else ''}"
             )
         values = {k: v for k, v in data.items() if k in known}
+        for key in ("labels", "data", "timing", "quality"):
+            if values.get(key) is None:  # written as null by an older ship
+                values.pop(key, None)
+        for name, value in values.items():
+            _check_value(name, value, known[name].type, where)
         lat = values["measured_latency_ms"]
         try:
             values["measured_latency_ms"] = MeasuredLatency(
@@ -129,9 +146,6 @@ class BundleManifest:
             raise ManifestError(
                 f"{where}: measured_latency_ms is not {{median, p90, cv, runs}}"
             ) from None
-        for key in ("labels", "data", "timing", "quality"):
-            if values.get(key) is None:  # written as null by an older ship
-                values.pop(key, None)
         extra = {k: v for k, v in data.items() if k not in known}
         return cls(**values, extra=extra)
 
@@ -140,12 +154,84 @@ class BundleManifest:
         """A bundle folder's manifest (or the manifest file itself)."""
         path = Path(path)
         file = path / FILE if path.is_dir() else path
-        try:
-            data = json.loads(file.read_text())
-        except FileNotFoundError:
-            raise ManifestError(
-                f"{path} has no {FILE}: is it a bundle folder written by ship?"
-            ) from None
-        except (OSError, UnicodeDecodeError, ValueError) as err:
-            raise ManifestError(f"{file} cannot be read as JSON: {err}") from None
-        return cls.from_dict(data, str(file))
+        return cls.from_dict(read_json(path), str(file))
+
+
+def read_json(path: Path) -> Any:
+    """A bundle folder's manifest (or the manifest file) as written: the digest that
+    model.onnx records covers these values, not a re-serialised record."""
+    from yoco_deploy.util.user_file import parse_json
+
+    path = Path(path)
+    file = path / FILE if path.is_dir() else path
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(
+            f"{path} has no {FILE}: is it a bundle folder written by ship?"
+        ) from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise ManifestError(f"{file} cannot be read as JSON: {err}") from None
+    try:
+        return parse_json(text, ManifestError, str(file), invalid="cannot be read as JSON")
+    except ManifestError as err:
+        raise ManifestError(f"{err}: {FIX}") from None
+
+
+# what each annotation allows in JSON (bool is an int to Python, never to a manifest)
+_JSON_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (int, float),
+    "str": (str,),
+    "bool": (bool,),
+    "dict": (dict,),
+    "list": (list,),
+    "None": (type(None),),
+    "Any": (object,),
+}
+_WORDS = {
+    "int": "a whole number",
+    "float": "a number",
+    "str": "a string",
+    "bool": "true or false",
+    "dict": "an object",
+    "list": "a list",
+    "None": "null",
+}
+# a session field's type as its record holds it in JSON, where it differs from SessionSpec's
+_SESSION_JSON = {"tuple[tuple[str, str], ...]": "dict | None"}
+
+
+def _session_types() -> dict[str, str]:
+    """The JSON type of each field of a session record, read off SessionSpec (the one
+    definition of a session), so a new setting is checked the day it is added."""
+    from yoco_deploy.device.runner import SessionSpec
+
+    return {f.name: _SESSION_JSON.get(str(f.type), str(f.type)) for f in fields(SessionSpec)}
+
+
+def _check_type(name: str, value: Any, annotation: str, where: str) -> None:
+    kinds = [part.strip().split("[")[0] for part in annotation.split("|")]
+    allowed = tuple(t for kind in kinds for t in _JSON_TYPES.get(kind, (object,)))
+    if isinstance(value, allowed) and (bool in allowed or not isinstance(value, bool)):
+        return
+    words = " or ".join(_WORDS.get(kind, kind) for kind in kinds)
+    shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+    raise ManifestError(f"{where}: {name} must be {words}, got {shown}: {FIX}")
+
+
+def _check_value(name: str, value: Any, annotation: str, where: str) -> None:
+    """A manifest value of the JSON type its field declares, within its range."""
+    if name == "measured_latency_ms":  # read into MeasuredLatency, which checks it
+        return
+    _check_type(name, value, annotation, where)
+    if name == "seq_len" and not 1 <= value <= MAX_SEQ_LEN:
+        raise ManifestError(f"{where}: seq_len must be 1 to {MAX_SEQ_LEN}, got {value}: {FIX}")
+    if name == "batch" and value < 1:
+        raise ManifestError(f"{where}: batch must be at least 1, got {value}: {FIX}")
+    if name == "labels" and not all(isinstance(label, str) for label in value):
+        raise ManifestError(f"{where}: labels must be a list of class names: {FIX}")
+    if name == "session" and value is not None:
+        for key, kind in _session_types().items():
+            if key in value:
+                _check_type(f"session.{key}", value[key], kind, where)

@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from yoco_deploy.deploy.ship import Shipped
+    from yoco_deploy.manifest import BundleManifest
 
 
 def _pyplot():
@@ -35,12 +35,13 @@ def plot_metric_vs_flops(rows: list[dict], path: Path, metric: str) -> Path:
     return path
 
 
-def pareto_plot(shipped: list[Shipped], path: Path) -> Path:
+def pareto_plot(manifests: list[BundleManifest], path: Path) -> Path:
+    """Metric against measured latency, one line per device: every bundle given (ship
+    gives every bundle in its folder, not only the ones it just wrote)."""
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(6, 4.2))
     by_device: dict[str, list[tuple[float, float, str]]] = {}
-    for s in shipped:
-        m = s.manifest
+    for m in manifests:
         point = (m.measured_latency_ms.median, m.metric["value"], m.target)
         by_device.setdefault(m.device, []).append(point)
     for device, points in by_device.items():

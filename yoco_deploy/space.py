@@ -8,7 +8,6 @@ cell i belongs to the i-th kept layer, cells beyond the sampled depth are inacti
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
@@ -178,16 +177,12 @@ class SearchSpace:
     @classmethod
     def load_overrides(cls, path: str | Path) -> dict[str, Any]:
         """Read a JSON or YAML file holding ``{depth: [...], heads: [...], ffn: [...]}``."""
-        from yoco_deploy.util.user_file import load_mapping, read_text
+        from yoco_deploy.util.user_file import load_mapping, read_json
 
         path = Path(path)
         if path.suffix in (".yaml", ".yml"):
             return load_mapping(path, SpaceError, "a space file")
-        text = read_text(path, SpaceError, "space file")
-        try:
-            return json.loads(text)
-        except ValueError as err:
-            raise SpaceError(f"{path} is not valid JSON: {err}") from None
+        return read_json(path, SpaceError, "space file")
 
     # ---- facts ---------------------------------------------------------------------
 

@@ -40,17 +40,21 @@ BundlesOpt = Annotated[Path, typer.Option(help="Where bundles are written.")]
 
 
 def _summary(shipped, bundles: Path, as_json: bool) -> None:
-    from yoco_deploy.cli.summary import bundle_summary, print_summary
+    """The bundles just shipped, printed; summary.json and the Pareto plot cover every
+    bundle in the folder (a second ship into it once dropped the first from both)."""
+    from yoco_deploy.cli.summary import bundle_summary, folder_bundles, print_summary
     from yoco_deploy.plots import pareto_plot
     from yoco_deploy.util.atomic import write_text
 
-    rows = [bundle_summary(s.path, s.manifest) for s in shipped]
-    print_summary(rows, as_json)
+    print_summary([bundle_summary(s.path, s.manifest) for s in shipped], as_json)
+    say = lambda s: typer.echo(s, err=True)  # noqa: E731
+    every = folder_bundles(bundles, say)
     bundles.mkdir(parents=True, exist_ok=True)
+    rows = [bundle_summary(path, m) for path, m in every]
     write_text(bundles / "summary.json", json.dumps(rows, indent=1))
-    if shipped:
-        plot = pareto_plot(shipped, bundles / "pareto.png")
-        typer.echo(f"summary: {bundles / 'summary.json'}; Pareto plot: {plot}", err=True)
+    if every:
+        plot = pareto_plot([m for _, m in every], bundles / "pareto.png")
+        say(f"summary of {len(every)} bundles: {bundles / 'summary.json'}; Pareto plot: {plot}")
 
 
 @with_ship_options
@@ -65,21 +69,26 @@ def search(
         bool, typer.Option(help="ESNG from uniform theta, not the trained one.")
     ] = False,
     infeasible: Annotated[
-        str, typer.Option(help="Without repair: skip (default) or penalize (YOCO's reward).")
-    ] = "skip",
-    repair: Annotated[
-        bool,
+        str,
         typer.Option(
-            help="ESNG and evolution: shrink an infeasible sample to the budget boundary "
-            "with the cost model instead of ranking it last (no evaluation spent)."
+            help="A sample that breaks a budget: repair (ESNG and evolution: shrink it to the "
+            "budget boundary with the cost model, no evaluation spent), skip (rank it last) "
+            "or penalize (evaluate it, YOCO's reward)."
         ),
-    ] = True,
+    ] = "repair",
     repair_log: Annotated[
         bool,
         typer.Option(
             "--repair",
             help="Set torn or edited lines of an existing search log aside first (every "
             "intact evaluation and a backup are kept).",
+        ),
+    ] = False,
+    fresh: Annotated[
+        bool,
+        typer.Option(
+            help="Start each target's search anew: an existing log is kept beside the new "
+            "one (NAME.replaced-TIME), not replayed."
         ),
     ] = False,
     calibrate: Annotated[
@@ -102,6 +111,8 @@ def search(
     """Find the best sub-BERT for each target (YOCO stage II) and ship it.
 
     Each search is logged to OUT/TARGET/search-ALGO-seedN.jsonl; rerunning resumes it.
+    A refused target (its budgets, its quality gate) does not stop the others; the
+    command ends naming it, with exit 1.
     Example: yoco-deploy search --supernet runs/sst2/final -t x86-2c-ort-cpu-minilm:latency=8ms
 
     Several GPUs: accelerate launch --multi_gpu --num_processes 4 -m yoco_deploy.cli
@@ -111,16 +122,20 @@ def search(
     with user_errors():
         from accelerate import Accelerator
 
-        from yoco_deploy.deploy.budgets import parse_target
-        from yoco_deploy.deploy.per_target import DeployJob
-        from yoco_deploy.deploy.search import Search, SearchSettings
+        from yoco_deploy.deploy.budgets import check_distinct, parse_target
+        from yoco_deploy.deploy.per_target import DeployJob, attempt
+        from yoco_deploy.deploy.search import SearchSettings
+        from yoco_deploy.deploy.search_log import SearchLog
         from yoco_deploy.deploy.supernet import load_supernet, make_evaluator
 
+        parsed = [(t, parse_target(t)) for t in target]
+        check_distinct(parsed)  # named as written
         job = DeployJob(
-            targets=tuple(parse_target(t) for t in target),
+            targets=tuple(t for _, t in parsed),
             search=SearchSettings(
-                algo=algo, evaluations=evaluations, seed=seed, infeasible=infeasible,
-                repair=repair,
+                algo=algo, evaluations=evaluations, seed=seed,
+                infeasible={"repair": "skip"}.get(infeasible, infeasible),
+                repair=infeasible == "repair",
             ),
             ship=ship,
             shipping=shipping,
@@ -129,27 +144,39 @@ def search(
             bundles=bundles,
             cold=cold,
             calibrate=calibrate,
+            fresh=fresh,
         )  # fmt: skip
+        _check_outputs({"--out": out, "--bundles": bundles}, supernet, data_dir)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         say = lambda s: typer.echo(s, err=True)  # noqa: E731
         models = job.cost_models(net, say)  # every target checked before any long work
         if repair_log:
+            from yoco_deploy.device.runner import repair_note
+
             for cm in models:
                 log = job.log_path(cm)
-                say(f"{log}: {Search.repair_log(log)} lines set aside")
+                say(repair_note(log, SearchLog.set_aside(log)))
         accelerator = Accelerator()
         main = accelerator.is_main_process
         evaluator = make_evaluator(net, seed, accelerator)
-        results = []
-        for cm in models:  # every process searches (same trajectory); then one ships
+        # one target refused (by its search log, its budgets or its quality gate) does
+        # not cost the others: each is reported as it happens, all are named at the end
+        refused: dict[str, str] = {}
+        found = []
+        for text, cm in zip(target, models, strict=True):  # every process searches alike
             label = cm.target.label()
-            with progress_bar(f"search {label}", enabled=main) as update:
-                progress = lambda d, n, e, u=update: u(d, n, e, "")  # noqa: E731
-                result = job.run_search(net, cm, evaluator, progress, main)
-            results.append(result)
-            if main:
-                _say_result(label, result, say)
+
+            def one_search(cm=cm, label=label):
+                with progress_bar(f"search {label}", enabled=main) as update:
+                    progress = lambda d, n, e, u=update: u(d, n, e, "")  # noqa: E731
+                    return job.run_search(net, cm, evaluator, progress, main)
+
+            result = attempt(text, one_search, refused, say if main else lambda s: None)
+            if result is not None:
+                found.append((text, cm, result))
+                if main:
+                    _say_result(label, result, say)
         # no collective call after this point: the main process ships alone
         accelerator.wait_for_everyone()
         accelerator.end_training()
@@ -157,17 +184,39 @@ def search(
             return
         if not shipping:
             if as_json:
-                print_json([_search_summary(cm, r) for cm, r in zip(models, results, strict=True)])
+                print_json([_search_summary(cm, r) for _, cm, r in found])
+            _check_refused(refused, len(target))
             return
-        shipped = [
-            job.run_ship(net, cm, [c.arch for c in r.ranked], say)
-            for cm, r in zip(models, results, strict=True)
-        ]
+        shipped = []
+        for text, cm, r in found:
+            archs = [c.arch for c in r.ranked]
+            one = attempt(text, lambda cm=cm, a=archs: job.run_ship(net, cm, a, say), refused, say)
+            shipped += [one] if one is not None else []
         _summary(shipped, bundles, as_json)
+        _check_refused(refused, len(target))
+
+
+def _check_outputs(outputs: dict[str, Path], *inputs: str | Path | None) -> None:
+    """No output folder is the super-BERT, the data or the search result read."""
+    from yoco_deploy.deploy.budgets import BudgetError
+    from yoco_deploy.util.atomic import check_output
+
+    for option, folder in outputs.items():
+        check_output(option, folder, inputs, BudgetError)
+
+
+def _check_refused(refused: dict[str, str], total: int) -> None:
+    from yoco_deploy.deploy.per_target import TargetsRefused
+
+    if refused:
+        again = " ".join(f"-t {t!r}" for t in refused)
+        raise TargetsRefused(refused, total, f"rerun with only {again} to retry them")
 
 
 def _say_result(label: str, result, say) -> None:
     best = result.best
+    if result.replaced_log:
+        say(f"{label}: --fresh: the previous log is kept as {result.replaced_log}")
     if result.exhausted:
         say(
             f"{label}: the budgets leave only {result.evaluations} sub-BERTs that it could "
@@ -236,6 +285,7 @@ def ship(
             raise BudgetError("pass exactly one of --arch and --from-search")
         one = parse_target(target)
         job = DeployJob((one,), ship=ship, predictors=predictors_dir, bundles=bundles)
+        _check_outputs({"--bundles": bundles}, supernet, data_dir, from_search)
         quiet_transformers()
         net = load_supernet(supernet, task, data_dir)
         if arch is not None:

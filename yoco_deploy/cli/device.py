@@ -161,6 +161,11 @@ def profile(
                 exclude=exclude,
                 repair=repair,
             )
+        if repair:
+            from yoco_deploy.device.runner import repair_note
+
+            log = profiles_dir / device / "measurements.jsonl"
+            typer.echo(repair_note(log, result.set_aside), err=True)
         for r in result.rounds:
             typer.echo(
                 f"after {r['profiled']}: cross-validated {r['metric']} = "
@@ -190,9 +195,13 @@ def profile_bundle(
     """
     with user_errors():
         from yoco_deploy.cli.common import quiet_transformers
+        from yoco_deploy.device.profile_store import ProfileError
         from yoco_deploy.device.remote_profile import write_bundle
+        from yoco_deploy.util.atomic import check_output
 
         settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed, local=False)
+        written = (out / "models", out / "plan.json", out / "runner.py")
+        check_output("--out", out, (model, space_file), ProfileError, written)
         space = space_for(model, space_file)
         quiet_transformers()
         for _, seq in settings.shapes:
@@ -210,6 +219,13 @@ def profile_import(
     bundle: Annotated[Path, typer.Argument(help="A bundle directory holding results/.")],
     device: Annotated[str, typer.Option(help="Device name: results go to PROFILES/NAME.")],
     profiles_dir: ProfilesOpt = Path("profiles"),
+    repair: Annotated[
+        bool,
+        typer.Option(
+            help="Set torn, edited or unplanned rows aside first, in the results and in the "
+            "profile (intact rows and a backup are kept)."
+        ),
+    ] = False,
     as_json: JsonOpt = False,
 ) -> None:
     """Bring a remote device's results into profiles/NAME (rerunning adds only new rows)."""
@@ -217,7 +233,9 @@ def profile_import(
         from yoco_deploy.device.remote_profile import import_bundle
         from yoco_deploy.names import check_name
 
-        added = import_bundle(bundle, profiles_dir / check_name(device, "--device"), device)
+        say = lambda line: typer.echo(line, err=True)  # noqa: E731
+        profile = profiles_dir / check_name(device, "--device")
+        added = import_bundle(bundle, profile, device, repair, say)
         if as_json:
             print_json({"profile": str(profiles_dir / device), "added_rows": added})
             return
@@ -251,15 +269,21 @@ def fit(
         from rich.table import Table
 
         from yoco_deploy.device.fit import fit_profile
+        from yoco_deploy.device.profile_store import DEVICE, MEASUREMENTS, ProfileError
+        from yoco_deploy.util.atomic import check_output
 
+        folders = [d for d in (profile_path, test) if d is not None]
+        read = [*folders, *(d / DEVICE for d in folders), *(d / MEASUREMENTS for d in folders)]
+        check_output("--out", out, read, ProfileError, (out, out.with_suffix(".png")))
         if repair:
-            from yoco_deploy.device.profile_store import MEASUREMENTS
-            from yoco_deploy.device.runner import MeasurementLog
+            from yoco_deploy.device.profile_store import MEASUREMENTS, read_device, repair_log
+            from yoco_deploy.device.runner import repair_note
 
             for folder in (profile_path, test):
                 if folder is not None:
-                    moved = MeasurementLog.repair(Path(folder) / MEASUREMENTS)
-                    typer.echo(f"{folder}: {moved} rows set aside", err=True)
+                    read_device(folder)  # a typo is an error, not an empty repair
+                    dropped = repair_log(folder)
+                    typer.echo(repair_note(Path(folder) / MEASUREMENTS, dropped), err=True)
 
         result = fit_profile(profile_path, out, test, holdout, seed)
         if as_json:
@@ -324,6 +348,7 @@ def predict(
 
         p = LatencyPredictor.load(predictor)
         p.dims.check_seq_len(seq_len)
+        p.check_shape(batch, seq_len)
         a = arch_arg(arch)
         ref_ms = None
         if calibrate:

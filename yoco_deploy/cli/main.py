@@ -6,6 +6,7 @@ Heavy imports (torch, transformers, onnxruntime) happen inside commands so that
 
 from __future__ import annotations
 
+import atexit
 import json
 import sys
 from pathlib import Path
@@ -123,12 +124,16 @@ def export(
     """
     with user_errors():
         from yoco_deploy.errors import ExportError
-        from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
-        from yoco_deploy.util.atomic import check_writable
+        from yoco_deploy.export.sub_bert import ExportOptions, check_out_dir, export_sub_bert
+        from yoco_deploy.util.atomic import check_output, check_writable
 
         options = ExportOptions(optimize=optimize, quantize=quantize)
         a = _arch(arch)
+        arch_file = None if arch.lstrip()[:1] in "{[" else arch  # else inline JSON
+        # an export replaces its folder whole: no input may be in it
+        check_output("--out", out, (model, arch_file, space_file), ExportError, (out,))
         check_writable(out, ExportError)
+        check_out_dir(out)  # a bundle or a folder of other files: refused before the work
         _quiet_transformers()
         sb, tokenizer = _load_super_bert(model, num_labels, space_file)
         sb.space.validate(a)
@@ -165,10 +170,13 @@ def classify(
 
         opened = load_bundle(bundle)  # a wrong folder fails before any input is read
         texts = list(texts or [])
-        if texts == ["-"]:
-            if sys.stdin is None:
-                raise BundleError("'-' reads texts from stdin, but there is no stdin")
-            texts = [line for line in sys.stdin.read().splitlines() if line.strip()]
+        if "-" in texts:
+            if texts != ["-"]:
+                raise BundleError(
+                    "'-' reads the texts from stdin and cannot be mixed with texts given as "
+                    "arguments: give '-' alone, or every text as an argument"
+                )
+            texts = [line for line in _stdin_text().splitlines() if line.strip()]
         if file is not None:
             try:
                 lines = file.read_text(encoding="utf-8").splitlines()
@@ -183,6 +191,23 @@ def classify(
             return
         for text, p in zip(texts, predictions, strict=True):
             typer.echo(f"{p.name}\t{p.score:.3f}\t{text}")
+
+
+def _stdin_text() -> str:
+    """stdin as UTF-8 text, whatever the locale says."""
+    from yoco_deploy.bundle import BundleError
+
+    if sys.stdin is None:
+        raise BundleError("'-' reads texts from stdin, but there is no stdin")
+    raw = sys.stdin.buffer.read() if hasattr(sys.stdin, "buffer") else sys.stdin.read()
+    if isinstance(raw, str):
+        return raw
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise BundleError(
+            f"stdin is not UTF-8 text (byte {err.start} is not): convert it, e.g. with iconv"
+        ) from None
 
 
 def _load_super_bert(model: str, num_labels: int | None, space_file: Path | None):
@@ -232,18 +257,36 @@ for _name, _fn in _COMMANDS.items():
 def main() -> int:
     """Run the app; usage mistakes (an unknown option, a value out of range) end with one
     ``error:`` line and exit 2 like every other mistake, not a boxed panel; SIGTERM
-    stops any command the way Ctrl-C does (exit 143)."""
+    stops any command the way Ctrl-C does, and ends it with exit 143 whenever it comes,
+    the interpreter's shutdown included (``_until_the_end``)."""
     import signal
 
     from yoco_deploy.errors import Terminated
 
-    terminated = []
+    terminated: list[int] = []
+    outcome: list[int] = []  # the exit code, once known
+    previous = signal.getsignal(signal.SIGTERM)
+    program = _is_program()
+    if program:  # first: every exit hook registered during the command runs before it
+        atexit.register(_leave, outcome)
 
     def terminate(signum, frame):
         terminated.append(signum)
         raise Terminated
 
     signal.signal(signal.SIGTERM, terminate)
+    code = 1  # an unexpected error (a bug) keeps its traceback
+    try:
+        code = _run(terminated)
+    finally:
+        # a Terminated swallowed on its way up (in a __del__, a library's except) still
+        # ends the run as stopped
+        outcome.append(143 if terminated else code)
+        signal.signal(signal.SIGTERM, _late_sigterm if program else previous)
+    return outcome[-1]
+
+
+def _run(terminated: list[int]) -> int:
     try:
         code = app(standalone_mode=False)
     except typer.TyperException as err:  # click's usage errors, as typer vendors them
@@ -258,6 +301,38 @@ def main() -> int:
         typer.echo("terminated" if terminated else "interrupted", err=True)
         return 143 if terminated else 130
     return code if isinstance(code, int) else 0
+
+
+# Python resets signal handlers to the default while the interpreter tears itself down
+# (after the exit hooks), and a SIGTERM there killed the process: exit -15, not 143; one
+# during an exit hook raised Terminated there, which Python prints and ignores (exit 0).
+# So after the command a SIGTERM exits 143 at once, and the program's last exit hook
+# leaves with the exit code, skipping the teardown (it only frees memory).
+
+
+def _is_program() -> bool:
+    """Whether main runs as the program (the console script, ``python -m yoco_deploy.cli``:
+    their ``__main__`` calls this very function), not called inside another one."""
+    return getattr(sys.modules.get("__main__"), "main", None) is main
+
+
+def _late_sigterm(signum, frame) -> None:
+    _exit_now(143)
+
+
+def _leave(outcome: list[int]) -> None:
+    if outcome:  # main returned: no more work, only the teardown
+        _exit_now(outcome[-1])
+
+
+def _exit_now(code: int) -> None:
+    import contextlib
+    import os
+
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError, AttributeError):  # closed, or no reader
+            stream.flush()
+    os._exit(code)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ def _drive(pipeline, dry_run: bool, as_json: bool = False) -> None:
     quiet_transformers()
     runner.run()
     print_summary([bundle_summary(b) for b in runner.bundles()], as_json)
+    runner.check_refused()  # after the summary of what did ship
 
 
 def run(

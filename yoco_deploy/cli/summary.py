@@ -41,6 +41,26 @@ def bundle_summary(bundle: Path, manifest: BundleManifest | None = None) -> dict
     }
 
 
+def folder_bundles(bundles: Path, say=None) -> list[tuple[Path, BundleManifest]]:
+    """Every bundle in a bundles folder, by name: its folders holding a manifest.json,
+    not its hidden ones (``.polish`` holds polish runs, ``.NAME.staging-PID`` a bundle
+    being written); a manifest that cannot be read is said and left out."""
+    from yoco_deploy.errors import YocoError
+    from yoco_deploy.manifest import FILE
+
+    found = []
+    folders = sorted(Path(bundles).iterdir()) if Path(bundles).is_dir() else []
+    for folder in folders:
+        if folder.name.startswith(".") or not (folder / FILE).is_file():
+            continue
+        try:
+            found.append((folder, BundleManifest.read(folder)))
+        except YocoError as err:
+            if say is not None:
+                say(f"summary: {folder} left out ({err})")
+    return found
+
+
 def print_summary(rows: list[dict], as_json: bool = False) -> None:
     from rich.table import Table
 

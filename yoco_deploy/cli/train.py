@@ -48,6 +48,7 @@ def finetune(
             max_train=max_train, max_seq_len=max_seq_len, batch_size=batch_size, seed=seed,
         )  # fmt: skip
         config = parse_config(settings)
+        _check_output("--out", config)
         quiet_transformers()
         _train_and_end(Trainer(config, log=_note), resume, as_json)
 
@@ -69,6 +70,7 @@ def train(
 
         cfg = load_config(config)
         _check_before_work(cfg)
+        _check_output("output_dir", cfg)
         if dry_run:
             typer.echo(cfg.model_dump_json(indent=2))
             return
@@ -93,6 +95,17 @@ def _check_before_work(cfg) -> None:
     get_task(cfg.task)
     space = SearchSpace.from_config(load_config(cfg.model), cfg.space)
     space.dims.check_seq_len(cfg.max_seq_len)
+
+
+def _check_output(option: str, cfg) -> None:
+    """The run writes OUT/final and OUT/checkpoint whole: not over the model, the teacher
+    or the data it reads."""
+    from yoco_deploy.train.config import ConfigError
+    from yoco_deploy.util.atomic import check_output
+
+    out = Path(cfg.output_dir)
+    read = (cfg.model, cfg.teacher, cfg.data_dir)
+    check_output(option, out, read, ConfigError, (out / "final", out / "checkpoint"))
 
 
 def _train_and_end(trainer, resume: bool, as_json: bool = False) -> None:

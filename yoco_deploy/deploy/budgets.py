@@ -16,7 +16,7 @@ from pathlib import Path
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import Costs, arch_costs, embedding_params
 from yoco_deploy.errors import YocoError
-from yoco_deploy.names import check_name, slug
+from yoco_deploy.names import check_name, cut_slug, slug
 from yoco_deploy.space import ModelDims, SearchSpace
 
 _UNITS = {
@@ -44,6 +44,10 @@ class Target:
     def slug(self) -> str:
         """This target as one folder name (search logs and bundles alike)."""
         return slug(self.label())
+
+    def cut_slug(self) -> str | None:
+        """Its folder before long names ended with a hash (None when never cut)."""
+        return cut_slug(self.label())
 
     def label(self) -> str:
         parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
@@ -120,6 +124,25 @@ def parse_target(text: str) -> Target:
         if budgets[key] <= 0:
             raise BudgetError(f"target {text!r}: {key} budget must be positive")
     return Target(name, budgets)
+
+
+def check_distinct(targets: list[tuple[str, Target]]) -> None:
+    """Each target once, each in its own folder: ``(as written, parsed)`` pairs. The same
+    target twice would search and ship twice into one folder; two targets whose names
+    map to one folder would share a search log and a bundle folder."""
+    seen: list[tuple[str, Target]] = []
+    for text, target in targets:
+        for first, other in seen:
+            if other == target:  # budgets compared as values, in any order
+                raise BudgetError(
+                    f"target {text!r} is the same as {first!r}: give each target once"
+                )
+            if other.slug() == target.slug():
+                raise BudgetError(
+                    f"targets {first!r} and {text!r} would share the folder {target.slug()}: "
+                    "rename one device"
+                )
+        seen.append((text, target))
 
 
 def size_mb(costs: Costs, dims: ModelDims, fmt: str = "int8") -> float:

@@ -62,8 +62,19 @@ def write_bundle(
         write_text(stage / "config.json", json.dumps(config, indent=2) + "\n")
         tokenizer.save_pretrained(stage)
         limit_tokenizer(stage, manifest.seq_len)
+        fast = stage / "tokenizer.json"  # what load_bundle reads, checked against this
+        manifest = replace(manifest, tokenizer_sha256=file_sha256(fast) if fast.is_file() else None)
         onnx_metadata.set_digest(stage / "model.onnx", manifest.to_dict())
         manifest = replace(manifest, onnx_sha256=file_sha256(stage / "model.onnx"))
         write_text(stage / "README.md", model_card.render(manifest))
         manifest.write(stage)
+        read_back(stage)
     return manifest
+
+
+def read_back(folder: Path) -> None:
+    """The bundle as a user will open it, before it replaces anything: every check of
+    load_bundle passes on what was just written."""
+    from yoco_deploy.bundle import load_bundle
+
+    load_bundle(folder)

@@ -9,14 +9,19 @@ import json
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TypeVar
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy.budgets import CostModel, Target, load_predictor
+from yoco_deploy.deploy.budgets import CostModel, Target, check_distinct, load_predictor
 from yoco_deploy.deploy.search import Search, SearchResult, SearchSettings
+from yoco_deploy.deploy.search_types import SearchError
 from yoco_deploy.deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.deploy.supernet import Supernet, make_evaluator
 from yoco_deploy.device.runner import resolve_provider
+from yoco_deploy.errors import YocoError
 from yoco_deploy.util.atomic import write_text
+
+T = TypeVar("T")
 
 # progress of one search: (evaluations done, evaluations planned, seconds left or None)
 Progress = Callable[[int, int, float | None], None]
@@ -58,12 +63,14 @@ class DeployJob:
     polish_runs: Path | None = None  # where polish trains (default: bundles/.polish)
     cold: bool = False  # ESNG from a uniform theta, not the trained one
     calibrate: bool = False  # predictions at the speed of this machine now
+    fresh: bool = False  # set each target's existing search log aside and start anew
 
     def __post_init__(self) -> None:
         # folders given as text and targets as a list are what a caller naturally writes
         for name in ("predictors", "logs", "bundles"):
             object.__setattr__(self, name, Path(getattr(self, name)))
         object.__setattr__(self, "targets", tuple(self.targets))
+        check_distinct([(t.label(), t) for t in self.targets])
 
     def predictor_file(self, device: str) -> Path:
         return Path(self.predictor_files.get(device) or self.predictors / f"{device}.json")
@@ -73,11 +80,30 @@ class DeployJob:
         (``latency=55%`` stays a share, so a rerun at another machine speed resumes the
         same log, and the pipeline's bundle folder has the same name), one log per
         algorithm and seed. A log written under the resolved budget's name (before
-        0.1.0's restructuring) is resumed where it is."""
+        0.1.0's restructuring), or under a long name cut at 100 characters (before long
+        names ended with a hash), is resumed where it is, when no other target of this
+        job had that cut name."""
         name = f"search-{self.search.algo}-seed{self.search.seed}.jsonl"
         log = self.logs / cm.requested.slug() / name
-        older = self.logs / cm.target.slug() / name
-        return older if older.is_file() and not log.exists() else log
+        if log.exists():
+            return log
+        for folder in (cm.target.slug(), cm.requested.cut_slug(), cm.target.cut_slug()):
+            older = self.logs / folder / name if folder else None
+            if older is not None and older.is_file():
+                self._check_unshared(folder, older)
+                return older
+        return log
+
+    def _check_unshared(self, folder: str, older: Path) -> None:
+        """A cut folder that several of this job's targets had cannot say whose it is."""
+        sharing = [t for t in self.targets if t.cut_slug() == folder]
+        if len(sharing) > 1:
+            owners = " or ".join(str(self.logs / t.slug()) for t in sharing)
+            raise SearchError(
+                f"{older} was written when long target names were cut at 100 characters, "
+                f"and {len(sharing)} targets had that name: move it into the folder of the "
+                f"target it belongs to ({owners}), or away to search afresh"
+            )
 
     def cost_models(
         self, net: Supernet, say: Callable[[str], None] = print, searching: bool = True
@@ -108,15 +134,22 @@ class DeployJob:
         progress: Progress | None = None,
         main_process: bool = True,
     ) -> SearchResult:
-        """Search one target; rerunning resumes from its log. Under ``accelerate launch``
-        every process searches (the same trajectory); only the main one writes."""
+        """Search one target; rerunning resumes from its log, if the log was made with
+        this super-BERT, data and space (``fresh``: start anew). Under
+        ``accelerate launch`` every process searches (the same trajectory); only the main
+        one writes."""
         settings = replace(self.search, warm_theta=None if self.cold else net.theta)
         evaluator = evaluator or make_evaluator(net, settings.seed)
         log = self.log_path(cm)
         space = net.super_bert.space
-        result = Search(space, cm, evaluator, settings, log, progress, main_process).run()
-        if main_process:
-            write_text(log.parent / "result.json", json.dumps(result_body(cm, result), indent=1))
+        result = Search(
+            space, cm, evaluator, settings, log, progress, main_process, net.score_inputs,
+            self.fresh,
+        ).run()  # fmt: skip
+        if main_process:  # in the target's own folder, also when an older log was resumed
+            folder = self.logs / cm.requested.slug()
+            folder.mkdir(parents=True, exist_ok=True)
+            write_text(folder / "result.json", json.dumps(result_body(cm, result), indent=1))
         return result
 
     def run_ship(self, net: Supernet, cm: CostModel, candidates: list[Arch], say=print) -> Shipped:
@@ -135,7 +168,7 @@ class DeployJob:
 
         return ship_target(
             net.super_bert, net.tokenizer, net.data, cm, candidates, self.bundles, self.ship,
-            say, polisher,
+            say, polisher, net.score_inputs,
         )  # fmt: skip
 
 
@@ -174,3 +207,31 @@ def result_body(cm: CostModel, result: SearchResult) -> dict:
         "exhausted": result.exhausted,
         "ranked": ranked,
     }
+
+
+# ---- several targets: each one shipped or refused, the others go on ----------------------
+
+
+class TargetsRefused(YocoError):
+    """Some targets were refused (their budgets, their quality gate); the others shipped."""
+
+    def __init__(self, refused: Mapping[str, str], total: int, rerun: str):
+        self.refused = dict(refused)
+        names = ", ".join(repr(t) for t in refused)
+        super().__init__(
+            f"{len(refused)} of {total} targets refused (each reason is above; the others "
+            f"shipped): {names}; {rerun}"
+        )
+
+
+def attempt(label: str, work: Callable[[], T], refused: dict[str, str], say) -> T | None:
+    """``work()`` for one target, or None when the target is refused (a ``YocoError``:
+    its budgets, its quality gate, its search log): the reason is said and kept in
+    ``refused``, and the caller goes on with the next target. Anything else (Ctrl-C,
+    SIGTERM, an OS error, a bug) stops the run."""
+    try:
+        return work()
+    except YocoError as err:
+        refused[label] = str(err)
+        say(f"refused {label}: {err}")
+        return None

@@ -32,15 +32,16 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from yoco_deploy.arch import Arch
 from yoco_deploy.deploy.evolution import crossover, mutate
 from yoco_deploy.deploy.repair import repair
-from yoco_deploy.deploy.search_log import SearchLog
+from yoco_deploy.deploy.search_log import SearchLog, log_inputs
 from yoco_deploy.deploy.search_types import (
     ALGOS,
     Evaluator,
@@ -92,11 +93,17 @@ class Search:
         log_path: Path | None = None,
         progress: Callable[[int, int, float | None], None] | None = None,
         write_log: bool = True,
+        inputs: Mapping[str, Any] | None = None,
+        fresh: bool = False,
     ):
+        """``inputs``: what the evaluator's scores depend on besides the space (the
+        super-BERT's weights, the data), recorded in the log, which is
+        replayed only for the same; ``fresh``: set an existing log aside, start anew."""
         self.space, self.cost, self.evaluator, self.s = space, cost_model, evaluator, settings
         self.rng = np.random.default_rng(settings.seed)
         # write_log is False on the non-main processes of a parallel search
-        self.log = SearchLog(log_path, write_log)
+        recorded = log_inputs(space, inputs) if log_path else None
+        self.log = SearchLog(log_path, write_log, recorded, fresh)
         self.log_path = self.log.path
         self.progress = progress
         self.cache = self.log.read()
@@ -203,6 +210,7 @@ class Search:
         self.cost.check_achievable()  # also what guarantees that repair ends feasible
         algo = {"esng": self._esng, "random": self._random, "evolution": self._evolution}
         with self.log.lock():
+            self.log.start()
             self.cache = self.log.read()  # read again under the lock
             try:
                 algo[self.s.algo]()
@@ -333,5 +341,6 @@ class Search:
         top.sort(key=lambda c: (-c.rescore, rescore_loss[c.arch.arch_id]))
         ranked = top + feasible[self.s.rescore_top :]
         return SearchResult(
-            ranked, len(self.done), self.log_path, self.history, self.tempered, self.exhausted
-        )
+            ranked, len(self.done), self.log_path, self.history, self.tempered, self.exhausted,
+            self.log.replaced,
+        )  # fmt: skip

@@ -60,7 +60,9 @@ class SearchSettings:
         if self.algo not in ALGOS:
             raise SearchError(f"unknown --algo {self.algo!r}; choose from {', '.join(ALGOS)}")
         if self.infeasible not in ("skip", "penalize"):
-            raise SearchError("infeasible must be 'skip' or 'penalize'")
+            raise SearchError(
+                f"unknown --infeasible {self.infeasible!r}; choose from repair, skip, penalize"
+            )
         if self.evaluations < 1:
             raise SearchError("the evaluation budget must be at least 1")
 
@@ -86,6 +88,7 @@ class SearchResult:
     history: list[float] = field(default_factory=list)  # best feasible fitness after each eval
     tempered: int = 0  # ESNG: times theta was mixed back towards uniform
     exhausted: bool = False  # ended before its budget: no new feasible sub-BERT turned up
+    replaced_log: Path | None = None  # --fresh: where the log it replaced was moved
 
     @property
     def best(self) -> Scored:

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from yoco_deploy.deploy.budgets import BudgetError, CostModel
 from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bundle
 from yoco_deploy.deploy.polish import Polished, PolishSpec
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
+from yoco_deploy.deploy.search_log import provenance
 from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
 from yoco_deploy.manifest import BundleManifest, MeasuredLatency
@@ -119,15 +120,19 @@ def ship_target(
     settings: ShipSettings = ShipSettings(),
     say=print,
     polisher: Callable[[Arch], Polished] | None = None,
+    inputs: Mapping[str, str] | None = None,
 ) -> Shipped:
     """``polisher``: how ``settings.polish`` is done (``DeployJob`` makes it from the
-    super-BERT's training record)."""
+    super-BERT's training record); ``inputs``: what the candidates' scores came from (the
+    super-BERT's weights and the search data, ``Supernet.score_inputs``), which the
+    manifest records with the space and the predictor."""
     from yoco_deploy.util.atomic import check_writable
 
     check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
+        run.provenance = provenance(super_bert.space, cost_model.predictor, inputs)
         if settings.polish is not None:
             if polisher is None:
                 raise BudgetError("ship was asked to polish but given no way to (a polisher)")
@@ -164,6 +169,7 @@ class _ShipRun:
         self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
         self.polisher: Callable[[Arch], Polished] | None = None
+        self.provenance: dict[str, Any] | None = None
         self.rejected: list[dict[str, Any]] = []
         self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
         self.gate = None  # set by the first candidate that gets as far as its dev metric
@@ -300,7 +306,7 @@ class _ShipRun:
                 )
             bundle = Path(out_dir) / bundle_name(target, stats.median_ms, metric, arch)
             manifest = self._manifest(bundle.name, arch, report, stats, timing, metric, onnx_path)
-            manifest = replace(manifest, polish=polish)
+            manifest = replace(manifest, polish=polish, provenance=self.provenance)
             manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, onnx_path)
             return Shipped(bundle, manifest, self.rejected)
 

@@ -3,7 +3,10 @@ theta, and its evaluators (task metric and loss of any sub-BERT with inherited w
 
 from __future__ import annotations
 
+import hashlib
+import json
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +17,13 @@ from yoco_deploy.arch import Arch
 from yoco_deploy.model.super_bert import SuperBert
 from yoco_deploy.model.supernet_checkpoint import FILE as CHECKPOINT_FILE
 from yoco_deploy.model.supernet_checkpoint import SupernetCheckpoint
-from yoco_deploy.train.data import TaskData, encode, load_task_as_configured, to_tensors
+from yoco_deploy.train.data import (
+    Examples,
+    TaskData,
+    encode,
+    load_task_as_configured,
+    to_tensors,
+)
 from yoco_deploy.train.evaluation import Evaluation, evaluate, sorted_by_length
 
 
@@ -27,6 +36,33 @@ class Supernet:
     max_seq_len: int
     source: str = ""  # the folder it was loaded from
     record: SupernetCheckpoint | None = None  # what training recorded (None: a plain BERT)
+
+    @cached_property
+    def score_inputs(self) -> dict[str, str]:
+        """What a sub-BERT's score depends on besides its arch: the weights and the search
+        data. A search log records them, and is replayed only for the same."""
+        return {
+            "super_bert": weights_digest(self.super_bert),
+            "data": examples_digest(self.data.search, self.data.task.name, self.max_seq_len),
+        }
+
+
+def weights_digest(model: torch.nn.Module) -> str:
+    """sha256 over every tensor of the state dict (name, dtype, shape, bytes): the weights
+    as the evaluator uses them, wherever they were loaded from."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        t = tensor.detach().cpu().contiguous()
+        h.update(f"{name}:{t.dtype}:{tuple(t.shape)};".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy())  # hashed in place, not copied
+    return h.hexdigest()
+
+
+def examples_digest(examples: Examples, task: str, max_seq_len: int) -> str:
+    """sha256 of the texts and labels a search scores on, with the task and the length."""
+    h = hashlib.sha256(json.dumps([task, max_seq_len, examples.text_a, examples.text_b]).encode())
+    h.update(np.ascontiguousarray(examples.labels).tobytes())
+    return h.hexdigest()
 
 
 def load_supernet(

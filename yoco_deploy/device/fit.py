@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,7 @@ from yoco_deploy.device.predictor import (
     select_and_fit,
 )
 from yoco_deploy.device.profile_store import (
+    MEASUREMENTS,
     ProfileError,
     load_training_data,
     profile_digest,
@@ -53,6 +55,49 @@ def evaluate(model: dict, data: TrainingData, dims: ModelDims) -> tuple[dict, np
     return {**metrics, "ms": latency_metrics(data.ms, pred_ms)}, pred_ms
 
 
+# a latency above this is a unit slip, a broken clock or an edit, not a timing (16 minutes)
+MAX_LATENCY_MS = 1e6
+
+
+def latency_problem(value: float, most: float = MAX_LATENCY_MS) -> str | None:
+    """Why a parsed latency (or ratio of two) cannot come from a timing, or None."""
+    if not math.isfinite(value):
+        return "not a finite number"
+    if value <= 0:
+        return "not above zero"
+    if value > most:
+        return f"above {most:g} ms"
+    return None
+
+
+def check_latencies(profile: Path, data: TrainingData) -> None:
+    """Every latency fit learns from, as read: the sub-BERT's median, the reference timed
+    beside it and their ratio must be positive, finite and plausible; the first that is
+    not is named by file and row (its key, ARCH_ID@BATCHxSEQ)."""
+    for i, (arch, (batch, seq)) in enumerate(zip(data.archs, data.shapes, strict=True)):
+        values = {"median_ms": data.ms[i], "ref_ms": data.ref_ms[i], "rel": data.rel[i]}
+        for name, value in values.items():
+            problem = latency_problem(float(value), math.inf if name == "rel" else MAX_LATENCY_MS)
+            if problem:
+                _refuse(profile, f"row {arch.arch_id}@{batch}x{seq}", name, value, problem)
+
+
+def check_reference_medians(profile: Path, medians: dict[str, float]) -> None:
+    """The reference model's median per shape, which turns ratios into milliseconds."""
+    for shape, value in medians.items():
+        problem = latency_problem(value)
+        if problem:
+            _refuse(profile, f"the reference rows at {shape}", "median_ms", value, problem)
+
+
+def _refuse(profile: Path, where: str, name: str, value: float, problem: str) -> None:
+    raise ProfileError(
+        f"{Path(profile) / MEASUREMENTS}: {where} has {name} {float(value):g}, {problem}, "
+        "which no timing gives: profile the device again (another --device name, or move "
+        "this measurements.jsonl away)"
+    )
+
+
 @dataclass(frozen=True)
 class FitResult:
     predictor: LatencyPredictor
@@ -73,6 +118,7 @@ def fit_profile(
     separately measured test profile), then refit on everything and save."""
     device = read_device(profile)
     data, dims = load_training_data(profile)
+    check_latencies(profile, data)
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(data.rel))
     n_hold = round(holdout * len(order)) if test_profile is None else 0
@@ -84,6 +130,7 @@ def fit_profile(
         evals["holdout"] = (held, model)
     if test_profile is not None:
         test_data, test_dims = load_training_data(test_profile)
+        check_latencies(test_profile, test_data)
         if test_dims != dims or _space_of(test_profile) != _space_of(profile):
             raise ProfileError(
                 f"{test_profile} profiles another search space or model than {profile}; "
@@ -108,13 +155,15 @@ def fit_profile(
         model = fit_model(
             model["type"], _design(data.archs, data.shapes, dims, model["type"]), data.rel, seed
         )
+    references = reference_median(profile)
+    check_reference_medians(profile, references)
     predictor = LatencyPredictor(
         model=model,
         space=device["space"],
         device={"name": device["name"], **device["fingerprint"], "format": device["format"]},
         reference={
             **device["reference"],
-            "median_ms": reference_median(profile),
+            "median_ms": references,
             "format": device["format"],
         },
         profile={

@@ -196,6 +196,22 @@ class LatencyPredictor:
             extrapolated=key not in self.profile["shapes"],
         )
 
+    def check_shape(self, batch: int, seq_len: int) -> None:
+        """Refuse a shape outside the profiled range (the smallest to the largest batch
+        and sequence length profiled): the model was fitted on none like it, and its
+        cross-validated band says nothing there. Between profiled shapes, a prediction
+        is made and flagged ``extrapolated``."""
+        shapes = [tuple(int(n) for n in s.split("x")) for s in self.profile["shapes"]]
+        batches, seqs = sorted(b for b, _ in shapes), sorted(s for _, s in shapes)
+        if batches[0] <= batch <= batches[-1] and seqs[0] <= seq_len <= seqs[-1]:
+            return
+        raise PredictorError(
+            f"batch {batch} x seq_len {seq_len} is outside the shapes device "
+            f"{self.device['name']!r} was profiled at (batch {_span(batches)}, seq_len "
+            f"{_span(seqs)}): a prediction there is a guess; profile that shape too "
+            f"(profile --batch {batch} --seq-len {seq_len}) and fit again"
+        )
+
     # ---- storage --------------------------------------------------------------------------
 
     def to_dict(self) -> dict[str, Any]:
@@ -258,6 +274,10 @@ class LatencyPredictor:
                 f"than this one ({_space_line(space.shape_dict())})"
             )
         return predictor
+
+
+def _span(values: list[int]) -> str:
+    return f"{values[0]}" if values[0] == values[-1] else f"{values[0]} to {values[-1]}"
 
 
 def _digest(body: dict[str, Any]) -> str:

@@ -5,6 +5,7 @@ written by :mod:`yoco_deploy.device.runner`); how one is created, checked and re
 from __future__ import annotations
 
 import json
+import math
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -100,17 +101,86 @@ def read_device(path: Path) -> dict[str, Any]:
         raise ProfileError(f"{file} is not valid JSON: {err}") from None
     if not isinstance(data, dict) or data.get("schema") != DEVICE_SCHEMA or "space" not in data:
         raise ProfileError(f"{file} is not a yoco-deploy device file (schema {DEVICE_SCHEMA})")
+    problem = _device_problem(data)
+    if problem:
+        raise ProfileError(
+            f"{file} is damaged ({problem}); restore it from the bundle or a backup, or "
+            "profile the device again into a new folder"
+        )
     return data
 
 
-def open_log(path: Path, repair: bool = False) -> runner.MeasurementLog:
-    file = Path(path) / MEASUREMENTS
-    if repair:
-        runner.MeasurementLog.repair(file)
+_DEVICE_FIELDS = {"name": str, "fingerprint": dict, "format": str, "reference": dict}
+
+
+def _device_problem(data: dict[str, Any]) -> str | None:
+    for key, kind in _DEVICE_FIELDS.items():
+        if not isinstance(data.get(key), kind):
+            return f"{key} is {data.get(key)!r}, not a {kind.__name__}"
     try:
-        return runner.MeasurementLog(file)
+        SearchSpace.from_dict(data["space"])
+        ModelDims(**data["space"]["dims"])
+    except (YocoError, TypeError, KeyError, ValueError, AttributeError) as err:
+        return f"space is not a search space: {err}"
+    return None
+
+
+# ---- the rows of measurements.jsonl -------------------------------------------------------
+
+_ROW_NUMBERS = {"model": ("median_ms", "ref_ms", "rel"), "reference": ("median_ms",)}
+
+
+def row_problem(row: dict[str, Any]) -> str | None:
+    """Why a measurements row cannot be used, or None: the one check of a row's contents
+    (kind, key, shapes, latencies, arch) that every reader of a profile and --repair
+    apply; further checks of a row's values belong here."""
+    why = runner.measurement_problem(row)
+    if why:
+        return why
+    for name in ("batch", "seq_len"):
+        value = row.get(name)
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            return f"has {name} {value!r}, not a positive whole number"
+    for name in _ROW_NUMBERS[row["kind"]]:
+        value = row.get(name)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"has {name} {value!r}, not a number"
+        if not math.isfinite(value):
+            return f"has {name} {value!r}, not a finite number"
+    return _model_row_problem(row) if row["kind"] == "model" else None
+
+
+def _shown(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _model_row_problem(row: dict[str, Any]) -> str | None:
+    try:
+        arch = Arch.from_dict(row.get("arch"))
+    except (YocoError, TypeError, KeyError, ValueError, AttributeError):
+        return f"has no valid arch ({_shown(row.get('arch'))})"
+    if row.get("arch_id") != arch.arch_id:
+        return f"has arch_id {row.get('arch_id')!r}, not its arch's {arch.arch_id}"
+    if row["key"] != runner.job_key(arch.arch_id, row["batch"], row["seq_len"]):
+        return f"has key {row['key']!r}, not its arch_id@{row['batch']}x{row['seq_len']}"
+    return None
+
+
+def open_log(
+    path: Path, repair: bool = False, check: runner.RowCheck = row_problem
+) -> runner.MeasurementLog:
+    """The profile's measurements, every row checked (``repair``: unusable rows set aside
+    first, listed in the log's ``set_aside``)."""
+    try:
+        return runner.MeasurementLog(Path(path) / MEASUREMENTS, repair, check)
     except runner.RunnerError as err:
         raise ProfileError(str(err)) from None
+
+
+def repair_log(path: Path) -> list[str]:
+    """Set a profile's unusable rows aside (see ``open_log``); what was set aside."""
+    return open_log(path, repair=True).set_aside
 
 
 def prepare_profile_dir(
@@ -152,7 +222,7 @@ def load_training_data(path: Path, space: SearchSpace | None = None):
         raise ProfileError(f"{path} has no measurements yet: run `yoco-deploy profile` first")
     archs = []
     for row in rows:
-        arch = Arch.from_dict(row["arch"])
+        arch = Arch.from_dict(row["arch"])  # checked by row_problem as the log was read
         if not profile_space.contains(arch):
             raise ProfileError(f"{path}: row {row['key']} is outside the profile's space")
         archs.append(arch)

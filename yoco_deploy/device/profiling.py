@@ -7,11 +7,11 @@ itself is :mod:`yoco_deploy.device.profile_store`; remote devices,
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import shutil
-import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -96,6 +96,25 @@ class ArtifactBuilder:
         gc.collect()  # the exporter leaves large reference cycles behind
 
 
+EXPORTS = ".exports"  # inside a profile (or remote bundle) folder
+
+
+@contextlib.contextmanager
+def export_work(folder: Path) -> Iterator[Path]:
+    """Where sub-BERTs are exported before they are timed: ``FOLDER/.exports``, emptied
+    when the work starts and removed when it ends. A killed profile once left its
+    exports, hundreds of MB, in a system temp folder that nothing cleaned; here the next
+    run of the same profile cleans them, and the profile's lock keeps the folder to one
+    process."""
+    work = Path(folder) / EXPORTS
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
 # ---- profiling, locally -------------------------------------------------------------------
 
 
@@ -106,6 +125,7 @@ class ProfileResult:
     measured: int
     rounds: list[dict[str, Any]]
     wall_s: float
+    set_aside: list[str] = field(default_factory=list)  # what --repair moved out of the log
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -154,8 +174,8 @@ def _profile(
     log = prepare_profile_dir(out, record, repair)
     rounds: list[dict[str, Any]] = []
     design = SpaceFillingDesign(space, settings.seed)
-    with tempfile.TemporaryDirectory(prefix="yoco-profile-") as tmp:
-        builder = ArtifactBuilder(space, settings.fmt, Path(tmp), settings.seed)
+    with export_work(out) as tmp:
+        builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
         ref_path = builder.build(reference_arch(space))
         first = min(settings.n, first_round or settings.n) if until else settings.n
         archs = design.sample(first, exclude=set(exclude))
@@ -190,7 +210,8 @@ def _profile(
                 min(step, settings.n - len(measured)),
             )
     measured = len({row["arch_id"] for row in log.latest().values()})
-    return ProfileResult(Path(out), written, measured, rounds, time.monotonic() - started)
+    wall = time.monotonic() - started
+    return ProfileResult(Path(out), written, measured, rounds, wall, log.set_aside)
 
 
 UNTIL_METRICS = {"within5": "min", "within10": "min", "kendall_tau": "min", "mape": "max"}

@@ -6,8 +6,8 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,8 +22,9 @@ from yoco_deploy.device.profile_store import (
     plan_jobs,
     prepare_profile_dir,
     reference_arch,
+    row_problem,
 )
-from yoco_deploy.device.profiling import ArtifactBuilder, ProfileSettings, Progress
+from yoco_deploy.device.profiling import ArtifactBuilder, ProfileSettings, Progress, export_work
 from yoco_deploy.device.sample_design import SpaceFillingDesign
 from yoco_deploy.space import SearchSpace
 
@@ -57,8 +58,8 @@ def write_bundle(
         raise ProfileError(f"cannot create bundle directory {out}: {err.strerror}") from None
     archs = SpaceFillingDesign(space, settings.seed).sample(settings.n)
     ref = reference_arch(space)
-    with tempfile.TemporaryDirectory(prefix="yoco-bundle-") as tmp:
-        builder = ArtifactBuilder(space, settings.fmt, Path(tmp), settings.seed)
+    with export_work(out) as tmp:  # a killed run's exports are cleaned by the next
+        builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
         files = {}
         started = time.monotonic()
         for i, arch in enumerate([ref, *archs]):
@@ -96,9 +97,33 @@ def write_bundle(
     return plan
 
 
-def import_bundle(bundle: Path, out: Path, name: str) -> int:
-    """Append a bundle's results to ``out`` (a profile directory); return new rows."""
-    bundle = Path(bundle)
+def import_bundle(
+    bundle: Path,
+    out: Path,
+    name: str,
+    repair: bool = False,
+    say: Callable[[str], None] = lambda line: None,
+) -> int:
+    """Append a bundle's results to ``out`` (a profile directory), one writer per profile
+    folder (the lock ``profile`` takes); return new rows. Rows the bundle's plan does not
+    hold are refused (``repair``: set aside, in either file); rows already in the profile,
+    or repeated in the results, are skipped and ``say`` counts them."""
+    from yoco_deploy.util.lock import exclusive
+
+    bundle, out = Path(bundle), Path(out)
+    plan, record = _read_bundle(bundle, name)
+    source = open_log(bundle / "results", repair, _plan_check(bundle, plan))
+    if repair:
+        say(runner.repair_note(source.path, source.set_aside))
+    with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
+        log = prepare_profile_dir(out, record, repair)
+        if repair:
+            say(runner.repair_note(log.path, log.set_aside))
+        return _append_new(source, log, say)
+
+
+def _read_bundle(bundle: Path, name: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The bundle's plan and the device record its results will be imported under."""
     try:
         plan = json.loads((bundle / PLAN).read_text())
         fingerprint = json.loads((bundle / "results" / DEVICE).read_text())
@@ -118,10 +143,57 @@ def import_bundle(bundle: Path, out: Path, name: str) -> int:
         raise ProfileError(f"{bundle}: results belong to another plan than {PLAN}")
     fingerprint = {k: v for k, v in fingerprint.items() if k != "plan"}
     record = {**plan["record"], "name": name, "fingerprint": fingerprint, "created": time.time()}
-    source = open_log(bundle / "results")
-    log = prepare_profile_dir(out, record)
-    have = {(r["key"], r.get("session"), r.get("t")) for r in log.rows}
-    new = [r for r in source.rows if (r["key"], r.get("session"), r.get("t")) not in have]
-    for row in new:
-        log.append(row)
-    return len(new)
+    return plan, record
+
+
+def _plan_check(bundle: Path, plan: dict[str, Any]) -> runner.RowCheck:
+    """``row_problem``, and: the row measures one of the plan's jobs (or its reference)."""
+    try:
+        shapes = {(j["batch"], j["seq_len"]) for j in plan["jobs"]}
+        jobs = {
+            runner.job_key(j["arch_id"], j["batch"], j["seq_len"]): j["arch"] for j in plan["jobs"]
+        }
+    except (KeyError, TypeError):
+        raise ProfileError(
+            f"{bundle}: {PLAN} lists no jobs as profile-bundle writes them; copy the whole "
+            "directory back from the device"
+        ) from None
+    refs = {runner.job_key(runner.REFERENCE_ID, b, s) for b, s in shapes}
+
+    def check(row: dict[str, Any]) -> str | None:
+        why = row_problem(row)
+        if why:
+            return why
+        if (
+            row["key"] in refs
+            if row["kind"] == "reference"
+            else jobs.get(row["key"]) == row["arch"]
+        ):
+            return None
+        return f"measures {row['key']}, which {bundle / PLAN} does not plan (another bundle's row?)"
+
+    return check
+
+
+def _append_new(source: runner.MeasurementLog, log: runner.MeasurementLog, say) -> int:
+    """Append the source's rows the profile does not hold yet, each once: a row appears
+    again when results are imported again (skipped quietly) or when the results file
+    repeats it (skipped, and said)."""
+
+    def identity(row: dict[str, Any]) -> tuple:
+        return row["key"], row.get("session"), row.get("t")
+
+    imported = {identity(r) for r in log.rows}
+    added: set[tuple] = set()
+    repeated = 0
+    for row in source.rows:
+        key = identity(row)
+        if key in added:
+            repeated += 1
+        elif key not in imported:
+            log.append(row)
+            added.add(key)
+    if repeated:
+        rows = "1 row that repeats" if repeated == 1 else f"{repeated} rows that repeat"
+        say(f"{source.path}: skipped {rows} a row above (the same measurement)")
+    return len(added)

@@ -379,9 +379,15 @@ def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) ->
 # ---- the append-only measurements file ------------------------------------------------
 
 # Each row carries a checksum of its own content, so a hand edit (a changed median, a
-# changed fitness) is found and named instead of silently changing a result. Rows
-# written before checksums existed have none and are read as they are.
+# changed fitness) is found and named instead of silently changing a result. A row
+# without one is refused like an edited row: deleting the checksum must not be a way
+# around it (every file written since checksums exist has them on every row).
 CHECKSUM_KEY = "sum"
+ROW_KINDS = ("model", "reference")
+
+# Why a row cannot be used, or None: the content check a log's reader applies to each
+# intact row (profile_store adds the fields a predictor needs).
+RowCheck = Callable[[dict], str | None]
 
 
 def row_sum(row: dict) -> str:
@@ -404,54 +410,123 @@ def parse_row(line: bytes) -> tuple[dict | None, str | None]:
     if not isinstance(row, dict):
         return None, "is not a row"
     stored = row.pop(CHECKSUM_KEY, None)
-    if stored is not None and stored != row_sum(row):
+    if stored is None:
+        return None, "has no checksum (edited by hand, or not written by yoco-deploy)"
+    if stored != row_sum(row):
         return None, "was edited after it was written (checksum mismatch)"
     return row, None
 
 
-def repair_rows(path: Path, valid) -> int:
-    """Keep every intact row for which ``valid(row)`` holds; move the others to
-    ``<file>.rejected`` and keep a backup of the file as it was. Returns the count."""
-    path = Path(path)
-    if not path.exists():
-        return 0
-    good, bad = [], []
-    for line in path.read_bytes().split(b"\n"):
+def measurement_problem(row: dict) -> str | None:
+    """What every reader of a measurements file needs of a row: its kind and its key."""
+    if row.get("kind") not in ROW_KINDS:
+        return f"is not a measurement (kind {row.get('kind')!r}, not model or reference)"
+    if not isinstance(row.get("key"), str):
+        return "has no key"
+    return None
+
+
+def checked_rows(data: bytes, check: RowCheck):
+    """(line number, line, row or None, why it is unusable or None) for each non-blank
+    line; a last line without its newline is named as cut off."""
+    lines = data.split(b"\n")
+    for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
-        row, _ = parse_row(line)
-        (good if row is not None and valid(row) else bad).append(line)
+        row, why = parse_row(line)
+        if row is None and number == len(lines) and not data.endswith(b"\n"):
+            why = "is cut off (an interrupted write?)"
+        elif row is not None:
+            why = check(row)
+        yield number, line, (row if why is None else None), why
+
+
+def set_aside(path: Path, check: RowCheck) -> list[str]:
+    """Keep every intact row that ``check`` accepts; move the others to
+    ``<file>.rejected``, keep a backup of the file as it was, and return what was moved
+    ("line N why" each)."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    data = path.read_bytes()
+    good, bad, dropped = [], [], []
+    for number, line, row, why in checked_rows(data, check):
+        if row is not None:
+            good.append(line)
+        else:
+            bad.append(line)
+            dropped.append(f"line {number} {why}")
     if bad:
         backup = path.with_name(path.name + f".bak-{int(time.time())}")
-        backup.write_bytes(path.read_bytes())
+        backup.write_bytes(data)
         with open(path.with_name(path.name + ".rejected"), "ab") as f:
             f.write(b"\n".join(bad) + b"\n")
         tmp = path.with_name(path.name + ".tmp")
         tmp.write_bytes(b"".join(line + b"\n" for line in good))
         os.replace(tmp, path)
-    return len(bad)
+    return dropped
+
+
+def repair_note(path: Path, dropped: list[str]) -> str:
+    """One line saying what --repair set aside, and where it went."""
+    if not dropped:
+        return f"{path}: every row is intact, nothing set aside"
+    shown = "; ".join(dropped[:5]) + (f"; and {len(dropped) - 5} more" if len(dropped) > 5 else "")
+    rows = "1 row" if len(dropped) == 1 else f"{len(dropped)} rows"
+    return (
+        f"{path}: set {rows} aside ({shown}) into {Path(path).name}.rejected; the file as "
+        "it was is kept as a .bak"
+    )
+
+
+def append_line(path: Path, line: bytes) -> None:
+    """Append one whole line or nothing: a short write is continued, and a failed one (a
+    full disk) cuts the file back to its length before, so no torn row is left behind."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        try:
+            done = 0
+            while done < len(line):
+                n = os.write(fd, line[done:])
+                if n <= 0:
+                    raise OSError(5, "the disk accepted no more bytes")
+                done += n
+            os.fsync(fd)
+        except OSError as err:
+            raise RunnerError(_append_failed(fd, size, path, err)) from None
+    finally:
+        os.close(fd)
+
+
+def _append_failed(fd: int, size: int, path: Path, err: OSError) -> str:
+    try:
+        os.ftruncate(fd, size)
+        left = "the file is as it was before this row"
+    except OSError:
+        left = "a torn last row may remain: rerun with --repair to set it aside"
+    return (
+        f"cannot append a row to {path}: {err.strerror or err}; {left}. Free disk space "
+        "(or fix the disk) and run the same command again: it resumes"
+    )
 
 
 class MeasurementLog:
-    """JSON lines, appended and fsynced one row at a time; never rewritten."""
+    """JSON lines, appended and fsynced one row at a time; never rewritten. With
+    ``repair``, unusable rows are set aside first (``set_aside`` lists them)."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, repair: bool = False, check: RowCheck = measurement_problem):
         self.path = Path(path)
+        self.check = check
+        self.set_aside = set_aside(self.path, check) if repair else []
         self.rows = self._read()
 
     def _read(self) -> list[dict]:
         if not self.path.exists():
             return []
         rows = []
-        data = self.path.read_bytes()
-        lines = data.split(b"\n")
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            row, why = parse_row(line)
-            if row is None or "kind" not in row:
-                torn = number == len(lines) and not data.endswith(b"\n")
-                why = "is cut off (an interrupted write?)" if torn else why or "is not a row"
+        for number, _, row, why in checked_rows(self.path.read_bytes(), self.check):
+            if row is None:
                 raise RunnerError(
                     f"{self.path}: line {number} {why}; nothing was changed. Run the command "
                     "again with --repair to set such lines aside (every intact row is kept, "
@@ -462,18 +537,12 @@ class MeasurementLog:
 
     @staticmethod
     def repair(path: Path) -> int:
-        """Move unreadable or edited lines to ``<file>.rejected``; keep a backup; return
-        the count. Every intact row stays."""
-        return repair_rows(path, lambda row: "kind" in row)
+        """Move unreadable, edited or unsummed lines to ``<file>.rejected``; keep a
+        backup; return the count. Every intact row stays."""
+        return len(set_aside(path, measurement_problem))
 
     def append(self, row: dict) -> None:
-        line = sealed_line(row)
-        fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
-        try:
-            os.write(fd, line)  # one write per row: a kill leaves whole rows or a torn tail
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        append_line(self.path, sealed_line(row))  # one write per row: whole rows only
         self.rows.append(row)
 
     def latest(self, kind: str = "model") -> dict[str, dict]:
@@ -662,9 +731,9 @@ def main(argv: list[str] | None = None) -> int:
         backend = OrtBackend(spec)  # an unavailable provider fails before results/ is made
         results = args.bundle / "results"
         results.mkdir(exist_ok=True)
+        log = MeasurementLog(results / "measurements.jsonl", repair=args.repair)
         if args.repair:
-            MeasurementLog.repair(results / "measurements.jsonl")
-        log = MeasurementLog(results / "measurements.jsonl")
+            print(repair_note(log.path, log.set_aside), file=sys.stderr)
         device = {**device_fingerprint(spec), "plan": plan["plan_id"]}
         (results / "device.json").write_text(json.dumps(device, indent=2) + "\n")
         jobs = [Job(j["arch_id"], j["batch"], j["seq_len"], j.get("arch")) for j in plan["jobs"]]

@@ -12,8 +12,9 @@ Layout of the output directory::
 
 from __future__ import annotations
 
+import errno
 import json
-import shutil
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from yoco_deploy.export.optimize import convert_fp16, optimize_fused, quantize_i
 from yoco_deploy.export.to_onnx import OnnxSpec, export_onnx, validate_onnx
 from yoco_deploy.model.extract import extract, save_extracted
 from yoco_deploy.model.super_bert import SuperBert
-from yoco_deploy.util.atomic import discard
+from yoco_deploy.util.atomic import discard, staged_dir
 
 QUANT_MODES = ("int8", "fp16")
 # int8 for CPU targets, fp16 for GPU targets (ORT's CPU kernels gain nothing from fp16).
@@ -81,16 +82,41 @@ class ExportReport:
         return asdict(self)
 
 
-def prepare_out_dir(out_dir: Path) -> Path:
+# what an export folder holds: a folder of these alone is replaced by a new export
+EXPORT_NAMES = ("model", "model.onnx", "model.opt.onnx", "model.int8.onnx", "model.fp16.onnx",
+                "export.json")  # fmt: skip
+_NO_SPACE = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+
+
+def check_out_dir(out_dir: Path) -> Path:
+    """An export replaces a folder that is new, empty or an earlier export; a shipped
+    bundle (its model.onnx is what its manifest vouches for) or a folder of other files
+    is refused before any work."""
     out_dir = Path(out_dir)
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".write-test"
-        probe.write_bytes(b"")
-        probe.unlink()
-    except OSError as err:
-        raise ExportError(f"cannot write to output directory {out_dir}: {err.strerror}") from None
+    if not out_dir.is_dir():
+        return out_dir
+    if (out_dir / "manifest.json").exists():
+        raise ExportError(
+            f"{out_dir} is a shipped bundle (it has a manifest.json): an export would replace "
+            "its model.onnx under a manifest that no longer describes it; export to another "
+            "folder (or ship to make a bundle)"
+        )
+    foreign = sorted(
+        p.name for p in out_dir.iterdir() if p.name not in EXPORT_NAMES and not _leftover(p.name)
+    )
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if foreign[1:] else ""
+        raise ExportError(
+            f"{out_dir} holds {foreign[0]!r}{more}, which an export does not write: an "
+            "export replaces its folder whole, so give --out a new or empty folder, or an "
+            "earlier export's"
+        )
     return out_dir
+
+
+def _leftover(name: str) -> bool:
+    """A temporary file of an interrupted export (``.model.onnx.tmp``)."""
+    return name.startswith(".model") and name.endswith(".tmp")
 
 
 def export_sub_bert(
@@ -103,19 +129,41 @@ def export_sub_bert(
     batch: int = 1,
     costs: Costs | None = None,
 ) -> ExportReport:
-    """``costs``: the arch's costs at (seq_len, batch) when the caller has them already."""
-    created = not Path(out_dir).exists()
-    out_dir = prepare_out_dir(out_dir)
+    """Everything written into a folder beside ``out_dir``, which replaces it when all is
+    validated: an interrupted export leaves the previous one as it was, never one file
+    of each. ``costs``: the arch's costs at (seq_len, batch) when the caller has them."""
+    out_dir = check_out_dir(out_dir)
     costs = costs or arch_costs(arch, super_bert.dims, seq_len, batch)
     try:
-        return _export(super_bert, arch, out_dir, options, tokenizer, costs)
-    except BaseException:
-        if created:  # a failed export leaves no folder behind that it made itself
-            shutil.rmtree(out_dir, ignore_errors=True)
+        with staged_dir(out_dir) as stage:
+            return _export(super_bert, arch, stage, out_dir, options, tokenizer, costs)
+    except Exception as err:  # writers (safetensors, onnx, ORT) each raise their own type
+        if _no_space(err):
+            raise _full(out_dir) from None
         raise
 
 
-def _export(super_bert, arch, out_dir, options, tokenizer, costs: Costs) -> ExportReport:
+def _no_space(err: BaseException | None) -> bool:
+    """Whether a full disk (or quota, or file-size limit) caused ``err``."""
+    seen = 0
+    while err is not None and seen < 8:
+        if isinstance(err, OSError) and err.errno in _NO_SPACE:
+            return True
+        if any(os.strerror(code) in str(err) for code in _NO_SPACE):
+            return True
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return False
+
+
+def _full(out_dir: Path) -> ExportError:
+    return ExportError(
+        f"no space left to write the export to {out_dir}: free some space or give --out "
+        "a folder on another disk (nothing was replaced)"
+    )
+
+
+def _export(super_bert, arch, out_dir, final, options, tokenizer, costs: Costs) -> ExportReport:
+    """The files written into ``out_dir``; the report names ``final``, where they go."""
     dense = extract(super_bert, arch)
     files = {}
     if options.save_model_dir:
@@ -154,7 +202,7 @@ def _export(super_bert, arch, out_dir, options, tokenizer, costs: Costs) -> Expo
         files["fp16"] = half.name
 
     report = ExportReport(
-        out_dir=str(out_dir),
+        out_dir=str(final),
         arch=arch.to_dict(),
         arch_id=arch.arch_id,
         costs=costs.to_dict(),

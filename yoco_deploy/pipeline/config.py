@@ -123,11 +123,29 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
             from yoco_deploy.deploy.polish import PolishSpec
 
             PolishSpec.parse(pipeline.polish)
+        _check_workdir(Path(pipeline.workdir))
         _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
         _check_inputs(pipeline)
     except (YocoError, RunnerError, OSError) as err:
         message = err if not isinstance(err, OSError) else f"{err.strerror} ({err.filename})"
         raise PipelineError(f"{path}: {message}") from None
+
+
+def _check_workdir(workdir: Path) -> None:
+    """The workdir is a folder of the pipeline's own: it fills it with teacher/, super/,
+    profiles/, bundles/ and .stages/, and replaces folders inside it."""
+    where = workdir.expanduser().resolve()
+    kinds = {
+        Path(where.anchor): "the filesystem root",
+        Path.home().resolve(): "your home folder",
+        Path.cwd().resolve(): "the current folder (the project's root)",
+    }
+    if where in kinds:
+        raise PipelineError(
+            f"workdir {workdir} is {kinds[where]}: the pipeline fills its workdir with "
+            "teacher/, super/, profiles/, bundles/ and .stages/; give it a folder of its "
+            "own, e.g. runs/my-pipeline"
+        )
 
 
 def _check_inputs(pipeline: Pipeline) -> None:
@@ -163,14 +181,16 @@ def _check_inputs(pipeline: Pipeline) -> None:
 
 
 def _check_devices_and_targets(pipeline: Pipeline) -> None:
-    from yoco_deploy.deploy.budgets import parse_target
+    from yoco_deploy.deploy.budgets import check_distinct, parse_target
     from yoco_deploy.device.profiling import parse_until
     from yoco_deploy.device.runner import SessionSpec, resolve_provider
 
     for device in pipeline.devices:
         if device.until:
             parse_until(device.until)
+    _check_each_device_once(pipeline.devices)
     targets = [(text, parse_target(text)) for text in pipeline.targets]
+    check_distinct(targets)
     if pipeline.ship.provider:
         resolve_provider(pipeline.ship.provider)
     for device in pipeline.devices:  # bundles run as profiled: the YAML must agree
@@ -194,4 +214,17 @@ def _check_devices_and_targets(pipeline: Pipeline) -> None:
             raise PipelineError(
                 f"target {text!r} has a latency budget on {target.name!r}, which is not "
                 f"under devices: (known: {', '.join(sorted(names)) or 'none'})"
+            )
+
+
+def _check_each_device_once(devices: list[DeviceStage]) -> None:
+    """One entry per device: it names one profile folder and one predictor file."""
+    seen: dict[str, DeviceStage] = {}
+    for device in devices:
+        first = seen.setdefault(device.name, device)
+        if first is not device:
+            how = "twice" if first == device else "twice, with different settings"
+            raise PipelineError(
+                f"device {device.name!r} is listed {how} under devices: (it names one "
+                "profile and one predictor); keep one entry for it"
             )

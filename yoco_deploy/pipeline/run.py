@@ -18,6 +18,8 @@ from yoco_deploy.pipeline.config import DeviceStage, Pipeline
 from yoco_deploy.pipeline.stages import Stage, StageBook, output_hash
 from yoco_deploy.train.config import finetune_settings
 
+TARGET_STAGE = "search-ship:"  # then the target as written
+
 
 class PipelineRun:
     """A pipeline's stages over its workdir: planned, then run in order, each skipped
@@ -28,6 +30,7 @@ class PipelineRun:
         self.work = Path(pipeline.workdir)
         self.book = StageBook(self.work)
         self.shipped: list = []
+        self.refused: dict[str, str] = {}  # target as written: why it was refused
 
     # paths
     @property
@@ -194,7 +197,7 @@ class PipelineRun:
             out = self.work / "bundles" / target.slug()
             stages.append(
                 Stage(
-                    f"search-ship:{text}",
+                    f"{TARGET_STAGE}{text}",
                     inputs,
                     [out],
                     lambda t=target, pr=predictor, o=out: self._search_ship(t, pr, o),
@@ -246,6 +249,7 @@ class PipelineRun:
 
     def _run_stages(self) -> list[tuple[str, str]]:
         done = []
+        self.refused.clear()  # what this run refused
         index = 0
         while True:
             stages = self.stages()  # rebuilt: later stages hash what earlier ones wrote
@@ -258,11 +262,41 @@ class PipelineRun:
                 done.append((stage.key, "skipped"))
             else:
                 self.say(f"[run]  {stage.key} ({status})")
-                stage.run()
-                self.book.record(stage)
-                done.append((stage.key, "ran"))
+                if self._run_stage(stage):
+                    self.book.record(stage)
+                    done.append((stage.key, "ran"))
+                else:  # not recorded: the next run retries it
+                    done.append((stage.key, "refused"))
             index += 1
 
+    def _run_stage(self, stage: Stage) -> bool:
+        """Run one stage; False when it is a target's stage and the target was refused
+        (one target's budgets or quality gate must not cost the others their bundles)."""
+        from yoco_deploy.deploy.per_target import attempt
+
+        if not stage.key.startswith(TARGET_STAGE):
+            stage.run()
+            return True
+
+        def work() -> bool:
+            stage.run()
+            return True
+
+        target = stage.key.removeprefix(TARGET_STAGE)
+        return attempt(target, work, self.refused, self.say) is not None
+
+    def check_refused(self) -> None:
+        """After ``run``: one error naming every refused target, if any was."""
+        from yoco_deploy.deploy.per_target import TargetsRefused
+
+        if self.refused:
+            rerun = "rerun the same command to retry only those (the shipped ones are up to date)"
+            raise TargetsRefused(self.refused, len(self.p.targets), rerun)
+
     def bundles(self) -> list[Path]:
+        """Every target's bundle; not a folder being written (``.NAME.staging-PID``)."""
         root = self.work / "bundles"
-        return sorted(p.parent for p in root.glob("*/*/manifest.json")) if root.exists() else []
+        if not root.exists():
+            return []
+        found = [p.parent.relative_to(root) for p in root.glob("*/*/manifest.json")]
+        return sorted(root / b for b in found if not any(n.startswith(".") for n in b.parts))

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
 
@@ -60,6 +60,37 @@ def check_writable(folder: Path, error: type[Exception]) -> Path:
     if not os.access(existing, os.W_OK | os.X_OK):
         raise error(f"cannot write to {folder}: {existing} is not writable")
     return folder
+
+
+def check_output(
+    option: str,
+    out: Path,
+    inputs: Iterable[Path | str | None],
+    error: type[Exception],
+    replaced: Iterable[Path] = (),
+) -> None:
+    """Fail now if ``out`` is one of the command's ``inputs``, or if a file or folder it
+    writes whole (``replaced``) is one or holds one: ``fit --out`` once wrote a predictor
+    over the measurements it was fitted from."""
+    replaced = [Path(p) for p in replaced]
+    for source in (Path(p) for p in inputs if p is not None and _exists(Path(p))):
+        held = any(source.resolve().is_relative_to(p.resolve()) for p in replaced)
+        if held or any(_same(p, source) for p in (Path(out), *replaced)):
+            raise error(
+                f"{option} {out} would write over {source}, an input of this command: "
+                "write the output somewhere else"
+            )
+
+
+def _exists(path: Path) -> bool:
+    try:
+        return path.exists()
+    except OSError:  # a name too long for a path (inline JSON) names no file
+        return False
+
+
+def _same(a: Path, b: Path) -> bool:
+    return a.resolve() == b.resolve() or (_exists(a) and os.path.samefile(a, b))
 
 
 def discard(path: Path) -> None:
