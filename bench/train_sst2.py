@@ -11,7 +11,12 @@
    above 0.78);
 4. with ``--ablation``: short runs (one all-open phase) of pooling x layer selection x
    sampling rule from the same teacher, appended one row per finished run to
-   bench/results/train_sst2_ablation.jsonl (rerun to resume: finished runs are skipped).
+   bench/results/train_sst2_ablation.jsonl (rerun to resume: finished runs are skipped);
+5. with ``--lift``: short runs of the same kind, each changing one lever of the chosen
+   recipe (mean pooling, even layers, sandwich) that could lift the smallest sub-BERTs
+   (hidden-state distillation, the teacher instead of the max sub-BERT as the sandwich's
+   soft targets, a larger share of steps for the min, a width phase first), logged
+   beside the grid's rows and compared with its mean-even-sandwich row.
 Writes bench/results/train_sst2.json and a Markdown table. The trained super-BERT stays
 in --runs (default runs/) for the search benchmark. Every step resumes.
 """
@@ -100,9 +105,30 @@ ABLATION = {
 }
 
 
-def ablation(args, base: dict, data, tokenizer, seq_len: int) -> list[dict]:
-    """Short runs of every pooling x layer selection x sampling rule, one phase with every
-    choice open, from the same teacher; one JSON row per finished run, appended."""
+# the recipe the lift variants change one lever of (a row of the grid above)
+LIFT_BASE = {"pooling": "mean", "layer_selection": "even", "sampling": "sandwich"}
+
+
+def lift_variants(epochs: float) -> dict[str, dict]:
+    """One lever each, over LIFT_BASE, at the grid's length (``epochs``, one all-open
+    phase, unless the lever is the phases)."""
+    width = round(epochs / 5, 4)  # the full recipe's width share: 0.5 of 3 epochs, ~1/6
+    return {
+        "lift-hidden-mse": {"kd": {"alpha": 0.5, "temperature": 2.0, "hidden_mse": 1.0}},
+        "lift-distill-teacher": {"sandwich_distill": "teacher"},
+        "lift-min-share": {"sandwich_random": 1},  # min: 1 of 3 sub-BERTs a step, not 1 of 4
+        "lift-width-first": {"phases": [
+            {"name": "width", "heads": "all", "ffn": "all", "depth": "max", "epochs": width,
+             "lr": 3e-5},
+            {"name": "all", "heads": "all", "ffn": "all", "depth": "all",
+             "epochs": round(epochs - width, 4), "lr": 3e-5}]},
+    }  # fmt: skip
+
+
+def ablation(args, base: dict, data, tokenizer, seq_len: int, lift: bool = False) -> list[dict]:
+    """Short runs of every pooling x layer selection x sampling rule (``lift``: of each
+    lever of lift_variants), one phase with every choice open, from the same teacher; one
+    JSON row per finished run, appended."""
     from yoco_deploy.model.super_bert import SuperBert
 
     log = args.out.with_name(args.out.stem + "_ablation.jsonl")  # beside the results
@@ -111,15 +137,19 @@ def ablation(args, base: dict, data, tokenizer, seq_len: int) -> list[dict]:
         done = {r["name"]: r for r in map(json.loads, log.read_text().splitlines())}
     phase = {"name": "all", "heads": "all", "ffn": "all", "depth": "all",
              "epochs": args.ablation_epochs, "lr": 3e-5}  # fmt: skip
-    for values in itertools.product(*ABLATION.values()):
-        choice = dict(zip(ABLATION, values, strict=True))
-        name = "-".join(values)
+    runs = {"-".join(values): dict(zip(ABLATION, values, strict=True))
+            for values in itertools.product(*ABLATION.values())}  # fmt: skip
+    if lift:
+        runs = {name: {**LIFT_BASE, **lever}
+                for name, lever in lift_variants(args.ablation_epochs).items()}  # fmt: skip
+    for name, choice in runs.items():
         if name in done:
             continue
         run = args.runs / "ablation" / name
-        train_run(args.config, {**base, **choice, "phases": [phase], "max_eval": 200}, run)
+        train_run(args.config, {**base, "phases": [phase], **choice, "max_eval": 200}, run)
         trained = SuperBert.from_pretrained(str(run / "final"), 2)
-        assert (trained.pooling, trained.space.layer_selection) == values[:2]
+        assert (trained.pooling, trained.space.layer_selection) == (
+            choice["pooling"], choice["layer_selection"])  # fmt: skip
         accs = {
             label: dev_accuracy(trained, arch, data, tokenizer, seq_len)
             for label, arch in representatives(trained.space).items()
@@ -141,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "train_sst2.json")
     parser.add_argument("--ablation", action="store_true", help="Also run the ablation.")
     parser.add_argument("--ablation-epochs", type=float, default=0.35)
+    parser.add_argument(
+        "--lift", action="store_true", help="Also run the levers for the smallest sub-BERTs."
+    )
     args = parser.parse_args(argv)
 
     from yoco_deploy.costs import arch_costs
@@ -216,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "min_at_or_above_0.78": by_name[min_name] >= BAR["min"],
     }
     ablation_rows = ablation(args, base, data, tokenizer, cfg.max_seq_len) if args.ablation else []
+    if args.lift:
+        ablation_rows = ablation(args, base, data, tokenizer, cfg.max_seq_len, lift=True)
     result = {
         "benchmark": "train_sst2",
         "command": " ".join(sys.argv),
@@ -265,18 +300,47 @@ def main(argv: list[str] | None = None) -> int:
             "| pooling | layers | sampling | " + " | ".join(names) + " | mean | worst |",
             "|---" * (len(names) + 5) + "|",
         ]
-        for r in sorted(ablation_rows, key=lambda r: r["name"]):
+        grid = [r for r in ablation_rows if not r["name"].startswith("lift-")]
+        for r in sorted(grid, key=lambda r: r["name"]):
             accs = [r["dev_acc"][n] for n in names]
             lines.append(
                 f"| {r['pooling']} | {r['layer_selection']} | {r['sampling']} | "
                 + " | ".join(f"{a:.3f}" for a in accs)
                 + f" | {sum(accs) / len(accs):.3f} | {min(accs):.3f} |"
             )
+    lines += _lift_table(ablation_rows, list(representatives(space)), args.ablation_epochs)
     table = "\n".join(lines) + "\n"
     args.out.with_suffix(".md").write_text(table)
     plot(rows, teacher_acc, args.out.with_name(args.out.stem + "_by_depth.png"))
     print(table)
     return 0
+
+
+def _lift_table(rows: list[dict], names: list[str], epochs: float) -> list[str]:
+    """The levers for the smallest sub-BERTs against the recipe they change, in points."""
+    base_name = "-".join(LIFT_BASE.values())
+    by_name = {r["name"]: r for r in rows}
+    levers = [r for r in rows if r["name"].startswith("lift-")]
+    if not levers or base_name not in by_name:
+        return []
+    small = [n for n in names if n.endswith("narrow")]
+    lines = [
+        "",
+        f"Levers for the smallest sub-BERTs ({epochs} epoch each, one change to the recipe "
+        f"{base_name}; dev accuracy, and its change in points against the recipe):",
+        "",
+        "| run | " + " | ".join(small) + " | mean of all 12 | worst |",
+        "|---" * (len(small) + 3) + "|",
+    ]
+    base = by_name[base_name]["dev_acc"]
+    for r in [by_name[base_name], *levers]:
+        acc = r["dev_acc"]
+        cells = [f"{acc[n]:.3f}" + ("" if r is by_name[base_name]
+                 else f" ({100 * (acc[n] - base[n]):+.1f})") for n in small]  # fmt: skip
+        mean = sum(acc[n] for n in names) / len(names)
+        lines.append(f"| {r['name']} | " + " | ".join(cells)
+                     + f" | {mean:.3f} | {min(acc[n] for n in names):.3f} |")  # fmt: skip
+    return lines
 
 
 def plot(rows: list[dict], teacher_acc: float, path: Path) -> None:

@@ -213,14 +213,16 @@ def result_body(cm: CostModel, result: SearchResult) -> dict:
 
 
 class TargetsRefused(YocoError):
-    """Some targets were refused (their budgets, their quality gate); the others shipped."""
+    """Some targets were refused (their budgets, their quality gate, their search log);
+    the others went on."""
 
     def __init__(self, refused: Mapping[str, str], total: int, rerun: str):
         self.refused = dict(refused)
         names = ", ".join(repr(t) for t in refused)
+        others = "; the others went on" if total > len(refused) else ""
         super().__init__(
-            f"{len(refused)} of {total} targets refused (each reason is above; the others "
-            f"shipped): {names}; {rerun}"
+            f"{len(refused)} of {total} targets refused (each reason is above{others}): "
+            f"{names}; {rerun}"
         )
 
 
