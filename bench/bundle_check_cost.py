@@ -34,7 +34,6 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
-COMMAND = "make bench-check"
 
 
 def _default_bundle() -> Path:
@@ -53,7 +52,7 @@ def _spread(values: list[float]) -> dict[str, float]:
             "p90": float(np.quantile(v, 0.9))}  # fmt: skip
 
 
-def measure(bundle: Path, rounds: int) -> dict:
+def measure(bundle: Path, rounds: int, command: str) -> dict:
     from yoco_deploy import bundle as bundle_module
     from yoco_deploy.device.runner import make_feeds
     from yoco_deploy.export.metadata import manifest_digest
@@ -104,7 +103,7 @@ def measure(bundle: Path, rounds: int) -> dict:
         "ms": {name: _spread(v) for name, v in samples.items()},
         "ratio_to_inference": ratios,
         "machine": machine_info(),
-        "command": COMMAND,
+        "command": command,
     }
 
 
@@ -114,7 +113,7 @@ def write_markdown(result: dict, path: Path) -> None:
     lines = [
         "# What checking a bundle on load costs",
         "",
-        f"`{result['command']}` (`bench/bundle_check_cost.py`) on {result['machine']['cpu']}, "
+        f"`{result['command']}` on {result['machine']['cpu']}, "
         f"{result['rounds']} interleaved rounds in one process. Bundle `{result['bundle']}` "
         f"(model.onnx {result['files_mb']['model.onnx']} MB, tokenizer.json "
         f"{result['files_mb']['tokenizer.json']} MB); inference: batch 1, seq "
@@ -149,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     bundle = args.bundle or _default_bundle()
     if not (bundle / "manifest.json").is_file():
         sys.exit(f"error: {bundle} is not a bundle folder (no manifest.json)")
-    result = measure(bundle, args.rounds)
+    shown = [a if not Path(a).is_absolute() else Path(a).name for a in (argv or sys.argv[1:])]
+    result = measure(bundle, args.rounds, " ".join(["python bench/bundle_check_cost.py", *shown]))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     write_markdown(result, args.out.with_suffix(".md"))

@@ -38,6 +38,7 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
+SUPER = "sst2-minilm-super"  # bench/train_sst2.py's super-BERT run
 RESULTS = ROOT / "bench" / "results"
 DEVICE = "x86-2c-ort-cpu-minilm"
 SHARES = (0.35, 0.45, 0.55, 0.80)
@@ -57,9 +58,9 @@ class Bench:
         self.args = args
         self.runs = Path(args.runs)
         self.teacher = self.runs / "sst2-minilm-teacher" / "final"
-        super_run = self.runs / "sst2-minilm-super"
+        super_run = self.runs / args.super
         self.super_dir = super_run / "final"
-        if not self.super_dir.is_dir():
+        if not self.super_dir.is_dir() and args.super == SUPER:
             train = [sys.executable, str(ROOT / "bench/train_sst2.py"), "--runs", str(self.runs),
                      "--out", str(self.runs / "train_sst2.json")]  # fmt: skip
             subprocess.run(train, check=True)
@@ -67,7 +68,10 @@ class Bench:
         self.super_run = super_run
         self.net = load_supernet(str(self.super_dir))
         self.config = dict(self.net.record.config)
-        self.work = self.runs / "compress-once"
+        # one work folder per super-BERT: a search log is never replayed for another
+        self.work = self.runs / (
+            "compress-once" if args.super == SUPER else f"compress-once-{args.super}"
+        )
         self.log = Path(args.log)
         self.done = {}
         if self.log.exists():
@@ -437,6 +441,11 @@ def _ratio(out: dict, bench: Bench) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
+    parser.add_argument(
+        "--super", default=SUPER,
+        help="The super-BERT's run folder under --runs (default: bench/train_sst2.py's, "
+        "trained first if missing).",
+    )  # fmt: skip
     parser.add_argument("--shares", type=float, nargs="+", default=list(SHARES))
     parser.add_argument("--seeds", type=int, default=3)
     parser.add_argument("--polish", type=int, default=300, help="Polish steps.")

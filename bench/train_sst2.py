@@ -279,8 +279,8 @@ def main(argv: list[str] | None = None) -> int:
         f"Teacher (MiniLM fine-tuned on {cfg.max_train} SST-2 sentences, seq "
         f"{cfg.max_seq_len}, {trained.pooling} pooling): dev accuracy {teacher_acc:.3f}. "
         f"Super-BERT: {cfg.sampling} sampling, {space.layer_selection} layers. Wall time on "
-        f"this {os.cpu_count()}-core CPU: teacher {teacher_s / 60:.0f} min, super-BERT "
-        f"{super_s / 60:.0f} min.",
+        f"{result['machine']['cpu']} ({os.cpu_count()} cores, shared): teacher "
+        f"{teacher_s / 60:.0f} min, super-BERT {super_s / 60:.0f} min.",
         "",
         "| sub-BERT | arch | FLOPs share | super-BERT trained | cut from teacher |",
         "|---|---|---|---|---|",
@@ -320,7 +320,8 @@ def _lift_table(rows: list[dict], names: list[str], epochs: float) -> list[str]:
     """The levers for the smallest sub-BERTs against the recipe they change, in points."""
     base_name = "-".join(LIFT_BASE.values())
     by_name = {r["name"]: r for r in rows}
-    levers = [r for r in rows if r["name"].startswith("lift-")]
+    first = "-".join({**LIFT_BASE, "layer_selection": "first"}.values())  # a grid row
+    levers = [r for r in rows if r["name"].startswith("lift-") or r["name"] == first]
     if not levers or base_name not in by_name:
         return []
     small = [n for n in names if n.endswith("narrow")]

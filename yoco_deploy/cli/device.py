@@ -114,6 +114,13 @@ def profile(
         list[Path] | None,
         typer.Option(help="Skip sub-BERTs already in this profile (e.g. to build a test set)."),
     ] = None,
+    prior: Annotated[
+        Path | None,
+        typer.Option(
+            help="With --until: judge the predictor adapted from this other device's "
+            "predictor (fit --prior), starting from 10 sub-BERTs, 5 more a round."
+        ),
+    ] = None,
 ) -> None:
     """Time sub-BERTs on this machine, as shipped (exported ONNX in ONNX Runtime).
 
@@ -136,12 +143,19 @@ def profile(
             raise ProfileError(
                 "--near refines around budgets while --until is pursued; add --until"
             )
+        if prior is not None and not target:
+            raise ProfileError("--prior judges when --until is met; add --until (or fit --prior)")
         if any(ms <= 0 for ms in near or ()):
             raise ProfileError(f"--near budgets must be positive milliseconds, got {near}")
         for excluded in exclude_profile or []:
             read_device(excluded)  # a typo is an error, not an empty exclusion
         exclude = set().union(*(profiled_arch_ids(p) for p in exclude_profile or []))
         space = space_for(model, space_file)
+        prior_model = None
+        if prior is not None:
+            from yoco_deploy.device.predictor import LatencyPredictor
+
+            prior_model = LatencyPredictor.load(prior, space).model
         from yoco_deploy.cli.common import quiet_transformers
 
         quiet_transformers()
@@ -157,9 +171,11 @@ def profile(
                 progress=update,
                 until=target,
                 near_ms=tuple(near or ()),
-                first_round=min(n, 40),
+                first_round=min(n, 10 if prior_model else 40),
+                step=5 if prior_model else 10,
                 exclude=exclude,
                 repair=repair,
+                prior=prior_model,
             )
         if repair:
             from yoco_deploy.device.runner import repair_note
@@ -251,6 +267,10 @@ def fit(
     ] = None,
     holdout: Annotated[float, typer.Option(min=0.0, max=0.5, help="Held-out share.")] = 0.2,
     seed: Annotated[int, typer.Option(help="Seed of the split and the trees.")] = 0,
+    prior: Annotated[
+        Path | None,
+        typer.Option(help="Another device's predictor (same space) to adapt: from 5 rows up."),
+    ] = None,
     repair: Annotated[
         bool,
         typer.Option(
@@ -262,8 +282,14 @@ def fit(
 ) -> None:
     """Fit a latency predictor: linear, boosted trees and a FLOPs baseline compared by
     cross-validation; metrics on held-out sub-BERTs; a predicted-vs-measured PNG beside it.
+    With --prior, the prior (scaled, then corrected as far as the measurements support)
+    competes too, and the predictor records it.
 
     Example: yoco-deploy fit --profile profiles/my-laptop --out predictors/my-laptop.json
+
+    A new device from 10 measurements, another device's predictor as the prior:
+    yoco-deploy profile --device my-box --n 10 && yoco-deploy fit --profile profiles/my-box
+    --prior predictors/x86-2c-ort-cpu-minilm.json --out predictors/my-box.json
     """
     with user_errors():
         from rich.table import Table
@@ -274,6 +300,7 @@ def fit(
 
         folders = [d for d in (profile_path, test) if d is not None]
         read = [*folders, *(d / DEVICE for d in folders), *(d / MEASUREMENTS for d in folders)]
+        read += [prior] if prior is not None else []
         check_output("--out", out, read, ProfileError, (out, out.with_suffix(".png")))
         if repair:
             from yoco_deploy.device.profile_store import MEASUREMENTS, read_device, repair_log
@@ -285,7 +312,7 @@ def fit(
                     dropped = repair_log(folder)
                     typer.echo(repair_note(Path(folder) / MEASUREMENTS, dropped), err=True)
 
-        result = fit_profile(profile_path, out, test, holdout, seed)
+        result = fit_profile(profile_path, out, test, holdout, seed, prior=prior)
         if as_json:
             print_json(
                 {
@@ -296,22 +323,18 @@ def fit(
                 }
             )
             return
+        chosen = result.predictor.model["type"]
+        cv = result.predictor.metrics["selection"][chosen]
+        variant = cv.get("variant", chosen)  # a prior's variant, e.g. "prior + ridge 10"
         table = Table(
-            title=f"latency predictor {result.path} ({result.predictor.model['type']})",
+            title=f"latency predictor {result.path} ({variant}; cross-validated: MAPE "
+            f"{cv['mape']:.1%}, ±10% {cv['within10']:.0%})",
             caption="relative to the full model timed beside each sub-BERT; ms: absolute "
             "medians, predictions scaled by that reference",
         )
-        for col in (
-            "split",
-            "model",
-            "n",
-            "MAPE",
-            "±5%",
-            "±10%",
-            "Kendall τ",
-            "mean signed",
-            "ms: MAPE / τ",
-        ):
+        columns = ("split", "model", "n", "MAPE", "±5%", "±10%", "Kendall τ", "mean signed",
+                   "ms: MAPE / τ")  # fmt: skip
+        for col in columns:
             table.add_column(col)
         for r in result.table:
             table.add_row(

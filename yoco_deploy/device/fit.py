@@ -13,10 +13,10 @@ from yoco_deploy.device.predictor import (
     LatencyPredictor,
     TrainingData,
     _design,
-    apply_model,
     fit_model,
     latency_metrics,
     now,
+    predict_rel,
     select_and_fit,
 )
 from yoco_deploy.device.profile_store import (
@@ -48,7 +48,7 @@ def evaluate(model: dict, data: TrainingData, dims: ModelDims) -> tuple[dict, np
     predictions in milliseconds (each scaled by the reference timed beside that row, what
     `predict --calibrate` does on the day) against the sub-BERT's own median: these also
     carry the drift between unpaired medians. Returns the predictions in ms for the plot."""
-    pred_rel = apply_model(model, _design(data.archs, data.shapes, dims, model["type"]))
+    pred_rel = predict_rel(model, data.archs, data.shapes, dims)
     pred_ms = pred_rel * data.ref_ms
     metrics = latency_metrics(data.rel, pred_rel)
     del metrics["rmse_ms"]  # a ratio has no milliseconds
@@ -113,9 +113,11 @@ def fit_profile(
     holdout: float = 0.2,
     seed: int = 0,
     plot: bool = True,
+    prior: Path | None = None,
 ) -> FitResult:
     """Choose a model by cross-validation, report it on held-out sub-BERTs (and on a
-    separately measured test profile), then refit on everything and save."""
+    separately measured test profile), then refit on everything and save. ``prior``:
+    another device's predictor to adapt (``device/prior.py``), from as few as 5 rows."""
     device = read_device(profile)
     data, dims = load_training_data(profile)
     check_latencies(profile, data)
@@ -123,7 +125,15 @@ def fit_profile(
     order = rng.permutation(len(data.rel))
     n_hold = round(holdout * len(order)) if test_profile is None else 0
     train, held = _subset(data, order[n_hold:]), _subset(data, order[:n_hold])
-    model, selection = select_and_fit(train, dims, seed)
+    prior_record = None
+    if prior is not None:
+        from yoco_deploy.device.prior import load_prior, select_with_prior
+        from yoco_deploy.space import SearchSpace
+
+        prior_predictor, prior_record = load_prior(prior, SearchSpace.from_dict(device["space"]))
+        model, selection = select_with_prior(train, dims, prior_predictor.model, seed)
+    else:
+        model, selection = select_and_fit(train, dims, seed)
     metrics: dict[str, Any] = {"selection": selection, "chosen": model["type"]}
     evals: dict[str, tuple[TrainingData, dict]] = {}
     if n_hold:
@@ -152,9 +162,7 @@ def fit_profile(
         ]
         points[split] = (split_data.ms, pred)
     if n_hold:  # the shipped model uses every measurement
-        model = fit_model(
-            model["type"], _design(data.archs, data.shapes, dims, model["type"]), data.rel, seed
-        )
+        model = _refit(model, data, dims, seed)
     references = reference_median(profile)
     check_reference_medians(profile, references)
     predictor = LatencyPredictor(
@@ -176,10 +184,21 @@ def fit_profile(
         metrics=metrics,
         libraries=library_versions("onnxruntime", "scikit-learn", "numpy"),
         created=now(),
+        prior=prior_record,
     )
     path = predictor.save(out)
     png = draw(points, path.with_suffix(".png"), device["name"], model["type"]) if plot else None
     return FitResult(predictor, path, png, table)
+
+
+def _refit(model: dict, data: TrainingData, dims: ModelDims, seed: int) -> dict:
+    """The chosen model's kind, fitted again on ``data``."""
+    if model["type"] == "prior":
+        from yoco_deploy.device.prior import fit_prior_model
+
+        return fit_prior_model(model["prior"], data, dims, model["ridge"])
+    return fit_model(model["type"], _design(data.archs, data.shapes, dims, model["type"]),
+                     data.rel, seed)  # fmt: skip
 
 
 def draw(points: dict, path: Path, name: str, kind: str) -> Path | None:

@@ -106,6 +106,21 @@ def apply_model(model: dict[str, Any], x: np.ndarray) -> np.ndarray:
     raise PredictorError(f"unknown predictor model type {model['type']!r}")
 
 
+def predict_rel(
+    model: dict[str, Any], archs: list[Arch], shapes: list[tuple[int, int]], dims: ModelDims
+) -> np.ndarray:
+    """Relative latency (to the reference model) of each (arch, shape), by any model kind:
+    a ``prior`` model (``device/prior.py``) is another device's model, scaled, plus a
+    linear correction over the features."""
+    if model["type"] == "prior":
+        base = model["scale"] * predict_rel(model["prior"], archs, shapes, dims)
+        correction = _design(archs, shapes, dims, "linear") @ np.asarray(model["coef"])
+        # a correction fitted on a few sub-BERTs may overshoot far from them: it may
+        # lower the scaled prior, never below a tenth of it (a latency stays positive)
+        return np.maximum(base + correction, 0.1 * base)
+    return apply_model(model, _design(archs, shapes, dims, model["type"]))
+
+
 # ---- metrics in deployment terms (nn-Meter, DyNAS-T) ----------------------------------------
 
 
@@ -156,6 +171,7 @@ class LatencyPredictor:
     metrics: dict[str, Any]
     libraries: dict[str, str]
     created: float
+    prior: dict[str, Any] | None = None  # path, sha256, device of the predictor it adapts
 
     @property
     def dims(self) -> ModelDims:
@@ -171,8 +187,7 @@ class LatencyPredictor:
         return float(self.metrics["selection"][self.model["type"]]["rmspe"])
 
     def predict_relative(self, archs: list[Arch], batch: int, seq_len: int) -> np.ndarray:
-        shapes = [(batch, seq_len)] * len(archs)
-        return apply_model(self.model, _design(archs, shapes, self.dims, self.model["type"]))
+        return predict_rel(self.model, archs, [(batch, seq_len)] * len(archs), self.dims)
 
     def predict(
         self, arch: Arch, batch: int = 1, seq_len: int = 128, reference_ms: float | None = None
@@ -229,6 +244,8 @@ class LatencyPredictor:
             "libraries": self.libraries,
             "created": self.created,
         }
+        if self.prior is not None:  # a predictor fitted without one reads as before priors
+            body["prior"] = self.prior
         return {**body, "sha256": _digest(body)}
 
     def save(self, path: str | Path) -> Path:
@@ -266,7 +283,7 @@ class LatencyPredictor:
                 f"{path} was modified after fitting (content hash mismatch); refit it with "
                 "`yoco-deploy fit` instead of editing it"
             )
-        fields = {k: data[k] for k in cls.__dataclass_fields__}
+        fields = {k: data[k] for k in cls.__dataclass_fields__ if k in data or k != "prior"}
         predictor = cls(**fields)
         if space is not None and not space.same_shapes(predictor.space):
             raise PredictorError(

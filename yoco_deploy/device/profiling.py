@@ -148,9 +148,11 @@ def profile_device(
     repair: bool = False,
     backend=None,
     exclude: set[str] | frozenset[str] = frozenset(),
+    prior: dict[str, Any] | None = None,
 ) -> ProfileResult:
     """Profile ``settings.n`` sub-BERTs (or fewer, if ``until`` is reached first); one
-    process per profile folder (a lock beside it, ``NAME.lock``)."""
+    process per profile folder (a lock beside it, ``NAME.lock``). ``prior``: another
+    device's predictor model, which ``until`` judges adapted (``device/prior.py``)."""
     from yoco_deploy.util.lock import exclusive
 
     for _, seq_len in settings.shapes:
@@ -159,13 +161,13 @@ def profile_device(
     with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
         return _profile(
             space, out, name, settings, model, progress, until, near_ms, first_round, step,
-            repair, backend, exclude,
+            repair, backend, exclude, prior,
         )  # fmt: skip
 
 
 def _profile(
     space, out, name, settings, model, progress, until, near_ms, first_round, step, repair,
-    backend, exclude,
+    backend, exclude, prior,
 ) -> ProfileResult:  # fmt: skip
     started = time.monotonic()
     backend = backend or runner.OrtBackend(settings.session)
@@ -197,7 +199,7 @@ def _profile(
             measured = {row["arch_id"] for row in log.latest().values()}
             if not until or len(measured) >= settings.n:
                 break
-            status = refinement_status(out, until)
+            status = refinement_status(out, until, prior)
             rounds.append({"profiled": len(measured), **status})
             if status["met"]:
                 break
@@ -232,12 +234,19 @@ def parse_until(text: str) -> tuple[str, float]:
     return metric, number
 
 
-def refinement_status(path: Path, until: tuple[str, float]) -> dict[str, Any]:
-    """Cross-validated accuracy of the best predictor on what is profiled so far."""
+def refinement_status(
+    path: Path, until: tuple[str, float], prior: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Cross-validated accuracy of the best predictor on what is profiled so far (adapted
+    from ``prior``, another device's predictor model, when given)."""
     from yoco_deploy.device.predictor import select_and_fit
+    from yoco_deploy.device.prior import select_with_prior
 
     data, dims = load_training_data(path)
-    model, selection = select_and_fit(data, dims)
+    if prior is not None:
+        model, selection = select_with_prior(data, dims, prior)
+    else:
+        model, selection = select_and_fit(data, dims)
     metric, target = until
     value = selection[model["type"]][metric]
     met = value >= target if UNTIL_METRICS[metric] == "min" else value <= target

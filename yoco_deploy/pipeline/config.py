@@ -45,6 +45,11 @@ class DeviceStage(Strict):
     )
     format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
+    prior: str | None = Field(
+        None,
+        description="Another device's predictor (same space) to adapt: profiling stops at "
+        "'until' as judged for the adapted predictor (from 10 sub-BERTs), and fit adapts it.",
+    )
 
 
 class SearchStage(Strict):
@@ -173,11 +178,18 @@ def _check_inputs(pipeline: Pipeline) -> None:
         raise PipelineError(f"teacher.checkpoint {checkpoint} is not a folder")
     space = SearchSpace.from_config(load_config(pipeline.model), pipeline.train.get("space"))
     space.dims.check_seq_len(pipeline.max_seq_len)
+    from yoco_deploy.device.predictor import LatencyPredictor
+
     for device in pipeline.devices:
         if device.predictor:
-            from yoco_deploy.device.predictor import LatencyPredictor
-
             LatencyPredictor.load(Path(device.predictor), space)
+        if device.prior:
+            if device.predictor:
+                raise PipelineError(
+                    f"device {device.name!r} names a predictor (no profiling) and a prior "
+                    "(to adapt from its profile): keep one"
+                )
+            LatencyPredictor.load(Path(device.prior), space)
 
 
 def _check_devices_and_targets(pipeline: Pipeline) -> None:

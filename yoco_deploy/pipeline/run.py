@@ -129,12 +129,13 @@ class PipelineRun:
                 )
             )
             predictor = self.predictor_path(d)
+            prior = {"prior": output_hash(Path(d.prior))} if d.prior else {}
             stages.append(
                 Stage(
                     f"fit:{d.name}",
-                    {"profile": output_hash(profile_dir)},
+                    {"profile": output_hash(profile_dir), **prior},
                     [predictor],
-                    lambda out=profile_dir, pr=predictor: self._fit_predictor(out, pr),
+                    lambda out=profile_dir, pr=predictor, d=d: self._fit_predictor(out, pr, d),
                 )
             )
         return stages
@@ -150,6 +151,11 @@ class PipelineRun:
         settings = ProfileSettings(
             n=d.n, shapes=((1, self.p.max_seq_len),), session=session, fmt=d.format
         )
+        prior = None
+        if d.prior:
+            from yoco_deploy.device.predictor import LatencyPredictor
+
+            prior = LatencyPredictor.load(Path(d.prior), space).model
         result = profile_device(
             space,
             out,
@@ -158,14 +164,16 @@ class PipelineRun:
             self.p.model,
             progress=lambda *a: None,
             until=parse_until(d.until) if d.until else None,
-            first_round=min(d.n, 24),
+            first_round=min(d.n, 10 if prior else 24),
+            step=5 if prior else 10,
+            prior=prior,
         )
         self.say(f"profiled {result.measured} sub-BERTs on {d.name} in {result.wall_s:.0f} s")
 
-    def _fit_predictor(self, profile: Path, predictor: Path) -> None:
+    def _fit_predictor(self, profile: Path, predictor: Path, d: DeviceStage) -> None:
         from yoco_deploy.device.fit import fit_profile
 
-        result = fit_profile(profile, predictor)
+        result = fit_profile(profile, predictor, prior=Path(d.prior) if d.prior else None)
         holdout = result.predictor.metrics.get("holdout", {}).get(result.predictor.model["type"])
         if holdout:
             self.say(
