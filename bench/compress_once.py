@@ -452,9 +452,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--log", type=Path, default=RESULTS / "compress_once.jsonl")
     parser.add_argument("--out", type=Path, default=RESULTS / "compress_once.json")
     parser.add_argument(
-        "--stages", nargs="+", default=["once", "polish", "alone", "long"],
-        help="Which rows to run (each budget by budget, in this order); the results are "
-        "written from whatever the log holds.",
+        "--stages", nargs="+", default=["once", "probe", "polish", "alone", "long"],
+        help="Which rows to run (each budget by budget, in this order; 'probe' times each "
+        "budget's step rate, right after 'once', so every timed part runs in the first "
+        "half hour, which needs a quiet machine); the results are written from whatever "
+        "the log holds.",
     )  # fmt: skip
     parser.add_argument("--report-only", action="store_true", help="Write the results only.")
     args = parser.parse_args(argv)
@@ -462,6 +464,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.report_only:
         plan = {
             "once": lambda: [bench.once(s) for s in args.shares],
+            "probe": lambda: [bench._steps_for(s, 0.0) for s in args.shares],
             "polish": lambda: [bench.polish(s, k) for k in range(args.seeds) for s in args.shares],
             "alone": lambda: [bench.alone(s, k) for k in range(args.seeds) for s in args.shares],
             "long": lambda: [bench.long(s) for s in args.shares],
