@@ -95,11 +95,29 @@ def reference_file(manifest: dict, predictors: Path, folder: Path) -> Path | Non
     return build_reference(LatencyPredictor.load(path), folder)
 
 
+def bundle_pairs(rows: list[dict]) -> list[dict]:
+    """Each two bundles shipped into one folder: the fresh ratio of their latencies
+    against the ratio of their manifests' (what a user choosing between them reads)."""
+    out = []
+    for i, a in enumerate(rows):
+        for b in rows[i + 1 :]:
+            if Path(a["bundle"]).parent != Path(b["bundle"]).parent:
+                continue
+            manifest = b["manifest_ms"] / a["manifest_ms"]
+            fresh = b["fresh_ms"] / a["fresh_ms"]
+            out.append({"a": Path(a["bundle"]).name, "b": Path(b["bundle"]).name,
+                        "manifest_ratio": manifest, "fresh_ratio": fresh,
+                        "error": fresh / manifest - 1})  # fmt: skip
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("folders", type=Path, nargs="+")
     parser.add_argument("--runs", type=int, default=100)
-    parser.add_argument("--repeats", type=int, default=3, help="Fresh processes per bundle.")
+    parser.add_argument(
+        "--repeats", type=int, default=7, help="Rounds: fresh processes per bundle."
+    )
     parser.add_argument(
         "--predictors",
         type=Path,
@@ -113,6 +131,7 @@ def main() -> None:
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="yoco-bundle-check-") as tmp:
+        plan = []
         for bundle in bundles_under(args.folders):
             manifest = json.loads((bundle / "manifest.json").read_text())
             timing = manifest.get("timing") or {}
@@ -122,14 +141,18 @@ def main() -> None:
             if ref is None or "session" not in manifest or "reference_ms" not in timing:
                 rows.append({"bundle": str(bundle), "skipped": "no session or reference record"})
                 continue
-            fresh = []
-            for _ in range(args.repeats):
+            plan.append((bundle, manifest, ref, []))
+        # rounds: every bundle once per round, so a slow minute hits all bundles alike
+        for _ in range(args.repeats):
+            for bundle, _, ref, fresh in plan:
                 out = subprocess.run(
                     [sys.executable, "-c", CHILD, str(ROOT / "examples" / "use_bundle.py"),
                      str(bundle), str(ref), str(args.runs)],
                     capture_output=True, text=True, check=True,
                 )  # fmt: skip
                 fresh.append(json.loads(out.stdout))
+        for bundle, manifest, _, fresh in plan:
+            timing = manifest["timing"]
             median = float(np.median([f["median_ms"] for f in fresh]))
             fresh_ref = float(np.median([f["ref_ms"] for f in fresh]))
             drift = fresh_ref / timing["reference_ms"] - 1
@@ -140,6 +163,9 @@ def main() -> None:
                 "bundle": str(bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle),
                 "session": manifest["session"],
                 "manifest_ms": recorded,
+                "manifest_rounds": timing.get("rounds"),
+                "manifest_spread": timing.get("spread"),
+                "manifest_budget_clear": timing.get("budget_clear"),
                 "manifest_calibrated_prediction_ms": timing.get("calibrated_prediction_ms"),
                 "ship_prediction_error": timing.get("prediction_error"),
                 "manifest_reference_ms": timing["reference_ms"],
@@ -163,6 +189,7 @@ def main() -> None:
     checked = [r for r in rows if "skipped" not in r]
     same = [r for r in checked if r["same_state"]]
     within = lambda key, rows: sum(abs(r[key]) <= 0.10 for r in rows)  # noqa: E731
+    pairs = bundle_pairs(checked)
     result = {
         "command": "python bench/bundle_latency.py " + " ".join(sys.argv[1:]),
         "machine": machine_info(),
@@ -174,6 +201,8 @@ def main() -> None:
         "within_10pct_relative": f"{within('relative_error', checked)}/{len(checked)}",
         "ship_prediction_within_10pct": f"{within('ship_prediction_error', checked)}/"
         f"{len(checked)}",
+        "pairs": pairs,
+        "pairs_within_10pct": f"{within('error', pairs)}/{len(pairs)}",
     }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
@@ -181,7 +210,8 @@ def main() -> None:
         "# Bundles re-timed by a plain onnxruntime session built from the manifest",
         "",
         f"Command: `{result['command']}`; {args.repeats} fresh processes x {args.runs} runs "
-        f"per bundle, bundle and reference alternating; machine: {result['machine']['cpu']}, "
+        "per bundle (in rounds over all bundles), bundle and reference alternating; "
+        f"machine: {result['machine']['cpu']}, "
         f"{result['machine']['logical_cores']} cores. Within +-10%: relative to the "
         f"reference {result['within_10pct_relative']}; absolute "
         f"{result['within_10pct_absolute']} ({result['within_10pct_absolute_same_state']} "
@@ -200,6 +230,20 @@ def main() -> None:
             f"{r['absolute_error']:+.1%} | {r['reference_drift']:+.1%} | "
             f"{r['relative_error']:+.1%} |"
         )
+    if pairs:
+        lines += [
+            "",
+            f"Between two bundles of one folder, the fresh latency ratio against the "
+            f"manifests' ratio: within +-10% {result['pairs_within_10pct']}.",
+            "",
+            "| bundle a | bundle b | manifests b/a | fresh b/a | error |",
+            "|---|---|---|---|---|",
+        ]
+        for p in pairs:
+            lines.append(
+                f"| {p['a']} | {p['b']} | {p['manifest_ratio']:.3f} | {p['fresh_ratio']:.3f} "
+                f"| {p['error']:+.1%} |"
+            )
     args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 

@@ -53,9 +53,10 @@ def test_design_excludes_ids(space):
     assert not {a.arch_id for a in first} & {a.arch_id for a in more}
 
 
-def test_measure_stops_when_median_is_stable():
+def test_measure_stops_when_the_rounds_agree():
     backend = FakeBackend(base_ms=lambda h: 2.0)
-    stats = runner.measure(backend, "m", {}, runner.Protocol(warmup=2, min_runs=20, chunk=10))
+    protocol = runner.Protocol(warmup=2, min_runs=20, chunk=10)
+    stats = runner.measure(backend, "m", {}, protocol)
     assert stats.runs == 20 and stats.median_ms == 2.0 and stats.cv == 0.0
     noisy = FakeBackend(base_ms=lambda h: 2.0, drift=lambda call: 1 + 0.5 * (call % 7) / 7)
     capped = runner.measure(noisy, "m", {}, runner.Protocol(warmup=0, max_runs=30, chunk=10))
@@ -65,7 +66,60 @@ def test_measure_stops_when_median_is_stable():
         "p90_ms": 2.0,
         "cv": 0.0,
         "runs": 20,
+        "rounds": 2,
+        "spread": 0.0,
     }  # a row of measurements.jsonl: no reference, no ref_ms or rel
+
+
+class JumpyModel(FakeBackend):
+    """The model's runs (not the reference's) are 30% slower in every other round of
+    five for its first ``spell`` runs: a neighbour that pairing does not cancel."""
+
+    def __init__(self, spell: int):
+        super().__init__(base_ms=lambda h: 1.0 if h == "ref" else 2.0)
+        self.model_calls, self.spell = 0, spell
+
+    def time_one(self, handle, feeds):
+        ms = super().time_one(handle, feeds)
+        if handle == "ref":
+            return ms
+        self.model_calls += 1
+        jump = self.model_calls <= self.spell and ((self.model_calls - 1) // 5) % 2 == 1
+        return ms * (1.3 if jump else 1.0)
+
+
+def test_measure_goes_on_while_the_rounds_disagree():
+    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
+    quiet = runner.measure(JumpyModel(spell=0), "m", {}, protocol, reference="ref")
+    assert (quiet.rounds, quiet.rel, quiet.spread) == (5, 2.0, 0.0)
+    noisy = runner.measure(JumpyModel(spell=40), "m", {}, protocol, reference="ref")
+    # four slow rounds of the first eight: more rounds until they fall outside the
+    # median's interval; the ratio is the quiet one, and the interval says how sure
+    assert noisy.rounds > 5 and noisy.runs <= protocol.max_runs
+    assert noisy.rel == 2.0 and noisy.spread <= protocol.max_spread
+    assert noisy.ref_ms == 1.0 and noisy.rel_lo == 2.0 and noisy.rel_hi == 2.0
+    assert set(noisy.to_dict()) == {
+        "median_ms", "p90_ms", "cv", "runs", "ref_ms", "rel", "rel_lo", "rel_hi", "rounds",
+        "spread",
+    }  # fmt: skip
+
+
+def test_measure_goes_on_for_a_decision_it_cannot_settle():
+    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=50, chunk=5, decide_runs=80)
+    backend = FakeBackend(base_ms=lambda h: 1.0 if h == "ref" else 2.0)
+    settled = runner.measure(backend, "m", {}, protocol, "ref", settled=lambda s: True)
+    assert settled.runs == 25
+    unsettled = runner.measure(backend, "m", {}, protocol, "ref", settled=lambda s: False)
+    assert unsettled.runs == 80  # bounded: the caller records the decision as unclear
+
+
+def test_the_median_interval_is_the_order_statistics_the_binomial_allows():
+    assert runner.median_interval([3, 1, 2, 5, 4]) == (1, 5)  # 5 values: the range
+    ten = list(range(10))
+    assert runner.median_interval(ten) == (1, 8)  # P(B(10) <= 1) = 1.1% <= 2.5%
+    twenty = list(range(20))
+    assert runner.median_interval(twenty) == (5, 14)  # P(B(20) <= 5) = 2.1%
+    assert runner.median_interval([100.0] + [1.0] * 19) == (1.0, 1.0)  # one outlier: nothing
 
 
 def test_profile_writes_device_and_rows(space, tmp_path):
@@ -260,3 +314,23 @@ def test_active_refinement_respects_the_cap(space, tmp_path):
         backend=noisy,
     )
     assert result.measured == 18 and not result.rounds[-1]["met"]
+
+
+def test_a_stretch_exported_by_worker_processes_is_what_one_process_exports(space, tmp_path):
+    """The profiler's parallel exports (spawned workers, each with the same seeded random
+    super-BERT): the same graphs as exported here, and only the timed file is kept."""
+    from yoco_deploy.device.profiling import ArtifactBuilder
+
+    archs = SpaceFillingDesign(space, seed=0).sample(3)
+    serial = ArtifactBuilder(space, "int8", tmp_path / "serial", workers=1)
+    serial.prepare(archs)
+    parallel = ArtifactBuilder(space, "int8", tmp_path / "parallel", workers=2)
+    parallel.worth_workers = lambda: True  # as if exports were slow enough for workers
+    try:
+        parallel.prepare(archs)
+    finally:
+        parallel.close()
+    for arch in archs:
+        a, b = serial.built[arch.arch_id], parallel.built[arch.arch_id]
+        assert [p.name for p in b.parent.iterdir()] == [b.name]
+        assert a.name == b.name and a.read_bytes() == b.read_bytes()

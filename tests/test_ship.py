@@ -557,3 +557,70 @@ def test_a_search_log_is_named_by_the_target_as_written_and_an_older_one_resumes
     older.parent.mkdir()
     older.write_text("")
     assert cm.target.slug() != target.slug() and job.log_path(cm) == older
+
+
+class _Jumpy:
+    """A device where the reference runs in 1 ms and every candidate in 2 ms, except
+    that the candidate's runs (not the reference's) are scaled by ``jump(round)`` in
+    rounds of five: noise that pairing does not cancel."""
+
+    def __init__(self, jump):
+        self.jump, self.model_calls = jump, 0
+
+    def load(self, path):
+        return path
+
+    def time_one(self, handle, feeds):
+        if "reference" in str(handle):
+            return 1.0
+        self.model_calls += 1
+        return 2.0 * self.jump((self.model_calls - 1) // 5)
+
+
+def _ship_jumpy(net, tmp_path, monkeypatch, jump, budget_ms):
+    from yoco_deploy.deploy import ship as ship_module
+
+    monkeypatch.setattr(ship_module.runner, "OrtBackend", lambda spec: _Jumpy(jump))
+    supernet, _ = net
+    cm = cost_model(net, Target("tiny-cpu", {"latency": budget_ms}))
+    said: list[str] = []
+    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5, decide_runs=200)
+    shipped = ship_module.ship_target(
+        supernet.super_bert, supernet.tokenizer, supernet.data, cm,
+        [supernet.super_bert.space.max_arch()], tmp_path / "bundles",
+        ShipSettings(seq_len=16, protocol=protocol, min_metric=0.0), say=said.append,
+    )  # fmt: skip
+    return shipped.manifest, said
+
+
+def test_a_noisy_spell_is_measured_again_and_the_manifest_says_so(net, tmp_path, monkeypatch):
+    """Four of the candidate's first eight rounds are 30% slower: ship times more rounds
+    until they fall outside the median's interval, states the quiet latency (the ratio
+    times the reference's ship-wide median), and records the rounds and the spread."""
+    m, said = _ship_jumpy(
+        net, tmp_path, monkeypatch, lambda r: 1.3 if r < 8 and r % 2 else 1.0, 1000.0
+    )
+    timing = m.timing
+    assert timing["rounds"] > 5 and timing["spread"] <= 0.04 and timing["budget_clear"]
+    assert timing["ratio"] == 2.0 and timing["ratio_interval"] == [2.0, 2.0]
+    assert timing["reference_ms"] == 1.0 and m.measured_latency_ms.median == 2.0
+    assert m.measured_latency_ms.p90 > 2.0  # the slow runs are in the candidate's spread
+    assert not any("unsettled" in line for line in said)
+    card = (tmp_path / "bundles" / m.name / "README.md").read_text()
+    assert f"in {timing['rounds']} rounds; 95% interval 2.000-2.000 ms" in card
+
+
+def test_a_budget_the_noise_cannot_settle_is_measured_to_the_bound_and_marked(
+    net, tmp_path, monkeypatch
+):
+    """The candidate's rounds alternate 3% under and over its 2 ms, forever, against a
+    budget of 2.02 ms: the interval always straddles the budget, so ship measures up to
+    the protocol's bound, lets the median decide, warns, and says so in the manifest."""
+    m, said = _ship_jumpy(net, tmp_path, monkeypatch, lambda r: 1.03 if r % 2 else 0.97, 2.02)
+    timing = m.timing
+    assert timing["rounds"] == 40 and timing["budget_clear"] is False
+    lo, hi = timing["interval_ms"]
+    assert lo < 2.02 < hi and m.measured_latency_ms.median == pytest.approx(2.0)
+    assert any("leaves the budget unsettled; the median decides" in line for line in said)
+    card = (tmp_path / "bundles" / m.name / "README.md").read_text()
+    assert "the budget was not settled by it" in card

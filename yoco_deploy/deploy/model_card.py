@@ -64,6 +64,19 @@ def budgets_text(budgets: dict[str, float], budget_ms: float | None = None) -> s
     return ", ".join(parts) or "none"
 
 
+def _measured_line(lat, timing: dict) -> str:
+    """The latency, and how it was taken when the manifest says (rounds, interval)."""
+    line = f"median {lat.median:.3f} ms, p90 {lat.p90:.3f} ms ({lat.runs} runs"
+    if timing.get("rounds") is None:
+        return line + ")"
+    lo, hi = timing["interval_ms"]
+    line += f" in {timing['rounds']} rounds; 95% interval {lo:.3f}-{hi:.3f} ms"
+    if timing.get("ratio") is not None:
+        line += f", {timing['ratio']:.3f} x the reference's ship-wide median"
+    clear = "" if timing.get("budget_clear", True) else "; the budget was not settled by it"
+    return line + ")" + clear
+
+
 def _body(m: BundleManifest) -> str:
     lat, timing, quality = m.measured_latency_ms, m.timing, m.quality
     session = m.session or {}
@@ -101,7 +114,7 @@ the target `{m.target}`.
 | dev {m.metric["name"]} | {m.metric["value"]:.4f}{gate} |
 | labels | {label_text} |
 | budgets | {budget_line} |
-| measured latency | median {lat.median:.3f} ms, p90 {lat.p90:.3f} ms ({lat.runs} runs) |
+| measured latency | {_measured_line(lat, timing)} |
 | predicted latency | {predicted_line} |
 | timed with | ONNX Runtime, {session.get("provider", m.provider)}, \
 {session.get("threads", m.threads)} threads, spinning {session.get("spinning", "off")}, \

@@ -168,6 +168,10 @@ class _ShipRun:
         self.backend = runner.OrtBackend(session)
         self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
+        # every paired run of the reference in this ship (the reference timed alone
+        # until there is one): its median is the speed a latency is stated at
+        self.ref_pool: list[float] = []
+        self.ref_alone: list[float] = []
         self.polisher: Callable[[Arch], Polished] | None = None
         self.provenance: dict[str, Any] | None = None
         self.rejected: list[dict[str, Any]] = []
@@ -190,7 +194,37 @@ class _ShipRun:
             return
         protocol = self.settings.protocol
         stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
-        self.model = self.base.recalibrated(stats.median_ms)
+        self.ref_alone = list(stats.samples)
+        self.model = self.base.recalibrated(self._reference_ms())
+
+    def _reference_ms(self, stats: runner.Latency | None = None) -> float | None:
+        """The reference's median over the whole ship so far (``stats``' runs included)."""
+        pool = self.ref_pool + list(stats.ref_samples if stats else ())
+        pool = pool or self.ref_alone
+        return float(np.median(pool)) if pool else None
+
+    def _reading(self, stats: runner.Latency) -> tuple[float, float, float]:
+        """The candidate's latency and its 95% interval in ms: the ratio to the reference
+        (the rounds' median) times the reference's ship-wide median, so a slow minute
+        during one candidate's rounds moves neither; without a reference, the median."""
+        ref = self._reference_ms(stats)
+        if stats.rel is None or ref is None:
+            return stats.median_ms, stats.median_ms, stats.median_ms
+        return stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
+
+    def _budget_ms(self, stats: runner.Latency) -> float | None:
+        """The latency budget in ms at the ship-wide reference speed (a share moves with it)."""
+        ref = self._reference_ms(stats)
+        model = self.model if ref is None else self.base.recalibrated(ref)
+        return model.target.budgets.get("latency")
+
+    def _settled(self, stats: runner.Latency) -> bool:
+        """Whether the latency budget's verdict is the same across the whole interval."""
+        budget = self._budget_ms(stats)
+        if budget is None:
+            return True
+        _, lo, hi = self._reading(stats)
+        return hi <= budget or lo > budget
 
     def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
         queue = list(candidates[: self.settings.max_candidates])
@@ -261,20 +295,32 @@ class _ShipRun:
             onnx_metadata.embed(onnx_path, props)
             handle = self.backend.load(onnx_path)
             stats = runner.measure(
-                self.backend, handle, self.feeds, settings.protocol, self.reference
-            )
-            timing = self._calibrate(arch, stats)
+                self.backend, handle, self.feeds, settings.protocol, self.reference,
+                settled=self._settled,
+            )  # fmt: skip
+            latency_ms, lo_ms, hi_ms = self._reading(stats)
+            clear = self._settled(stats)
+            self.ref_pool += stats.ref_samples
+            timing = self._calibrate(arch, stats, latency_ms)
+            timing.update(self._rounds_record(stats, lo_ms, hi_ms, clear))
+            if not clear:
+                self.say(
+                    f"warning: {target.name}: {arch.short()} measured {latency_ms:.3f} ms "
+                    f"({lo_ms:.3f}-{hi_ms:.3f}) against a budget of "
+                    f"{self._budget_ms(stats):.3f} ms after {stats.rounds} rounds: the "
+                    "machine's noise leaves the budget unsettled; the median decides"
+                )
             # the budgets checked against what was measured: the latency and the file
             measured = {
                 **self.model.costs(arch),
-                "latency": stats.median_ms,
+                "latency": latency_ms,
                 "size": onnx_path.stat().st_size / 1e6,
             }
             broken = self.model.target.broken_in_words(measured)
             if broken:
                 if "latency" in self.model.target.broken(measured):
                     self.over_budget = arch
-                self._reject(arch, "; ".join(broken), measured_ms=stats.median_ms)
+                self._reject(arch, "; ".join(broken), measured_ms=latency_ms)
                 self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
                 return None
             sb, polish = self.sb, None
@@ -304,31 +350,53 @@ class _ShipRun:
                 self.say(
                     f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
                 )
-            bundle = Path(out_dir) / bundle_name(target, stats.median_ms, metric, arch)
-            manifest = self._manifest(bundle.name, arch, report, stats, timing, metric, onnx_path)
+            bundle = Path(out_dir) / bundle_name(target, latency_ms, metric, arch)
+            manifest = self._manifest(
+                bundle.name, arch, report, stats, latency_ms, timing, metric, onnx_path
+            )
             manifest = replace(manifest, polish=polish, provenance=self.provenance)
             manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, onnx_path)
             return Shipped(bundle, manifest, self.rejected)
 
-    def _calibrate(self, arch: Arch, stats: runner.Latency) -> dict[str, Any]:
-        """Predictions at the speed the reference was just measured at, and the cost model
-        corrected by every measurement so far."""
-        if self.base.predictor is None or stats.ref_ms is None:
+    def _calibrate(self, arch: Arch, stats: runner.Latency, latency_ms: float) -> dict[str, Any]:
+        """Predictions at the ship-wide reference speed, and the cost model corrected by
+        every measurement so far."""
+        ref = self._reference_ms()
+        if self.base.predictor is None or stats.ref_ms is None or ref is None:
             return {}
-        now = self.base.recalibrated(stats.ref_ms)
+        now = self.base.recalibrated(ref)
         calibrated = now.costs(arch)["latency"]
-        self.ratios.append(stats.median_ms / calibrated)
+        self.ratios.append(latency_ms / calibrated)
         correction = float(np.median(self.ratios))
-        self.model = self.base.recalibrated(stats.ref_ms, correction)
+        self.model = self.base.recalibrated(ref, correction)
         return {
-            "reference_ms": stats.ref_ms,
+            "reference_ms": ref,
             "calibrated_prediction_ms": calibrated,
-            "prediction_error": calibrated / stats.median_ms - 1,
+            "prediction_error": calibrated / latency_ms - 1,
             "budget_ms": now.target.budgets.get("latency"),
             "correction": correction,
         }
 
-    def _manifest(self, name, arch, report, stats, timing, metric, onnx_path) -> BundleManifest:
+    def _rounds_record(self, stats: runner.Latency, lo_ms: float, hi_ms: float, clear: bool):
+        """What the manifest says about how the latency was taken (``timing``)."""
+        record: dict[str, Any] = {
+            "rounds": stats.rounds,
+            "runs": stats.runs,
+            "spread": stats.spread,
+            "interval_ms": [lo_ms, hi_ms],
+            "budget_clear": clear,
+        }
+        if stats.rel is not None:
+            record |= {
+                "ratio": stats.rel,
+                "ratio_interval": [stats.rel_lo, stats.rel_hi],
+                "reference_runs": len(self.ref_pool),
+            }
+        return record
+
+    def _manifest(
+        self, name, arch, report, stats, latency_ms, timing, metric, onnx_path
+    ) -> BundleManifest:
         """What the bundle will say about itself; the file's digests are set at write."""
         settings, session, base = self.settings, self.session, self.base
         costs = self.static_costs(arch)
@@ -347,9 +415,8 @@ class _ShipRun:
             budgets=budgets,
             budget_ms=budget_ms,
             predicted_latency_ms=base.costs(arch).get("latency"),
-            measured_latency_ms=MeasuredLatency(
-                stats.median_ms, stats.p90_ms, stats.cv, stats.runs
-            ),
+            # the ship-wide latency; p90 and cv are the candidate's own runs' spread
+            measured_latency_ms=MeasuredLatency(latency_ms, stats.p90_ms, stats.cv, stats.runs),
             device=base.target.name,
             machine=runner.device_fingerprint(session),
             provider=session.provider_name,

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 import shutil
 import time
 from collections.abc import Callable, Iterator
@@ -64,36 +65,121 @@ def random_super_bert(space: SearchSpace, seed: int = 0):
 
 
 class ArtifactBuilder:
-    """Exports sub-BERTs in the deploy format into a work directory, on demand."""
+    """Exports sub-BERTs in the deploy format into a work directory, on demand.
 
-    def __init__(self, space: SearchSpace, fmt: str, work: Path, seed: int = 0):
-        from yoco_deploy.export.sub_bert import ExportOptions
-        from yoco_deploy.export.to_onnx import OnnxSpec
+    What is timed needs the right graph, not checked numbers: the export is not validated
+    against PyTorch unless ``validate`` (ship validates what it ships; the profile's
+    weights are random). ``prepare`` exports a stretch of sub-BERTs in ``workers``
+    processes at once, before that stretch is timed, so exports never run beside a
+    timing; ``build`` alone exports in this process."""
 
-        self.super_bert = random_super_bert(space, seed)
-        # timing needs a correct graph, not a thorough one: validate at one small shape
-        spec = OnnxSpec(validation_shapes=((1, 16),))
-        self.options = ExportOptions.for_format(
-            fmt, int8_samples=4, save_model_dir=False, spec=spec
-        )
+    def __init__(
+        self,
+        space: SearchSpace,
+        fmt: str,
+        work: Path,
+        seed: int = 0,
+        validate: bool = False,
+        workers: int | None = None,
+    ):
+        self.space, self.fmt, self.seed, self.validate = space, fmt, seed, validate
+        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
         self.work = Path(work)
         self.built: dict[str, Path] = {}
+        self._super_bert = None
+        self._pool = None
+
+    @property
+    def super_bert(self):
+        if self._super_bert is None:
+            self._super_bert = random_super_bert(self.space, self.seed)
+        return self._super_bert
 
     def build(self, arch: Arch) -> Path:
         """Export once; later calls (a drift re-measurement) reuse the file."""
-        from yoco_deploy.export.sub_bert import export_sub_bert
-
         if arch.arch_id not in self.built:
-            out = self.work / arch.arch_id
-            self.built[arch.arch_id] = export_sub_bert(
-                self.super_bert, arch, out, self.options
-            ).deploy_file
+            self.built[arch.arch_id] = _export_for_timing(
+                self.super_bert, arch, self.work / arch.arch_id, self.fmt, self.validate
+            )
         return self.built[arch.arch_id]
+
+    def prepare(self, archs: list[Arch]) -> None:
+        """Export every arch not built yet, ``workers`` at a time; returns when all are."""
+        todo = list({a.arch_id: a for a in archs if a.arch_id not in self.built}.values())
+        if self.workers < 2 or len(todo) < 2 or not self.worth_workers():
+            for arch in todo:
+                self.build(arch)
+            return
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawned, not forked: a fork of a process with torch's threads can hang
+            self._pool = ProcessPoolExecutor(
+                self.workers,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_worker_start,
+                initargs=(self.space, self.seed),
+            )
+        jobs = [
+            (arch, self._pool.submit(_worker_export, arch, self.work / arch.arch_id, self.fmt,
+                                     self.validate))
+            for arch in todo
+        ]  # fmt: skip
+        for arch, job in jobs:
+            self.built[arch.arch_id] = job.result()
+
+    def worth_workers(self) -> bool:
+        """A spawned worker takes seconds to start (torch's import, the random model):
+        worth it for models whose export takes as long (MiniLM's: 4 s), not for a tiny
+        test space's (a fraction of a second)."""
+        if self._pool is not None:
+            return True
+        from yoco_deploy.costs import arch_costs
+
+        return arch_costs(self.space.max_arch(), self.space.dims).params >= POOL_WORTH_PARAMS
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def release(self, arch_id: str) -> None:
         self.built.pop(arch_id, None)
         shutil.rmtree(self.work / arch_id, ignore_errors=True)
         gc.collect()  # the exporter leaves large reference cycles behind
+
+
+def _export_for_timing(super_bert, arch: Arch, out: Path, fmt: str, validate: bool) -> Path:
+    from yoco_deploy.export.sub_bert import ExportOptions
+    from yoco_deploy.export.sub_bert import export_sub_bert as export
+    from yoco_deploy.export.to_onnx import OnnxSpec
+
+    # validated (when asked) at one small shape: the weights are random
+    spec = OnnxSpec(validation_shapes=((1, 16),))
+    options = ExportOptions.for_format(
+        fmt, int8_samples=4, save_model_dir=False, spec=spec, validate=validate
+    )
+    deploy = export(super_bert, arch, out, options).deploy_file
+    for other in out.iterdir():  # a stretch of exports waits on disk: keep only what is timed
+        if other != deploy and other.is_file():
+            other.unlink()
+    return deploy
+
+
+_WORKER: dict[str, Any] = {}
+POOL_WORTH_PARAMS = 5_000_000
+
+
+def _worker_start(space: SearchSpace, seed: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # one export per core
+    _WORKER["super_bert"] = random_super_bert(space, seed)
+
+
+def _worker_export(arch: Arch, out: Path, fmt: str, validate: bool) -> Path:
+    return _export_for_timing(_WORKER["super_bert"], arch, out, fmt, validate)
 
 
 EXPORTS = ".exports"  # inside a profile (or remote bundle) folder
@@ -178,39 +264,47 @@ def _profile(
     design = SpaceFillingDesign(space, settings.seed)
     with export_work(out) as tmp:
         builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
-        ref_path = builder.build(reference_arch(space))
-        first = min(settings.n, first_round or settings.n) if until else settings.n
-        archs = design.sample(first, exclude=set(exclude))
-        written = 0
-        while True:
-            jobs = plan_jobs(archs, settings.shapes, settings.seed + len(rounds))
-            by_id = {a.arch_id: a for a in archs}
-            written += runner.run_jobs(
-                jobs,
-                lambda job, by_id=by_id: builder.build(by_id[job.arch_id]),
-                ref_path,
-                log,
-                backend,
-                settings.protocol,
-                vocab_size=space.dims.vocab_size,
-                progress=progress or runner._print_progress,
-                release=lambda job: builder.release(job.arch_id),
-            )
-            measured = {row["arch_id"] for row in log.latest().values()}
-            if not until or len(measured) >= settings.n:
-                break
-            status = refinement_status(out, until, prior)
-            rounds.append({"profiled": len(measured), **status})
-            if status["met"]:
-                break
-            archs = pick_refinement(
-                out,
-                space,
-                design,
-                measured | set(exclude),
-                near_ms,
-                min(step, settings.n - len(measured)),
-            )
+        with contextlib.closing(builder):  # its export workers end with the profile
+            first = min(settings.n, first_round or settings.n) if until else settings.n
+            archs = design.sample(first, exclude=set(exclude))
+            # the reference with the first stretch to time: the workers export it too
+            done = {row["arch_id"] for row in log.latest().values()}
+            ahead = [a for a in archs if a.arch_id not in done][: settings.protocol.ref_every]
+            builder.prepare([reference_arch(space), *ahead])
+            ref_path = builder.build(reference_arch(space))
+            written = 0
+            while True:
+                jobs = plan_jobs(archs, settings.shapes, settings.seed + len(rounds))
+                by_id = {a.arch_id: a for a in archs}
+                written += runner.run_jobs(
+                    jobs,
+                    lambda job, by_id=by_id: builder.build(by_id[job.arch_id]),
+                    ref_path,
+                    log,
+                    backend,
+                    settings.protocol,
+                    vocab_size=space.dims.vocab_size,
+                    progress=progress or runner._print_progress,
+                    release=lambda job: builder.release(job.arch_id),
+                    prepare=lambda stretch, by_id=by_id: builder.prepare(
+                        [by_id[job.arch_id] for job in stretch]
+                    ),
+                )
+                measured = {row["arch_id"] for row in log.latest().values()}
+                if not until or len(measured) >= settings.n:
+                    break
+                status = refinement_status(out, until, prior)
+                rounds.append({"profiled": len(measured), **status})
+                if status["met"]:
+                    break
+                archs = pick_refinement(
+                    out,
+                    space,
+                    design,
+                    measured | set(exclude),
+                    near_ms,
+                    min(step, settings.n - len(measured)),
+                )
     measured = len({row["arch_id"] for row in log.latest().values()})
     wall = time.monotonic() - started
     return ProfileResult(Path(out), written, measured, rounds, wall, log.set_aside)

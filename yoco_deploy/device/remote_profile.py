@@ -4,6 +4,7 @@ profile directory."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import time
@@ -62,15 +63,22 @@ def write_bundle(
         builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
         files = {}
         started = time.monotonic()
-        for i, arch in enumerate([ref, *archs]):
-            target = models / f"{arch.arch_id}.onnx"
-            if not target.exists():  # re-running an interrupted bundle skips done files
-                shutil.move(str(builder.build(arch)), target)
-                builder.release(arch.arch_id)
-            files[arch.arch_id] = f"models/{target.name}"
-            if progress:
-                eta = (time.monotonic() - started) / (i + 1) * (len(archs) - i)
-                progress(i + 1, len(archs) + 1, eta, f"export {arch.arch_id}")
+        todo = [ref, *archs]
+        with contextlib.closing(builder):
+            for i, arch in enumerate(todo):
+                target = models / f"{arch.arch_id}.onnx"
+                if not target.exists():  # re-running an interrupted bundle skips done files
+                    if arch.arch_id not in builder.built:  # the next few, in parallel
+                        ahead = todo[i : i + 2 * builder.workers]
+                        builder.prepare(
+                            [a for a in ahead if not (models / f"{a.arch_id}.onnx").exists()]
+                        )
+                    shutil.move(str(builder.build(arch)), target)
+                    builder.release(arch.arch_id)
+                files[arch.arch_id] = f"models/{target.name}"
+                if progress:
+                    eta = (time.monotonic() - started) / (i + 1) * (len(archs) - i)
+                    progress(i + 1, len(archs) + 1, eta, f"export {arch.arch_id}")
     jobs = plan_jobs(archs, settings.shapes, settings.seed)
     record = device_record("bundle", space, settings, {}, model)
     plan = {

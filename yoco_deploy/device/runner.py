@@ -9,13 +9,15 @@ process; ``yoco-deploy profile-bundle`` copies this file into a bundle directory
 It writes BUNDLE_DIR/results/device.json and appends to
 BUNDLE_DIR/results/measurements.jsonl; ``yoco-deploy profile-import`` brings them home.
 
-Protocol: warm-up; timed runs in chunks until the median moves less than ``rel_tol``
-(capped); median, p90, coefficient of variation and run count are recorded. Each timed
-run of a model is paired with a run of a reference model, and the row stores the
-latency in milliseconds and relative to the reference (median of the paired ratios).
-The reference is also timed on its own every ``ref_every`` jobs; when it drifts by more
-than ``drift_tol``, the jobs since the previous reference are measured again. Rows are
-appended and flushed one by one; a rerun skips every job already measured.
+Protocol: warm-up, then interleaved rounds: each round times ``chunk`` runs of the model,
+each followed by a run of a reference model, and gives one ratio (the median of its
+paired ratios). Rounds go on until the 95% interval of the rounds' median ratio is
+narrower than ``max_spread`` of it (at least ``min_runs``, at most ``max_runs`` runs,
+or ``max_seconds``). The row stores the latency in milliseconds, the ratio, its interval
+and the number of rounds. The reference is also timed on its own every ``ref_every``
+jobs; when it drifts by more than ``drift_tol``, the jobs since the previous reference
+are measured again. Rows are appended and flushed one by one; a rerun skips every job
+already measured.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,16 +59,23 @@ class RunnerError(Exception):
 @dataclass(frozen=True)
 class Protocol:
     warmup: int = 5
-    min_runs: int = 20
+    min_runs: int = 25  # five rounds: the fewest whose interval means something
     max_runs: int = 100
-    chunk: int = 10
-    rel_tol: float = 0.015
+    chunk: int = 5  # paired runs per round
+    max_spread: float = 0.04  # the interval's width over the median ratio (about +-2%)
     max_seconds: float = 30.0
     ref_every: int = 8
     drift_tol: float = 0.15
+    decide_runs: int = 200  # how far a measurement goes on for a decision it cannot settle
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> Protocol:
+        """A plan's protocol; keys of another version's protocol are left to the defaults."""
+        names = {f for f in cls.__dataclass_fields__}
+        return cls(**{k: v for k, v in (data or {}).items() if k in names})
 
 
 # ---- inputs and sessions -----------------------------------------------------------------
@@ -304,11 +313,32 @@ class OrtBackend:
         return (time.perf_counter() - start) * 1e3
 
 
+def median_interval(values, level: float = 0.95) -> tuple[float, float]:
+    """A distribution-free interval for the median of ``values`` (order statistics:
+    the k-th smallest and largest, k the largest rank the binomial tail allows at
+    ``level``; below 6 values it is the range). A round slowed by another tenant moves
+    it by one rank, not by its size."""
+    v = np.sort(np.asarray(values, dtype=float))
+    n = v.size
+    tail, k, cdf, term = (1 - level) / 2, 0, 0.0, 0.5**n
+    for i in range(n):  # cdf = P(Binomial(n, 1/2) <= i)
+        cdf += term
+        if cdf > tail:
+            break
+        k = i + 1
+        term *= (n - i) / (i + 1)
+    k = max(k, 1)
+    return float(v[k - 1]), float(v[n - k])
+
+
 @dataclass(frozen=True)
 class Latency:
     """One measured latency in milliseconds (nn-Meter's ``Latency``): the median and its
-    spread over ``runs`` timed runs; timed beside a reference, also the reference's median
-    and the median of the paired ratios. ``to_dict`` is the measurements-file row."""
+    spread over ``runs`` timed runs in ``rounds`` rounds; timed beside a reference, also
+    the reference's median, the ratio (the median of the rounds' ratios) and its 95%
+    interval. ``spread`` is the interval's width over its median (the ratio's, or the
+    latency's without a reference). ``to_dict`` is the measurements-file row; the raw
+    samples ride along for callers that pool them (ship's ship-wide reference)."""
 
     median_ms: float
     p90_ms: float
@@ -316,36 +346,69 @@ class Latency:
     runs: int
     ref_ms: float | None = None
     rel: float | None = None
+    rel_lo: float | None = None
+    rel_hi: float | None = None
+    rounds: int | None = None
+    spread: float | None = None
+    samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
+    ref_samples: tuple[float, ...] = field(default=(), repr=False, compare=False)
 
     @classmethod
-    def from_samples(cls, samples, refs=None) -> Latency:
+    def from_samples(cls, samples, refs=None, chunk: int | None = None) -> Latency:
+        """``chunk``: runs per round (None: one round of everything)."""
         a = np.asarray(samples, dtype=float)
         if a.size == 0:
             raise ValueError("no timing samples")
-        paired = {}
-        if refs is not None and len(refs):
-            r = np.asarray(refs, dtype=float)
-            paired = {"ref_ms": float(np.median(r)), "rel": float(np.median(a / r))}
+        r = np.asarray(refs if refs is not None else [], dtype=float)
+        paired = r.size == a.size
+        step = chunk or a.size
+        per_round = [
+            float(np.median(a[i : i + step] / r[i : i + step]))
+            if paired
+            else float(np.median(a[i : i + step]))
+            for i in range(0, a.size, step)
+        ]
+        centre = float(np.median(per_round))
+        lo, hi = median_interval(per_round)
+        extra = {}
+        if paired:
+            extra = {"ref_ms": float(np.median(r)), "rel": centre, "rel_lo": lo, "rel_hi": hi}
         return cls(
             median_ms=float(np.median(a)),
             p90_ms=float(np.percentile(a, 90)),
             cv=float(a.std(ddof=1) / a.mean()) if a.size > 1 and a.mean() > 0 else 0.0,
             runs=int(a.size),
-            **paired,
+            rounds=len(per_round),
+            spread=(hi - lo) / centre if centre > 0 else 0.0,
+            samples=tuple(a.tolist()),
+            ref_samples=tuple(r.tolist()) if paired else (),
+            **extra,
         )
 
     def to_dict(self) -> dict[str, float | int]:
-        return {k: v for k, v in asdict(self).items() if v is not None}
+        skip = ("samples", "ref_samples")
+        return {k: v for k, v in asdict(self).items() if v is not None and k not in skip}
 
 
-def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) -> Latency:
-    """Warm up, then time in chunks until the median is stable (or a cap is hit).
+def measure(
+    backend,
+    handle,
+    feeds: dict,
+    protocol: Protocol,
+    reference=None,
+    settled: Callable[[Latency], bool] | None = None,
+) -> Latency:
+    """Warm up, then time in interleaved rounds until the median is known to within
+    ``protocol.max_spread`` (or a cap is hit).
 
     With ``reference``, each timed run of the model is followed by one of the reference,
-    and ``rel`` is the median of the paired ratios: a shared machine changes speed within
-    seconds (medians of one model moved 4.1 to 7.1 ms here), and pairing cancels that.
-    Garbage is collected before and the collector paused during timing (as timeit does):
-    a collection of the exporter's garbage inside a timed run adds milliseconds."""
+    and each round's ratio is the median of its paired ratios: a shared machine changes
+    speed within seconds (medians of one model moved 4.1 to 7.1 ms here), and pairing
+    cancels that; the rounds' spread shows what pairing did not cancel. ``settled``: a
+    decision resting on the measurement (a budget); while it says no, rounds go on, up
+    to ``protocol.decide_runs``. Garbage is collected before and the collector paused
+    during timing (as timeit does): a collection of the exporter's garbage inside a
+    timed run adds milliseconds."""
     gc.collect()
     gc.disable()
     try:
@@ -355,25 +418,28 @@ def measure(backend, handle, feeds: dict, protocol: Protocol, reference=None) ->
                 backend.time_one(reference, feeds)
         samples: list[float] = []
         refs: list[float] = []
-        previous = None
         started = time.monotonic()
-        while len(samples) < protocol.max_runs:
+        while True:
             for _ in range(protocol.chunk):
                 samples.append(backend.time_one(handle, feeds))
                 if reference is not None:
                     refs.append(backend.time_one(reference, feeds))
-            median = float(np.median(samples))
-            if refs:  # stability of what is stored: the relative latency
-                median = float(np.median(np.asarray(samples) / np.asarray(refs)))
-            stable = previous is not None and abs(median - previous) <= protocol.rel_tol * median
-            if len(samples) >= protocol.min_runs and stable:
+            if len(samples) < protocol.min_runs:
+                continue
+            stats = Latency.from_samples(samples, refs or None, protocol.chunk)
+            narrow = stats.spread <= protocol.max_spread
+            decided = settled is None or settled(stats)
+            if narrow and decided:
                 break
-            if time.monotonic() - started > protocol.max_seconds:
+            timed_out = time.monotonic() - started > protocol.max_seconds
+            cap = protocol.max_runs if decided else max(protocol.decide_runs, protocol.max_runs)
+            if len(samples) >= cap or (timed_out and decided):
                 break
-            previous = median
+            if timed_out and len(samples) >= protocol.max_runs:
+                break  # undecided, but out of time: the caller records it as unclear
     finally:
         gc.enable()
-    return Latency.from_samples(samples, refs)
+    return Latency.from_samples(samples, refs or None, protocol.chunk)
 
 
 # ---- the append-only measurements file ------------------------------------------------
@@ -622,8 +688,11 @@ def run_jobs(
     progress: Callable[[int, int, float | None, str], None] = _print_progress,
     release: Callable[[Job], None] = lambda job: None,
     session_id: str | None = None,
+    prepare: Callable[[list[Job]], None] = lambda jobs: None,
 ) -> int:
-    """Measure every job not yet in ``log``; return how many rows were written."""
+    """Measure every job not yet in ``log``; return how many rows were written.
+    ``prepare``: called with each stretch's jobs before any of them is timed (exports
+    them all at once, so nothing but timing runs while they are timed)."""
     jobs = list(jobs)
     done = set(log.latest())
     todo = [j for j in jobs if j.key not in done]
@@ -681,6 +750,8 @@ def run_jobs(
     stretch: list[Job] = []
     started = time.monotonic()
     for i, job in enumerate(todo):
+        if not stretch:
+            prepare(todo[i : i + protocol.ref_every])
         measure_job(job, remeasure=False)
         stretch.append(job)
         finished += 1
@@ -738,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
         (results / "device.json").write_text(json.dumps(device, indent=2) + "\n")
         jobs = [Job(j["arch_id"], j["batch"], j["seq_len"], j.get("arch")) for j in plan["jobs"]]
         files = {j["arch_id"]: j["file"] for j in plan["jobs"]}
-        protocol = Protocol(**plan.get("protocol", {}))
+        protocol = Protocol.from_dict(plan.get("protocol", {}))
         _install_sigterm()
         written = run_jobs(
             jobs,

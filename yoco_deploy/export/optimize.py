@@ -93,9 +93,11 @@ def optimize_fused(
     model: torch.nn.Module,
     spec: OnnxSpec = OnnxSpec(),
     use_gpu: bool = False,
-) -> tuple[Validation, dict[str, int]]:
+    validate: bool = True,
+) -> tuple[Validation | None, dict[str, int]]:
     """Apply ONNX Runtime's BERT fusions; head counts are read per layer from the graph.
-    ``use_gpu``: the fusions for GPU kernels (for the fp16 files GPUs run)."""
+    ``use_gpu``: the fusions for GPU kernels (for the fp16 files GPUs run); ``validate``
+    False: not compared with PyTorch (validation None)."""
     from onnxruntime.transformers.optimizer import optimize_model
 
     tmp = _tmp_name(dst)
@@ -105,7 +107,7 @@ def optimize_fused(
                 str(src), model_type="bert", num_heads=0, hidden_size=0, use_gpu=use_gpu
             )
         optimized.save_model_to_file(str(tmp))
-        validation = validate_onnx(tmp, model, spec, what="fused ONNX model")
+        validation = validate_onnx(tmp, model, spec, what="fused ONNX model") if validate else None
     counts = fused_operator_counts(tmp)
     _publish(tmp, dst)
     return validation, counts
@@ -161,9 +163,10 @@ def quantize_int8(
     samples: int = 64,
     seq_len: int = 64,
     min_agreement: float | None = None,
-) -> Int8Report:
+) -> Int8Report | None:
     """Dynamic int8 quantization (per-channel weights: cosine 0.99 vs 0.95 per-tensor on
-    real MiniLM, at the same speed). ``min_agreement`` turns drift into a failure."""
+    real MiniLM, at the same speed). ``min_agreement`` turns drift into a failure;
+    ``samples`` 0: drift not measured (None)."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -178,8 +181,8 @@ def quantize_int8(
                 # needed for fused graphs, whose contrib ops carry no type information
                 extra_options={"DefaultTensorType": onnx.TensorProto.FLOAT},
             )
-        report = _int8_drift(tmp, model, samples, seq_len)
-    if min_agreement is not None and report.argmax_agreement < min_agreement:
+        report = _int8_drift(tmp, model, samples, seq_len) if samples else None
+    if report is not None and min_agreement is not None and report.argmax_agreement < min_agreement:
         discard(tmp)
         raise ExportError(
             f"int8 model agrees with fp32 on {report.argmax_agreement:.1%} of argmax "

@@ -46,6 +46,9 @@ class ExportOptions:
     int8_samples: int = 64
     save_model_dir: bool = True
     spec: OnnxSpec = field(default_factory=OnnxSpec)
+    # False: no comparison with PyTorch (profiling times random weights; the graph is
+    # what it needs)
+    validate: bool = True
 
     @classmethod
     def for_format(cls, fmt: str, **kwargs) -> ExportOptions:
@@ -175,7 +178,11 @@ def _export(super_bert, arch, out_dir, final, options, tokenizer, costs: Costs) 
     tmp = plain.with_name(".model.onnx.tmp")
     try:
         export_onnx(dense, tmp, spec)
-        validation = {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
+        validation = (
+            {"fp32": validate_onnx(tmp, dense, spec, what="exported ONNX model")}
+            if options.validate
+            else {}
+        )
     except BaseException:  # an export error, Ctrl-C or SIGTERM: no temporary file left
         discard(tmp)
         raise
@@ -187,14 +194,23 @@ def _export(super_bert, arch, out_dir, final, options, tokenizer, costs: Costs) 
     if options.optimize:
         opt = out_dir / "model.opt.onnx"
         gpu = options.quantize == "fp16"  # fp16 files are for GPUs: fuse for their kernels
-        validation["optimized"], fused = optimize_fused(plain, opt, dense, spec, use_gpu=gpu)
+        checked, fused = optimize_fused(
+            plain, opt, dense, spec, use_gpu=gpu, validate=options.validate
+        )
+        if checked is not None:
+            validation["optimized"] = checked
         files["optimized"] = opt.name
         source = opt
     if options.quantize == "int8":
         q = out_dir / "model.int8.onnx"
-        int8 = quantize_int8(
-            source, q, dense, options.int8_samples, min_agreement=options.int8_min_agreement
-        ).to_dict()
+        drift = quantize_int8(
+            source,
+            q,
+            dense,
+            options.int8_samples if options.validate else 0,
+            min_agreement=options.int8_min_agreement,
+        )
+        int8 = drift.to_dict() if drift is not None else None
         files["int8"] = q.name
     elif options.quantize == "fp16":
         half = out_dir / "model.fp16.onnx"
