@@ -59,10 +59,11 @@ bench-train: $(VENV)/.demo
 bench-search: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/search.py --ship
 
-# hours on 2 cores (the super-BERT of bench-train, then 4 budgets x 3 seeds of each row);
+# hours on 2 cores (the teacher and the first-layer super-BERT of bench/train_sst2.py, trained
+# if missing, then 4 budgets x 3 seeds of each row);
 # resumable: rerun to continue (finished runs are logged in bench/results/compress_once.jsonl)
 bench-compress: $(VENV)/.demo
-	$(OFFLINE) $(PY) bench/compress_once.py
+	$(OFFLINE) $(PY) bench/compress_once.py --super sst2-minilm-super-first
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

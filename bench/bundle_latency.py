@@ -96,12 +96,12 @@ def reference_file(manifest: dict, predictors: Path, folder: Path) -> Path | Non
 
 
 def bundle_pairs(rows: list[dict]) -> list[dict]:
-    """Each two bundles shipped into one folder: the fresh ratio of their latencies
-    against the ratio of their manifests' (what a user choosing between them reads)."""
+    """Each two bundles of one device: the fresh ratio of their latencies against the
+    ratio of their manifests' (what a user choosing between them reads)."""
     out = []
     for i, a in enumerate(rows):
         for b in rows[i + 1 :]:
-            if Path(a["bundle"]).parent != Path(b["bundle"]).parent:
+            if a["device"] != b["device"]:
                 continue
             manifest = b["manifest_ms"] / a["manifest_ms"]
             fresh = b["fresh_ms"] / a["fresh_ms"]
@@ -162,6 +162,7 @@ def main() -> None:
             row = {
                 "bundle": str(bundle.relative_to(ROOT) if bundle.is_relative_to(ROOT) else bundle),
                 "session": manifest["session"],
+                "device": manifest["device"],
                 "manifest_ms": recorded,
                 "manifest_rounds": timing.get("rounds"),
                 "manifest_spread": timing.get("spread"),
@@ -233,7 +234,7 @@ def main() -> None:
     if pairs:
         lines += [
             "",
-            f"Between two bundles of one folder, the fresh latency ratio against the "
+            f"Between two bundles of one device, the fresh latency ratio against the "
             f"manifests' ratio: within +-10% {result['pairs_within_10pct']}.",
             "",
             "| bundle a | bundle b | manifests b/a | fresh b/a | error |",

@@ -20,7 +20,7 @@ The prior is another CPU's predictor (default: the committed one); the CPUs of b
 stated. Also writes this CPU's own predictor from the largest profile (no prior) into
 bench/results/predictor_transfer/, to serve as the prior on the other CPU kind.
 Resumable: finished profiles are skipped (the profiler resumes a killed one). A timing
-job: run it alone. Writes bench/results/predictor_transfer.{json,md}.
+job: run it alone. Writes bench/results/predictor_transfer-CPU.{json,md}.
 """
 
 from __future__ import annotations
@@ -39,6 +39,11 @@ ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
 COMMON = ["--model", "minilm", "--threads", "2", "--format", "int8", "--seq-len", "128",
           "--batch", "1"]  # fmt: skip
+
+
+def cpu_slug(cpu: str) -> str:
+    """A file-name form of a CPU model name ("AMD EPYC" -> "amd-epyc")."""
+    return "".join(c if c.isalnum() else "-" for c in cpu.lower()).strip("-")
 
 
 def cli(*args: str) -> tuple[str, float]:
@@ -67,14 +72,27 @@ def profile(folder: Path, n: int, seed: int, exclude: Path | None = None) -> flo
     return round(wall, 1)
 
 
-def score(predictor, test) -> dict:
-    """The predictor's relative latency on the test profile's sub-BERTs, against the ratio
-    measured beside the full model."""
+def score(predictor, test, full: int) -> dict:
+    """The predictor's latency relative to the full model (``test.archs[full]``, timed in
+    the same test profile), against the same ratio as measured: each sub-BERT's ratio to
+    the reference timed beside it, over the full model's. The reference-relative scores
+    ride along (``vs_reference``)."""
     from yoco_deploy.device.predictor import latency_metrics, predict_rel
 
-    predicted = predict_rel(predictor.model, test.archs, test.shapes, predictor.dims)
-    m = latency_metrics(test.rel, predicted)
-    return {k: m[k] for k in ("n", "within10", "within5", "mape", "kendall_tau")}
+    predicted = np.asarray(predict_rel(predictor.model, test.archs, test.shapes, predictor.dims))
+    others = np.arange(len(test.rel)) != full
+    m = latency_metrics(test.rel[others] / test.rel[full], predicted[others] / predicted[full])
+    r = latency_metrics(test.rel, predicted)
+    keys = ("n", "within10", "within5", "mape", "kendall_tau")
+    return {k: m[k] for k in keys} | {"vs_reference": {k: r[k] for k in keys}}
+
+
+def prior_space_max(profile: Path) -> str:
+    """The full model's arch id (the design profiles the max sub-BERT first)."""
+    from yoco_deploy.device.profile_store import read_device
+    from yoco_deploy.space import SearchSpace
+
+    return SearchSpace.from_dict(read_device(profile)["space"]).max_arch().arch_id
 
 
 def scaled(prior, data) -> dict:
@@ -91,10 +109,11 @@ def run(args) -> dict:
     from yoco_deploy.device.runner import host_fingerprint
 
     here = host_fingerprint()["cpu"]
-    work = args.runs / "transfer" / here.replace(" ", "-").lower()
+    work = args.runs / "transfer" / cpu_slug(here)
     test_dir = work / "test"
     walls = {"test": profile(test_dir, args.test_n, 1000)}
     test, _ = load_training_data(test_dir)
+    full = [a.arch_id for a in test.archs].index(prior_space_max(test_dir))
     prior = LatencyPredictor.load(args.prior)
     rows = []
     for n in args.sizes:
@@ -105,14 +124,14 @@ def run(args) -> dict:
             out = work / "predictors"
             adapted = fit_profile(folder, out / f"{folder.name}-prior.json", holdout=0,
                                   plot=False, prior=args.prior).predictor  # fmt: skip
-            row = {"n": n, "seed": seed, "prior as-is": score(prior, test),
-                   "prior scaled": score(LatencyPredictor(**scaled(prior, data)), test),
-                   "adapted": {**score(adapted, test),
+            row = {"n": n, "seed": seed, "prior as-is": score(prior, test, full),
+                   "prior scaled": score(LatencyPredictor(**scaled(prior, data)), test, full),
+                   "adapted": {**score(adapted, test, full),
                                "variant": adapted.metrics["selection"].get(
                                    "prior", {}).get("variant", adapted.model["type"])}}  # fmt: skip
             if n >= 10:
                 alone = fit_profile(folder, out / f"{folder.name}.json", holdout=0, plot=False)
-                row["no prior"] = {**score(alone.predictor, test),
+                row["no prior"] = {**score(alone.predictor, test, full),
                                    "model": alone.predictor.model["type"]}  # fmt: skip
                 if n == max(args.sizes):
                     own = RESULTS / "predictor_transfer" / f"{work.name}-minilm.json"
@@ -123,7 +142,9 @@ def run(args) -> dict:
         "command": "python bench/predictor_transfer.py " + " ".join(sys.argv[1:]),
         "cpu": here,
         "prior": {
-            "file": str(args.prior),
+            "file": str(
+                args.prior.relative_to(ROOT) if args.prior.is_relative_to(ROOT) else args.prior
+            ),
             "cpu": prior.device.get("cpu"),
             "device": prior.device.get("name"),
         },
@@ -140,9 +161,11 @@ def markdown(result: dict) -> str:
         "",
         f"`{result['command']}` on {result['cpu']}; prior: `{result['prior']['file']}` "
         f"(fitted on {result['prior']['cpu']}). Scored on {result['test_n']} held-out "
-        "sub-BERTs timed here beside the full model (int8, seq 128, batch 1, 2 threads): "
+        "sub-BERTs timed here, each beside the reference model (int8, seq 128, batch 1, "
+        "2 threads): "
         "within ±10% / within ±5% / MAPE / Kendall tau of the latency relative to the full "
-        "model. One row per design seed.",
+        "model (each sub-BERT's ratio to the reference timed beside it, over the full "
+        "model's; the full model is among them). One row per design seed.",
         "",
         "| n | seed | " + " | ".join(kinds) + " |",
         "|---" * (len(kinds) + 2) + "|",
@@ -171,10 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=Path, default=ROOT / "runs")
     parser.add_argument("--sizes", type=int, nargs="+", default=[5, 10, 20, 40])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--test-n", type=int, default=30)
-    parser.add_argument("--out", type=Path, default=RESULTS / "predictor_transfer.json")
+    parser.add_argument("--test-n", type=int, default=59)
+    parser.add_argument(
+        "--out", type=Path, default=None,
+        help="Default: bench/results/predictor_transfer-CPU.json (one file per CPU kind).",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     result = run(args)
+    args.out = args.out or RESULTS / f"predictor_transfer-{cpu_slug(result['cpu'])}.json"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1) + "\n")
     args.out.with_suffix(".md").write_text(markdown(result))

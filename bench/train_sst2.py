@@ -174,6 +174,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--lift", action="store_true", help="Also run the levers for the smallest sub-BERTs."
     )
+    parser.add_argument(
+        "--layer-selection",
+        choices=("even", "first"),
+        default=None,
+        help="Train the super-BERT with this layer selection, into runs/sst2-minilm-super-"
+        "SELECTION (default: the config's, into runs/sst2-minilm-super).",
+    )
     args = parser.parse_args(argv)
 
     from yoco_deploy.costs import arch_costs
@@ -184,7 +191,8 @@ def main(argv: list[str] | None = None) -> int:
     from yoco_deploy.train.data import load_task
 
     teacher_run = args.runs / "sst2-minilm-teacher"
-    super_run = args.runs / "sst2-minilm-super"
+    chosen = {"layer_selection": args.layer_selection} if args.layer_selection else {}
+    super_run = args.runs / "-".join(["sst2-minilm-super", *chosen.values()])
     cfg = load_config(
         args.config,
         {
@@ -192,6 +200,7 @@ def main(argv: list[str] | None = None) -> int:
             "output_dir": str(super_run),
             "model": str(teacher_run / "final"),
             "teacher": str(teacher_run / "final"),
+            **chosen,
         },
     )
     if not (teacher_run / "final").exists():
@@ -217,7 +226,7 @@ def main(argv: list[str] | None = None) -> int:
         )
     base = {"data_dir": str(args.data_dir), "model": str(teacher_run / "final"),
             "teacher": str(teacher_run / "final")}  # fmt: skip
-    train_run(args.config, base, super_run)
+    train_run(args.config, {**base, **chosen}, super_run)
 
     teacher_s, super_s = run_wall_s(teacher_run), run_wall_s(super_run)
     data = load_task("sst2", args.data_dir, cfg.search_fraction, cfg.seed, max_train=cfg.max_train)

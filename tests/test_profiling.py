@@ -144,6 +144,20 @@ def test_profile_writes_device_and_rows(space, tmp_path):
     assert again.rows_written == 0
 
 
+def test_a_larger_n_extends_a_profile_to_n_not_by_another_design(space, tmp_path):
+    """`profile --n 6` then `--n 9` into the same folder: 9 sub-BERTs, the first 6 kept
+    (a design of 9 is another Latin hypercube; taking it whole gave 6 + 7 here)."""
+    out = tmp_path / "dev"
+    quiet = {"progress": lambda *a: None, "backend": FakeBackend()}
+    six = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
+    profile_device(space, out, "dev", six, "tiny", **quiet)
+    first = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
+    nine = ProfileSettings(n=9, protocol=FAST, session=runner.SessionSpec(threads=1))
+    result = profile_device(space, out, "dev", nine, "tiny", **quiet)
+    ids = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
+    assert result.measured == 9 and len(ids) == 9 and first <= ids
+
+
 def test_drift_remeasures_the_stretch(space, tmp_path):
     # the machine gets 30% slower after 40 timing calls
     backend = FakeBackend(drift=lambda call: 1.0 if call < 40 else 1.3)

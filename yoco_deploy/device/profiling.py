@@ -266,10 +266,13 @@ def _profile(
         builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
         with contextlib.closing(builder):  # its export workers end with the profile
             first = min(settings.n, first_round or settings.n) if until else settings.n
-            archs = design.sample(first, exclude=set(exclude))
-            # the reference with the first stretch to time: the workers export it too
             done = {row["arch_id"] for row in log.latest().values()}
-            ahead = [a for a in archs if a.arch_id not in done][: settings.protocol.ref_every]
+            # a resumed profile finishes its design; a larger --n adds only what it lacks
+            # (a design of n is another Latin hypercube, not the old one plus n - old)
+            fresh = [a for a in design.sample(first, exclude=set(exclude)) if a.arch_id not in done]
+            archs = fresh[: max(0, first - len(done))]
+            # the reference with the first stretch to time: the workers export it too
+            ahead = archs[: settings.protocol.ref_every]
             builder.prepare([reference_arch(space), *ahead])
             ref_path = builder.build(reference_arch(space))
             written = 0
