@@ -27,13 +27,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
+from predictor_accuracy import cli  # bench/ is on the path of a bench script
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -44,16 +42,6 @@ COMMON = ["--model", "minilm", "--threads", "2", "--format", "int8", "--seq-len"
 def cpu_slug(cpu: str) -> str:
     """A file-name form of a CPU model name ("AMD EPYC" -> "amd-epyc")."""
     return "".join(c if c.isalnum() else "-" for c in cpu.lower()).strip("-")
-
-
-def cli(*args: str) -> tuple[str, float]:
-    started = time.time()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    exe = Path(sys.executable).with_name("yoco-deploy")
-    done = subprocess.run([str(exe), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    if done.returncode:
-        raise SystemExit(f"yoco-deploy {' '.join(args)} failed ({done.returncode})")
-    return done.stdout, time.time() - started
 
 
 def profiled(folder: Path, n: int) -> bool:

@@ -18,8 +18,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy.budgets import BudgetError, CostModel
@@ -27,6 +25,7 @@ from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bund
 from yoco_deploy.deploy.polish import Polished, PolishSpec
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
 from yoco_deploy.deploy.search_log import provenance
+from yoco_deploy.deploy.ship_timing import ShipClock
 from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
 from yoco_deploy.manifest import BundleManifest, MeasuredLatency
@@ -168,14 +167,10 @@ class _ShipRun:
         self.backend = runner.OrtBackend(session)
         self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
         self.reference = None
-        # every paired run of the reference in this ship (the reference timed alone
-        # until there is one): its median is the speed a latency is stated at
-        self.ref_pool: list[float] = []
-        self.ref_alone: list[float] = []
+        self.clock = ShipClock(cost_model)
         self.polisher: Callable[[Arch], Polished] | None = None
         self.provenance: dict[str, Any] | None = None
         self.rejected: list[dict[str, Any]] = []
-        self.ratios: list[float] = []  # measured / calibrated prediction, per timed candidate
         self.gate = None  # set by the first candidate that gets as far as its dev metric
         self.over_budget: Arch | None = None  # the last candidate measured over budget
         self.labels = class_names(super_bert.config, data.task)
@@ -194,37 +189,8 @@ class _ShipRun:
             return
         protocol = self.settings.protocol
         stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
-        self.ref_alone = list(stats.samples)
-        self.model = self.base.recalibrated(self._reference_ms())
-
-    def _reference_ms(self, stats: runner.Latency | None = None) -> float | None:
-        """The reference's median over the whole ship so far (``stats``' runs included)."""
-        pool = self.ref_pool + list(stats.ref_samples if stats else ())
-        pool = pool or self.ref_alone
-        return float(np.median(pool)) if pool else None
-
-    def _reading(self, stats: runner.Latency) -> tuple[float, float, float]:
-        """The candidate's latency and its 95% interval in ms: the ratio to the reference
-        (the rounds' median) times the reference's ship-wide median, so a slow minute
-        during one candidate's rounds moves neither; without a reference, the median."""
-        ref = self._reference_ms(stats)
-        if stats.rel is None or ref is None:
-            return stats.median_ms, stats.median_ms, stats.median_ms
-        return stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
-
-    def _budget_ms(self, stats: runner.Latency) -> float | None:
-        """The latency budget in ms at the ship-wide reference speed (a share moves with it)."""
-        ref = self._reference_ms(stats)
-        model = self.model if ref is None else self.base.recalibrated(ref)
-        return model.target.budgets.get("latency")
-
-    def _settled(self, stats: runner.Latency) -> bool:
-        """Whether the latency budget's verdict is the same across the whole interval."""
-        budget = self._budget_ms(stats)
-        if budget is None:
-            return True
-        _, lo, hi = self._reading(stats)
-        return hi <= budget or lo > budget
+        self.clock.alone = list(stats.samples)
+        self.model = self.base.recalibrated(self.clock.reference_ms())
 
     def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
         queue = list(candidates[: self.settings.max_candidates])
@@ -262,7 +228,9 @@ class _ShipRun:
         budget is that predicted latency is then timed, and the measurement decides."""
         if self.model.feasible(arch):
             return True
-        return not self.ratios and self.model.target.broken(self.model.costs(arch)) == ["latency"]
+        return not self.clock.ratios and self.model.target.broken(self.model.costs(arch)) == [
+            "latency"
+        ]
 
     def _repair(self, arch: Arch, tried: set[str]) -> Arch | None:
         """The first sub-BERT below ``arch`` that the corrected cost model calls feasible
@@ -296,19 +264,22 @@ class _ShipRun:
             handle = self.backend.load(onnx_path)
             stats = runner.measure(
                 self.backend, handle, self.feeds, settings.protocol, self.reference,
-                settled=self._settled,
+                settled=lambda stats: self.clock.settled(stats, self.model),
             )  # fmt: skip
-            latency_ms, lo_ms, hi_ms = self._reading(stats)
-            clear = self._settled(stats)
-            self.ref_pool += stats.ref_samples
-            timing = self._calibrate(arch, stats, latency_ms)
-            timing.update(self._rounds_record(stats, lo_ms, hi_ms, clear))
+            latency_ms, lo_ms, hi_ms = self.clock.reading(stats)
+            clear = self.clock.settled(stats, self.model)
+            rounds = self.clock.record(stats, clear)
+            budget_ms = self.clock.budget_ms(stats, self.model)
+            self.clock.keep(stats)
+            calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms)
+            self.model = corrected or self.model
+            timing = {**calibrated, **rounds}
             if not clear:
                 self.say(
                     f"warning: {target.name}: {arch.short()} measured {latency_ms:.3f} ms "
-                    f"({lo_ms:.3f}-{hi_ms:.3f}) against a budget of "
-                    f"{self._budget_ms(stats):.3f} ms after {stats.rounds} rounds: the "
-                    "machine's noise leaves the budget unsettled; the median decides"
+                    f"({lo_ms:.3f}-{hi_ms:.3f}) against a budget of {budget_ms:.3f} ms after "
+                    f"{stats.rounds} rounds: the machine's noise leaves the budget unsettled; "
+                    "the median decides"
                 )
             # the budgets checked against what was measured: the latency and the file
             measured = {
@@ -357,42 +328,6 @@ class _ShipRun:
             manifest = replace(manifest, polish=polish, provenance=self.provenance)
             manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, onnx_path)
             return Shipped(bundle, manifest, self.rejected)
-
-    def _calibrate(self, arch: Arch, stats: runner.Latency, latency_ms: float) -> dict[str, Any]:
-        """Predictions at the ship-wide reference speed, and the cost model corrected by
-        every measurement so far."""
-        ref = self._reference_ms()
-        if self.base.predictor is None or stats.ref_ms is None or ref is None:
-            return {}
-        now = self.base.recalibrated(ref)
-        calibrated = now.costs(arch)["latency"]
-        self.ratios.append(latency_ms / calibrated)
-        correction = float(np.median(self.ratios))
-        self.model = self.base.recalibrated(ref, correction)
-        return {
-            "reference_ms": ref,
-            "calibrated_prediction_ms": calibrated,
-            "prediction_error": calibrated / latency_ms - 1,
-            "budget_ms": now.target.budgets.get("latency"),
-            "correction": correction,
-        }
-
-    def _rounds_record(self, stats: runner.Latency, lo_ms: float, hi_ms: float, clear: bool):
-        """What the manifest says about how the latency was taken (``timing``)."""
-        record: dict[str, Any] = {
-            "rounds": stats.rounds,
-            "runs": stats.runs,
-            "spread": stats.spread,
-            "interval_ms": [lo_ms, hi_ms],
-            "budget_clear": clear,
-        }
-        if stats.rel is not None:
-            record |= {
-                "ratio": stats.rel,
-                "ratio_interval": [stats.rel_lo, stats.rel_hi],
-                "reference_runs": len(self.ref_pool),
-            }
-        return record
 
     def _manifest(
         self, name, arch, report, stats, latency_ms, timing, metric, onnx_path

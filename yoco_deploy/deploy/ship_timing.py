@@ -1,0 +1,99 @@
+"""How ship states a candidate's latency: its rounds' ratio to the reference times the
+reference's median over the whole ship, and whether that settles its latency budget."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from yoco_deploy.arch import Arch
+from yoco_deploy.deploy.budgets import CostModel
+from yoco_deploy.device import runner
+
+
+class ShipClock:
+    """Every run of the reference in one target's ship: the paired runs beside the
+    candidates, or the reference timed alone until there is one. Its median is the speed
+    every latency of the ship is stated at, so a slow spell during one candidate's
+    rounds moves neither that candidate's latency nor the others'. It also keeps the
+    measured / calibrated-prediction ratio of every timed candidate, which corrects the
+    cost model."""
+
+    def __init__(self, base: CostModel):
+        self.base = base
+        self.paired: list[float] = []
+        self.alone: list[float] = []
+        self.ratios: list[float] = []
+
+    def calibrate(
+        self, arch: Arch, stats: runner.Latency, latency_ms: float
+    ) -> tuple[dict[str, Any], CostModel | None]:
+        """The prediction at the ship-wide reference speed (the manifest's ``timing``),
+        and the cost model corrected by every measurement so far (None without a
+        predictor or a reference)."""
+        ref = self.reference_ms()
+        if self.base.predictor is None or stats.ref_ms is None or ref is None:
+            return {}, None
+        now = self.base.recalibrated(ref)
+        calibrated = now.costs(arch)["latency"]
+        self.ratios.append(latency_ms / calibrated)
+        correction = float(np.median(self.ratios))
+        return {
+            "reference_ms": ref,
+            "calibrated_prediction_ms": calibrated,
+            "prediction_error": calibrated / latency_ms - 1,
+            "budget_ms": now.target.budgets.get("latency"),
+            "correction": correction,
+        }, self.base.recalibrated(ref, correction)
+
+    def reference_ms(self, stats: runner.Latency | None = None) -> float | None:
+        """The reference's median so far (``stats``' own paired runs included)."""
+        pool = self.paired + list(stats.ref_samples if stats else ())
+        pool = pool or self.alone
+        return float(np.median(pool)) if pool else None
+
+    def reading(self, stats: runner.Latency) -> tuple[float, float, float]:
+        """The candidate's latency and its 95% interval in ms (the ratio's, scaled);
+        without a reference, its median."""
+        ref = self.reference_ms(stats)
+        if stats.rel is None or ref is None:
+            return stats.median_ms, stats.median_ms, stats.median_ms
+        return stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
+
+    def budget_ms(self, stats: runner.Latency, model: CostModel) -> float | None:
+        """The latency budget in ms at the ship-wide reference speed (a share of the max
+        sub-BERT's latency moves with it); ``model``: the cost model before any timing."""
+        ref = self.reference_ms(stats)
+        now = model if ref is None else self.base.recalibrated(ref)
+        return now.target.budgets.get("latency")
+
+    def settled(self, stats: runner.Latency, model: CostModel) -> bool:
+        """Whether the latency budget's verdict is the same across the whole interval."""
+        budget = self.budget_ms(stats, model)
+        if budget is None:
+            return True
+        _, lo, hi = self.reading(stats)
+        return hi <= budget or lo > budget
+
+    def record(self, stats: runner.Latency, clear: bool) -> dict[str, Any]:
+        """What the manifest's ``timing`` says about how the latency was taken."""
+        _, lo, hi = self.reading(stats)
+        out: dict[str, Any] = {
+            "rounds": stats.rounds,
+            "runs": stats.runs,
+            "spread": stats.spread,
+            "interval_ms": [lo, hi],
+            "budget_clear": clear,
+        }
+        if stats.rel is not None:
+            out |= {
+                "ratio": stats.rel,
+                "ratio_interval": [stats.rel_lo, stats.rel_hi],
+                "reference_runs": len(self.paired) + len(stats.ref_samples),
+            }
+        return out
+
+    def keep(self, stats: runner.Latency) -> None:
+        """A candidate's paired reference runs join the ship-wide pool."""
+        self.paired += stats.ref_samples
