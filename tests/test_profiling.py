@@ -145,17 +145,17 @@ def test_profile_writes_device_and_rows(space, tmp_path):
 
 
 def test_a_larger_n_extends_a_profile_to_n_not_by_another_design(space, tmp_path):
-    """`profile --n 6` then `--n 9` into the same folder: 9 sub-BERTs, the first 6 kept
-    (a design of 9 is another Latin hypercube; taking it whole gave 6 + 7 here)."""
+    """`profile --n 4` then `--n 6` into the same folder: 6 sub-BERTs, the first 4 kept
+    (a design of 6 is another Latin hypercube; taking it whole gave 8 here)."""
     out = tmp_path / "dev"
     quiet = {"progress": lambda *a: None, "backend": FakeBackend()}
-    six = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
-    profile_device(space, out, "dev", six, "tiny", **quiet)
+    four = ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1))
+    profile_device(space, out, "dev", four, "tiny", **quiet)
     first = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
-    nine = ProfileSettings(n=9, protocol=FAST, session=runner.SessionSpec(threads=1))
-    result = profile_device(space, out, "dev", nine, "tiny", **quiet)
+    six = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
+    result = profile_device(space, out, "dev", six, "tiny", **quiet)
     ids = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
-    assert result.measured == 9 and len(ids) == 9 and first <= ids
+    assert result.measured == 6 and len(ids) == 6 and first <= ids
 
 
 def test_drift_remeasures_the_stretch(space, tmp_path):
@@ -313,7 +313,7 @@ def test_active_refinement_stops_at_the_target(space, tmp_path):
 
 def test_active_refinement_respects_the_cap(space, tmp_path):
     noisy = FakeBackend(drift=lambda call: 1 + 0.3 * ((call * 7919) % 13) / 13)
-    settings = ProfileSettings(n=18, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=14, protocol=FAST, session=runner.SessionSpec(threads=1))
     result = profile_device(
         space,
         tmp_path / "c",
@@ -323,13 +323,14 @@ def test_active_refinement_respects_the_cap(space, tmp_path):
         progress=lambda *a: None,
         until=("within5", 1.01),
         near_ms=(1.0,),
-        first_round=12,
+        first_round=10,
         step=3,
         backend=noisy,
     )
-    assert result.measured == 18 and not result.rounds[-1]["met"]
+    assert result.measured == 14 and not result.rounds[-1]["met"]
 
 
+@pytest.mark.slow  # spawns two processes that import torch
 def test_a_stretch_exported_by_worker_processes_is_what_one_process_exports(space, tmp_path):
     """The profiler's parallel exports (spawned workers, each with the same seeded random
     super-BERT): the same graphs as exported here, and only the timed file is kept."""
