@@ -101,3 +101,30 @@ def test_fp16_halves_the_file_keeps_io_types_and_validates(tiny_super, tmp_path)
     assert graph.output[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT
     weights = [t for t in graph.initializer if t.data_type == onnx.TensorProto.FLOAT16]
     assert len(weights) > 10
+
+
+def test_fusion_without_shape_inference_builds_the_same_graph(tiny_super, tmp_path):
+    """The fusion skips ONNX Runtime's symbolic shape inference for speed; the graph it
+    builds must stay the one the shape-checked fusion builds, node for node."""
+    from onnxruntime.transformers.fusion_options import FusionOptions
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from yoco_deploy.export.optimize import fusion_options
+
+    def nodes(model):
+        return [
+            (n.op_type, list(n.input), list(n.output), [str(a) for a in n.attribute])
+            for n in model.graph.node
+        ]
+
+    assert not fusion_options().enable_shape_inference
+    for i, arch in enumerate([HETERO, *some_archs(tiny_super.space, 3)]):
+        plain = export_onnx(extract(tiny_super, arch), tmp_path / f"m{i}.onnx")
+        for gpu in (False, True):
+            fast, checked = (
+                optimize_model(str(plain), model_type="bert", num_heads=0, hidden_size=0,
+                               use_gpu=gpu, optimization_options=options).model
+                for options in (fusion_options(), FusionOptions("bert"))
+            )  # fmt: skip
+            assert nodes(fast) == nodes(checked), (arch, gpu)
+            assert [n.op_type for n in fast.graph.node].count("Attention") == arch.depth
