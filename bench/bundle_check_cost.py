@@ -31,9 +31,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from _common import RESULTS, ROOT
 
 
 def _default_bundle() -> Path:
@@ -53,11 +51,12 @@ def _spread(values: list[float]) -> dict[str, float]:
 
 
 def measure(bundle: Path, rounds: int, command: str) -> dict:
+    from _common import machine_info
+
     from yoco_deploy import bundle as bundle_module
-    from yoco_deploy.device.runner import make_feeds
     from yoco_deploy.export.metadata import manifest_digest
     from yoco_deploy.manifest import read_json
-    from yoco_deploy.timing import machine_info
+    from yoco_deploy.runtime import make_feeds
 
     loaded = bundle_module.load_bundle(bundle)  # checks it once, as a user's load would
     manifest = loaded.manifest

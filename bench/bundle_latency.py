@@ -34,9 +34,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SAME_STATE = 0.05  # the reference within 5% of its ship-time speed: the same machine state
 
 CHILD = r"""
@@ -127,7 +126,7 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=RESULTS / "bundle_latency.json")
     args = parser.parse_args()
-    from yoco_deploy.timing import machine_info
+    from _common import machine_info
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="yoco-bundle-check-") as tmp:

@@ -36,12 +36,11 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, ROOT, save_figure
 
-ROOT = Path(__file__).resolve().parent.parent
 SUPER = "sst2-minilm-super"  # bench/train_sst2.py's super-BERT run
 # the super-BERTs bench/train_sst2.py trains when missing, and how
 SUPERS = {SUPER: [], "sst2-minilm-super-first": ["--layer-selection", "first"]}
-RESULTS = ROOT / "bench" / "results"
 DEVICE = "x86-2c-ort-cpu-minilm"
 SHARES = (0.35, 0.45, 0.55, 0.80)
 LATENCY_SEQ = 128  # latency budgeted and bundles timed and scored at 128 (bench/search.py)
@@ -84,7 +83,7 @@ class Bench:
         self.T = self.super_seconds()
 
     def record(self, row: dict) -> dict:
-        from yoco_deploy.timing import machine_info
+        from _common import machine_info
 
         machine = machine_info()
         row = {**row, "super_bert": self.key, "cpu": machine.get("cpu"), "t": time.time()}
@@ -482,7 +481,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def write(bench: Bench) -> None:
     result = summarize(bench)
-    from yoco_deploy.timing import machine_info
+    from _common import machine_info
 
     result["machine"] = machine_info()
     result["teacher"] = bench.teacher_dev()
@@ -619,9 +618,7 @@ def plot(result: dict, path: Path) -> None:
         ax.set_xlabel("training wall time (min)")
     np.atleast_1d(axes)[0].set_ylabel("SST-2 dev accuracy")
     np.atleast_1d(axes)[0].legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -24,17 +24,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import numpy as np
 import torch
+from _common import RESULTS, machine_info, time_interleaved
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.device.runner import SessionSpec
 from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
 from yoco_deploy.export.to_onnx import ort_session
 from yoco_deploy.model.extract import extract
 from yoco_deploy.model.super_bert import SuperBert
-from yoco_deploy.timing import machine_info, time_interleaved
+from yoco_deploy.runtime import SessionSpec
 
-RESULTS = Path(__file__).parent / "results"
 VARIANTS = ("torch eager", "ORT plain", "ORT fused", "ORT int8")
 
 

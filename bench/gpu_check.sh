@@ -16,4 +16,5 @@ if ls shared/wheels/*.whl >/dev/null 2>&1; then
   python -m pip install -q --no-index --find-links shared/wheels --no-deps shared/wheels/*.whl || true
 fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader || true
-timeout 480 python bench/gpu_check.py --out "$OUT/gpu_check.json"
+# the package is not installed there: import it from the working tree
+PYTHONPATH=. timeout 480 python bench/gpu_check.py --out "$OUT/gpu_check.json"

@@ -20,26 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from _common import RESULTS, ROOT, yoco_output
+
 MODELS = {"minilm": "minilm", "bert-base": str(ROOT / "configs" / "models" / "bert-base")}
 MACHINE_CLASS = "x86-2c-ort-cpu"
-
-
-def cli(*args: str) -> tuple[str, float]:
-    started = time.time()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    exe = Path(sys.executable).with_name("yoco-deploy")
-    done = subprocess.run([str(exe), *args], cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
-    if done.returncode:
-        raise SystemExit(f"yoco-deploy {' '.join(args)} failed ({done.returncode})")
-    return done.stdout, time.time() - started
 
 
 def retire_stale(folder: Path, threads: int) -> None:
@@ -47,7 +35,7 @@ def retire_stale(folder: Path, threads: int) -> None:
     under other session settings than the profiler's defaults now, or on another CPU
     (these benchmarks run wherever a session lands), is re-made here: it is moved aside,
     never mixed with new rows (git keeps the old one)."""
-    from yoco_deploy.device.runner import SessionSpec, host_fingerprint, recorded_session
+    from yoco_deploy.runtime import SessionSpec, host_fingerprint, recorded_session
 
     device = folder / "device.json"
     if not device.is_file():
@@ -82,9 +70,9 @@ def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) 
         "1",
     ]
     extra = ["--until", until] if until else []
-    out, train_s = cli("profile", *common, "--device", name, "--n", str(n), *extra)
+    out, train_s = yoco_output("profile", *common, "--device", name, "--n", str(n), *extra)
     train = json.loads(out)
-    out, test_s = cli(
+    out, test_s = yoco_output(
         "profile",
         *common,
         "--device",
@@ -111,7 +99,7 @@ def run_space(space: str, n: int, test_n: int, until: str | None, threads: int) 
 def refit(name: str) -> dict:
     """`yoco-deploy fit` of the committed profile, scored on its held-out profile."""
     train_dir, test_dir = f"profiles/{name}", f"profiles/{name}-heldout"
-    _, fit_s = cli(
+    _, fit_s = yoco_output(
         "fit", "--profile", train_dir, "--test", test_dir, "--out", f"predictors/{name}.json"
     )
     predictor = json.loads((ROOT / "predictors" / f"{name}.json").read_text())

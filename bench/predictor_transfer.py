@@ -26,15 +26,12 @@ job: run it alone. Writes bench/results/predictor_transfer-CPU.{json,md}.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import numpy as np
-from predictor_accuracy import cli  # bench/ is on the path of a bench script
+from _common import RESULTS, ROOT, write_result, yoco_output
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 COMMON = ["--model", "minilm", "--threads", "2", "--format", "int8", "--seq-len", "128",
           "--batch", "1"]  # fmt: skip
 
@@ -55,7 +52,7 @@ def profile(folder: Path, n: int, seed: int, exclude: Path | None = None) -> flo
     if profiled(folder, n):
         return None
     extra = ["--exclude-profile", str(exclude)] if exclude else []
-    _, wall = cli("profile", *COMMON, "--device", folder.name, "--profiles-dir",
+    _, wall = yoco_output("profile", *COMMON, "--device", folder.name, "--profiles-dir",
                   str(folder.parent), "--n", str(n), "--seed", str(seed), *extra)  # fmt: skip
     return round(wall, 1)
 
@@ -94,7 +91,7 @@ def run(args) -> dict:
     from yoco_deploy.device.fit import fit_profile
     from yoco_deploy.device.predictor import LatencyPredictor
     from yoco_deploy.device.profile_store import load_training_data
-    from yoco_deploy.device.runner import host_fingerprint
+    from yoco_deploy.runtime import host_fingerprint
 
     here = host_fingerprint()["cpu"]
     work = args.runs / "transfer" / cpu_slug(here)
@@ -190,10 +187,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     result = run(args)
     args.out = args.out or RESULTS / f"predictor_transfer-{cpu_slug(result['cpu'])}.json"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
     return 0
 
 

@@ -29,9 +29,7 @@ from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
-
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from _common import RESULTS, write_result
 
 
 class Stopwatch:
@@ -122,7 +120,7 @@ def profile_once(mode: str, n: int, seed: int, work: Path) -> dict:
 
 
 def run(args) -> dict:
-    from yoco_deploy.timing import machine_info
+    from _common import machine_info
 
     rows = []
     with tempfile.TemporaryDirectory(prefix="yoco-profile-cost-") as tmp:
@@ -195,10 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=RESULTS / "profile_cost.json")
     args = parser.parse_args(argv)
     result = run(args)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
-    args.out.with_suffix(".md").write_text(markdown(result))
-    print(markdown(result))
+    write_result(args.out, result, markdown(result))
     return 0
 
 

@@ -29,9 +29,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS, ROOT, label_axes, save_figure
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 WORK = ROOT / "runs" / "bench-search"
 DEVICE = "x86-2c-ort-cpu-minilm"
 PREDICTOR = ROOT / "predictors" / f"{DEVICE}.json"
@@ -105,12 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     work = args.work
 
+    from _common import machine_info
+
     from yoco_deploy.deploy.budgets import Target
     from yoco_deploy.deploy.per_target import cost_model_for
     from yoco_deploy.deploy.search import Search, SearchSettings
     from yoco_deploy.deploy.supernet import SuperBertEvaluator, load_supernet
     from yoco_deploy.device.calibrate import time_reference
-    from yoco_deploy.timing import machine_info
 
     net = load_supernet(args.supernet)
     space = net.super_bert.space
@@ -489,13 +489,11 @@ def plot(result: dict, shares, path: Path) -> None:
             ax.plot(x, np.nanmean(c, axis=0), label=algo)
             ax.fill_between(x, np.nanmin(c, axis=0), np.nanmax(c, axis=0), alpha=0.12)
         ax.axhline(result["majority_search"], color="grey", lw=0.8, ls=":")
-        ax.set_title(f"{share:.0%} of max latency")
-        ax.set_xlabel("accuracy evaluations")
-        ax.set_ylabel("best feasible search metric")
-        ax.legend(fontsize=7)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+        label_axes(
+            ax, "accuracy evaluations", "best feasible search metric",
+            f"{share:.0%} of max latency", legend_size=7,
+        )  # fmt: skip
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -20,12 +20,10 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT
+from search import ALGOS, DEVICE, LATENCY_SEQ
 
-ROOT = Path(__file__).resolve().parent.parent
 WORK = ROOT / "runs" / "bench-search"
-sys.path.insert(0, str(ROOT / "bench"))
-
-from search import ALGOS, DEVICE, LATENCY_SEQ  # noqa: E402
 
 
 class Surrogate:

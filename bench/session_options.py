@@ -4,7 +4,7 @@
 
 Three int8 MiniLM sub-BERTs (the min, the profiler's reference, the max; random weights,
 batch 1, 128 tokens, 2 intra-op threads) under the three spinning settings of
-``runner.SessionSpec``: "on" (ONNX Runtime's default), "off" (what the profiler used up
+``runtime.SessionSpec``: "on" (ONNX Runtime's default), "off" (what the profiler used up
 to now) and "stop-after-run" (``session.force_spinning_stop``).
 
 - **alone**: what a user sees. Each (model, setting) is timed in a fresh process holding
@@ -12,7 +12,7 @@ to now) and "stop-after-run" (``session.force_spinning_stop``).
   shuffled order, so drift hits every setting alike; the table shows the median over
   rounds, the spread of the round medians, and the ratio to "on" (per round, then median).
 - **paired**: what the profiler does. The model and the reference alternate in one
-  process (``runner.measure`` with a reference), both under the same setting; the table
+  process (``runtime.measure`` with a reference), both under the same setting; the table
   shows the model's median and the model/reference ratio. An idle spinning session steals
   the busy one's cores, so a setting is only fit for profiling if its paired latency
   matches its alone latency.
@@ -31,23 +31,22 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import RESULTS
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
 SETTINGS = ("on", "off", "stop-after-run")
 SEQ, THREADS = 128, 2
 
 
 def child(path: str, spinning: str, runs: int) -> None:
     """Time one session alone in this process; print its median (ms) as JSON."""
-    from yoco_deploy.device import runner
+    from yoco_deploy import runtime
 
-    spec = runner.SessionSpec(threads=THREADS, spinning=spinning)
-    backend = runner.OrtBackend(spec)
+    spec = runtime.SessionSpec(threads=THREADS, spinning=spinning)
+    backend = runtime.OrtBackend(spec)
     session = backend.load(Path(path))
-    feeds = runner.make_feeds(1, SEQ)
-    protocol = runner.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
-    print(json.dumps(runner.measure(backend, session, feeds, protocol).to_dict()))
+    feeds = runtime.make_feeds(1, SEQ)
+    protocol = runtime.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
+    print(json.dumps(runtime.measure(backend, session, feeds, protocol).to_dict()))
 
 
 def alone(paths: dict[str, Path], rounds: int, runs: int, seed: int) -> dict:
@@ -80,16 +79,16 @@ def alone(paths: dict[str, Path], rounds: int, runs: int, seed: int) -> dict:
 
 
 def paired(paths: dict[str, Path], ref: Path, runs: int) -> dict:
-    from yoco_deploy.device import runner
+    from yoco_deploy import runtime
 
-    feeds = runner.make_feeds(1, SEQ)
-    protocol = runner.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
+    feeds = runtime.make_feeds(1, SEQ)
+    protocol = runtime.Protocol(warmup=10, min_runs=runs, max_runs=runs, chunk=runs)
     table = {}
     for setting in SETTINGS:
-        backend = runner.OrtBackend(runner.SessionSpec(threads=THREADS, spinning=setting))
+        backend = runtime.OrtBackend(runtime.SessionSpec(threads=THREADS, spinning=setting))
         reference = backend.load(ref)
         for model, path in paths.items():
-            stats = runner.measure(backend, backend.load(path), feeds, protocol, reference)
+            stats = runtime.measure(backend, backend.load(path), feeds, protocol, reference)
             table[f"{model}/{setting}"] = {
                 "median_ms": stats.median_ms,
                 "ref_ms": stats.ref_ms,
@@ -136,11 +135,12 @@ def main() -> None:
         child(args.child[0], args.child[1], int(args.child[2]))
         return
 
+    from _common import machine_info
+
     from yoco_deploy.device.profile_store import reference_arch
     from yoco_deploy.device.profiling import ArtifactBuilder
     from yoco_deploy.model.loading import load_config
     from yoco_deploy.space import SearchSpace
-    from yoco_deploy.timing import machine_info
 
     space = SearchSpace.from_config(load_config("minilm"))
     started = time.time()

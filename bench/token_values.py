@@ -25,10 +25,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from _common import ROOT
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "bench"))
-sys.path.insert(0, str(ROOT / "yoco_deploy" / "device"))
 DEV = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 SEQ = 128
 
@@ -46,7 +44,7 @@ def text_ids(bundle: Path, seq: int) -> np.ndarray:
 
 
 def inputs(bundle: Path) -> dict[str, np.ndarray]:
-    import runner
+    from yoco_deploy import runtime as runner
 
     rng = np.random.default_rng(0)
     return {
@@ -72,8 +70,8 @@ def main() -> None:
         for bundle in args.bundles:
             manifest = json.loads((bundle / "manifest.json").read_text())
             ref = subprocess.run(
-                [sys.executable, "-c", REF, str(bundle), tmp], capture_output=True, text=True,
-                check=True,
+                [sys.executable, "-c", REF, str(bundle.resolve()), tmp], capture_output=True,
+                text=True, check=True, cwd=ROOT / "bench",
             ).stdout.strip()  # fmt: skip
             rel: dict[str, dict[str, list[float]]] = {}
             accuracy: dict[str, float] = {}
@@ -113,7 +111,7 @@ def main() -> None:
                 }
             )
             print(bundle.name, vs, accuracy, same, flush=True)
-    from yoco_deploy.timing import machine_info
+    from _common import machine_info
 
     result = {"benchmark": "token_values", "command": " ".join(sys.argv),
               "repeats": args.repeats, "machine": machine_info(), "rows": rows}  # fmt: skip
@@ -148,20 +146,21 @@ def main() -> None:
     print("\n".join(lines))
 
 
+# run with bench/ as its folder, so the bench modules import as they do in a bench script
 REF = r"""
 import json, sys
 from pathlib import Path
-sys.path.insert(0, "bench")
+from _common import ROOT
 from bundle_latency import reference_file
 bundle = Path(sys.argv[1])
 manifest = json.loads((bundle / "manifest.json").read_text())
-print(reference_file(manifest, Path("predictors"), Path(sys.argv[2]) / bundle.name))
+print(reference_file(manifest, ROOT / "predictors", Path(sys.argv[2]) / bundle.name))
 """
 
 
 def child(bundle: Path, ref: str, setting: str, with_accuracy: bool) -> None:
     """Times in a process without torch, as a device would."""
-    import runner
+    from yoco_deploy import runtime as runner
 
     assert "torch" not in sys.modules
     manifest = json.loads((bundle / "manifest.json").read_text())

@@ -27,24 +27,14 @@ import argparse
 import itertools
 import json
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-RESULTS = ROOT / "bench" / "results"
+from _common import RESULTS, ROOT, label_axes, save_figure, yoco
+
 BAR = {"every_depth": 0.80, "min": 0.78}
 WIDTHS = {"wide": (12, 1536), "mid": (8, 768), "narrow": (4, 384)}
-
-
-def cli(*args: str) -> float:
-    started = time.time()
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
-    exe = Path(sys.executable).with_name("yoco-deploy")
-    if subprocess.run([str(exe), *map(str, args)], cwd=ROOT, env=env).returncode:
-        raise SystemExit(f"yoco-deploy {' '.join(map(str, args))} failed")
-    return time.time() - started
 
 
 def run_wall_s(run: Path) -> float:
@@ -95,7 +85,7 @@ def train_run(config: Path, overrides: dict, run: Path) -> None:
     resolved.write_text(json.dumps(cfg.model_dump(mode="json")))  # YAML is a superset of JSON
     if not (run / "final").exists():
         resume = ["--resume"] if (run / "checkpoint").exists() else []
-        cli("train", "--config", resolved, *resume)
+        yoco("train", "--config", resolved, *resume)
 
 
 ABLATION = {
@@ -183,10 +173,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     args = parser.parse_args(argv)
 
+    from _common import machine_info
+
     from yoco_deploy.costs import arch_costs
     from yoco_deploy.model.loading import load_tokenizer
     from yoco_deploy.model.super_bert import SuperBert
-    from yoco_deploy.timing import machine_info
     from yoco_deploy.train.config import load_config
     from yoco_deploy.train.data import load_task
 
@@ -204,7 +195,7 @@ def main(argv: list[str] | None = None) -> int:
         },
     )
     if not (teacher_run / "final").exists():
-        cli(
+        yoco(
             "finetune",
             "--model",
             "minilm",
@@ -373,13 +364,11 @@ def plot(rows: list[dict], teacher_acc: float, path: Path) -> None:
         ax.plot(x, [r["cut_from_teacher_dev_acc"] for r in mine], "o", mfc="none", color=color)
     ax.axhline(teacher_acc, color="black", lw=0.8, label=f"teacher {teacher_acc:.3f}")
     ax.axhline(BAR["every_depth"], color="grey", lw=0.8, ls="--", label="bar 0.80")
-    ax.set_xlabel("FLOPs share of the max sub-BERT")
-    ax.set_ylabel("SST-2 dev accuracy")
-    ax.set_title("trained super-BERT (filled) vs cut from the teacher (hollow)")
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    label_axes(
+        ax, "FLOPs share of the max sub-BERT", "SST-2 dev accuracy",
+        "trained super-BERT (filled) vs cut from the teacher (hollow)",
+    )  # fmt: skip
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

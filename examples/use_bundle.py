@@ -3,7 +3,7 @@
 python examples/use_bundle.py BUNDLE_DIR "a gripping, funny film" "a dull mess"
 
 The session is built as the manifest's "session" record says: the settings the bundle's
-latency was measured with (yoco_deploy.device.runner.SessionSpec builds the same one).
+latency was measured with (yoco_deploy.runtime.SessionSpec builds the same one).
 """
 
 import json

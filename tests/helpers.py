@@ -1,4 +1,6 @@
-"""Test helpers: tiny random BERTs and seeded inputs (never the hub)."""
+"""What the tests share (no test module imports another): tiny random BERTs and seeded
+inputs (never the hub), the command line as a user runs it, a lock held elsewhere,
+synthetic latency predictors and a synthetic search objective."""
 
 from __future__ import annotations
 
@@ -7,11 +9,18 @@ import subprocess
 import sys
 import textwrap
 
+import numpy as np
 import torch
 from torch.utils.flop_counter import FlopCounterMode
+from transformers import BertConfig
+from typer.testing import CliRunner
 
+from yoco_deploy.cli.main import app
 from yoco_deploy.costs import arch_costs
+from yoco_deploy.device.features import FEATURES, feature_vector
+from yoco_deploy.device.predictor import LatencyPredictor, TrainingData, select_and_fit
 from yoco_deploy.model.extract import extract
+from yoco_deploy.space import SearchSpace
 
 TINY = dict(
     vocab_size=120,
@@ -192,3 +201,105 @@ def ship_tiny_bundle(model_dir, data, folder, arch=None):
         [arch or sb.space.min_arch()], folder, ShipSettings(seq_len=16, min_metric=0.0),
         say=lambda s: None,
     )  # fmt: skip
+
+
+# ---- the command line, as a user runs it -------------------------------------------
+
+runner = CliRunner()
+
+
+def run(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def assert_one_line_error(result, fragment):
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.output.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
+    assert fragment in lines[0]
+
+
+# ---- a lock held by another process ----------------------------------------------------
+
+
+def hold_in_another_process(lock_file, seconds=30):
+    """A child process that takes the lock and sleeps (what a running command does)."""
+    code = textwrap.dedent(
+        f"""
+        import time
+        from yoco_deploy.util.lock import exclusive
+        with exclusive({str(lock_file)!r}, "x"):
+            print("held", flush=True)
+            time.sleep({seconds})
+        """
+    )
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "held"
+    return child
+
+
+# ---- latency predictors from synthetic timings --------------------------------------------
+
+BASE = SearchSpace.from_config(BertConfig())
+
+
+def synthetic(space, n, seed, noise=0.0):
+    """Latency that is an exact positive combination of the features, plus noise."""
+    rng = np.random.default_rng(seed)
+    archs = space.sampler(seed).sample_many(n)
+    weights = np.zeros(len(FEATURES))
+    weights[[0, 3, 6, 7, 9]] = [1.0, 0.3, 4.0, 2.0, 3.0]
+    x = np.stack([feature_vector(a, space.dims, 1, 128) for a in archs])
+    ms = x @ weights * (1 + noise * rng.standard_normal(n))
+    ref = np.full(n, 10.0)
+    return TrainingData(archs, [(1, 128)] * n, ms / ref, ms, ref)
+
+
+def make_predictor(space, tmp_path):
+    data = synthetic(space, 40, 1, noise=0.02)
+    model, selection = select_and_fit(data, space.dims)
+    p = LatencyPredictor(
+        model=model,
+        space=space.shape_dict(),
+        device={"name": "fake", "threads": 1},
+        reference={
+            "arch": space.min_arch().to_dict(),
+            "median_ms": {"1x128": 10.0},
+            "format": "int8",
+        },
+        profile={"path": "p", "sha256": "x", "rows": 40, "shapes": ["1x128"]},
+        metrics={"selection": selection, "chosen": model["type"]},
+        libraries={},
+        created=0.0,
+    )
+    return p, p.save(tmp_path / "pred.json")
+
+
+# ---- a synthetic search objective on the tiny space --------------------------------------
+
+SPACE = SearchSpace.from_config(BertConfig(**TINY))
+
+
+class Additive:
+    """A synthetic objective: a seeded value per (layer, cell), summed over layers."""
+
+    def __init__(self, seed=0):
+        rng = np.random.default_rng(seed)
+        self.value = rng.uniform(0.1, 1.0, size=(SPACE.dims.num_layers, len(SPACE.cells)))
+        self.calls = 0
+
+    def evaluate(self, arch, split):
+        self.calls += 1
+        return float(
+            sum(
+                self.value[i, SPACE.cells.index((la.heads, la.ffn))]
+                for i, la in enumerate(arch.layers)
+            )
+        )
+
+
+def max_body():
+    from yoco_deploy.costs import arch_costs
+
+    return arch_costs(SPACE.max_arch(), SPACE.dims).params_non_embedding

@@ -31,7 +31,7 @@ def test_one_folder_name_per_target():
 
 
 def test_cli_refuses_a_device_path(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     result = run(
         "profile", "--model", "minilm", "--device", "../../x",
@@ -51,9 +51,7 @@ def test_a_budget_given_twice_is_an_error():
 
 
 def test_a_sequence_longer_than_the_positions_is_one_clear_error(tmp_path):
-    from test_cli import run
-
-    from helpers import TINY
+    from helpers import TINY, run
 
     arch = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 2, "ffn": 24}]}'
     model = tmp_path / "tiny"
@@ -65,7 +63,7 @@ def test_a_sequence_longer_than_the_positions_is_one_clear_error(tmp_path):
 
 
 def test_debug_environment_variable_keeps_the_traceback(tmp_path, monkeypatch):
-    from test_cli import run
+    from helpers import run
 
     monkeypatch.setenv("YOCO_DEBUG", "1")
     result = run("costs", "--model", tmp_path / "missing", "--arch", "{}")
@@ -73,7 +71,7 @@ def test_debug_environment_variable_keeps_the_traceback(tmp_path, monkeypatch):
 
 
 def test_an_output_folder_under_a_file_is_one_line(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     model = tmp_path / "tiny"
     __import__("helpers").tiny_bert().save_pretrained(model)
@@ -93,7 +91,7 @@ def _one_error_line(result) -> str:
 
 
 def test_search_refuses_a_target_that_names_a_path(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     result = run(
         "search", "--supernet", tmp_path / "none", "--task", "sst2",
@@ -116,10 +114,10 @@ def test_ship_from_a_malformed_search_result_is_one_line(tmp_path):
 
 
 def test_an_extracted_sub_bert_as_model_says_what_it_is(tmp_path):
-    from test_cli import run
-
     from yoco_deploy.model.extract import extract, save_extracted
     from yoco_deploy.model.super_bert import SuperBert
+
+    from helpers import run
 
     sb = SuperBert(__import__("helpers").tiny_bert())
     save_extracted(extract(sb, sb.space.min_arch()), tmp_path / "sub")
@@ -128,7 +126,7 @@ def test_an_extracted_sub_bert_as_model_says_what_it_is(tmp_path):
 
 
 def test_profile_with_a_sequence_longer_than_the_positions_writes_nothing(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     model = tmp_path / "tiny"
     __import__("helpers").tiny_bert().save_pretrained(model)
@@ -176,7 +174,7 @@ def test_a_failed_cleanup_does_not_hide_the_error_that_caused_it(tmp_path, monke
 @pytest.mark.parametrize("threads", ["100000", "0"])
 def test_an_absurd_thread_count_is_refused_before_any_session(tmp_path, threads):
     """--threads 100000 once made ONNX Runtime allocate 17 GB for its thread pool."""
-    from test_cli import run
+    from helpers import run
 
     model = tmp_path / "tiny"
     __import__("helpers").tiny_bert().save_pretrained(model)
@@ -212,19 +210,19 @@ def test_usage_mistakes_are_one_error_line_too(args):
 
 
 def test_profile_import_of_files_that_are_not_records_is_one_line(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     bundle = tmp_path / "b"
     (bundle / "results").mkdir(parents=True)
     (bundle / "plan.json").write_text("[]")
     (bundle / "results" / "device.json").write_text("[]")
     result = run("profile-import", bundle, "--device", "d", "--profiles-dir", tmp_path / "p")
-    assert "is not what profile-bundle and runner.py write" in _one_error_line(result)
+    assert "is not what profile-bundle and runner.pyz write" in _one_error_line(result)
     assert not (tmp_path / "p").exists()
 
 
 def test_a_negative_learning_rate_is_one_line(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     model_dir, data_dir = __import__("helpers").write_tiny_task(tmp_path, 20, 10)
     result = run(
@@ -243,7 +241,7 @@ def test_a_negative_learning_rate_is_one_line(tmp_path):
      (["--exclude-profile", "nothere"], "not a profile directory")],
 )  # fmt: skip
 def test_profile_options_that_could_never_work_are_refused(tmp_path, extra, message):
-    from test_cli import run
+    from helpers import run
 
     model = tmp_path / "tiny"
     __import__("helpers").tiny_bert().save_pretrained(model)
@@ -256,7 +254,7 @@ def test_profile_options_that_could_never_work_are_refused(tmp_path, extra, mess
 
 
 def test_an_impossible_quality_floor_is_refused_before_any_work(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     model_dir, data_dir = __import__("helpers").write_tiny_task(tmp_path, 20, 10)
     arch = '{"layers": [{"heads": 2, "ffn": 24}]}'
@@ -269,7 +267,7 @@ def test_an_impossible_quality_floor_is_refused_before_any_work(tmp_path):
 
 
 def test_export_of_an_arch_outside_the_space_leaves_no_folder(tmp_path):
-    from test_cli import run
+    from helpers import run
 
     model = tmp_path / "tiny"
     __import__("helpers").tiny_bert().save_pretrained(model)

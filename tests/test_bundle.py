@@ -6,7 +6,7 @@ import sys
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy.device import runner
+from yoco_deploy import runtime
 from yoco_deploy.device.profile_store import ProfileError, load_training_data, read_device
 from yoco_deploy.device.profiling import ProfileSettings
 from yoco_deploy.device.remote_profile import import_bundle, write_bundle
@@ -14,7 +14,7 @@ from yoco_deploy.space import SearchSpace
 
 from helpers import TINY
 
-FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
+FAST = runtime.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
 
 
 @pytest.fixture
@@ -24,7 +24,7 @@ def bundle(tmp_path):
     write_bundle(
         space,
         out,
-        ProfileSettings(n=4, session=runner.SessionSpec(threads=1), protocol=FAST),
+        ProfileSettings(n=4, session=runtime.SessionSpec(threads=1), protocol=FAST),
         "tiny",
     )
     return out
@@ -32,14 +32,14 @@ def bundle(tmp_path):
 
 def test_bundle_layout(bundle):
     plan = json.loads((bundle / "plan.json").read_text())
-    assert len(plan["jobs"]) == 4 and (bundle / "runner.py").is_file()
+    assert len(plan["jobs"]) == 4 and (bundle / "runner.pyz").is_file()
     assert all((bundle / j["file"]).is_file() for j in plan["jobs"])
     assert (bundle / plan["reference"]["file"]).is_file()
 
 
 def test_runner_then_import(bundle, tmp_path):
-    assert runner.main([str(bundle), "--threads", "1"]) == 0
-    assert runner.main([str(bundle), "--threads", "1"]) == 0  # rerun: nothing left to do
+    assert runtime.main([str(bundle), "--threads", "1"]) == 0
+    assert runtime.main([str(bundle), "--threads", "1"]) == 0  # rerun: nothing left to do
     profile = tmp_path / "profiles" / "pi"
     added = import_bundle(bundle, profile, "pi")
     rows = [json.loads(line) for line in (bundle / "results/measurements.jsonl").open()]
@@ -56,7 +56,7 @@ def test_import_without_results_is_a_clear_error(bundle, tmp_path):
 
 
 def test_runner_reports_bad_bundle(tmp_path, capsys):
-    assert runner.main([str(tmp_path)]) == 1
+    assert runtime.main([str(tmp_path)]) == 1
     assert "plan.json not found" in capsys.readouterr().err
 
 
@@ -81,7 +81,7 @@ def test_runner_works_with_only_onnxruntime_and_numpy(bundle, tmp_path):
         == "[]"
     )
     done = subprocess.run(
-        [str(py), str(bundle / "runner.py"), str(bundle), "--threads", "1"],
+        [str(py), str(bundle / "runner.pyz"), str(bundle), "--threads", "1"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
@@ -92,7 +92,7 @@ def test_runner_works_with_only_onnxruntime_and_numpy(bundle, tmp_path):
 
 
 def test_profile_bundle_and_import_print_json(tiny_dir, tmp_path):
-    from test_cli import run
+    from helpers import run
 
     out = tmp_path / "remote"
     written = run(
@@ -103,12 +103,12 @@ def test_profile_bundle_and_import_print_json(tiny_dir, tmp_path):
     assert printed == {
         "bundle": str(out),
         "jobs": 3,
-        "run_on_device": f"python runner.py {out} --provider cpu --threads 1",
+        "run_on_device": f"python runner.pyz {out} --provider cpu --threads 1",
     }
     plan = json.loads((out / "plan.json").read_text())
     plan["protocol"] = FAST.to_dict()  # a fast device run; the plan is the device's input
     (out / "plan.json").write_text(json.dumps(plan))
-    assert runner.main([str(out), "--threads", "1"]) == 0
+    assert runtime.main([str(out), "--threads", "1"]) == 0
     profiles = tmp_path / "profiles"
     imported = run("profile-import", out, "--device", "pi", "--profiles-dir", profiles, "--json")
     assert imported.exit_code == 0, imported.output

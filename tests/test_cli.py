@@ -2,24 +2,12 @@ import json
 import os
 
 import pytest
-from typer.testing import CliRunner
 
 from yoco_deploy.cli.main import app
 
-runner = CliRunner()
+from helpers import assert_one_line_error, run
+
 ARCH = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}, {"heads": 4, "ffn": 48}]}'
-
-
-def run(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def assert_one_line_error(result, fragment):
-    assert result.exit_code == 1, result.output
-    assert "Traceback" not in result.output
-    lines = [line for line in result.output.splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), result.output
-    assert fragment in lines[0]
 
 
 def test_help_lists_commands():

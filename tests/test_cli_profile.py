@@ -1,23 +1,22 @@
 import json
 
 import pytest
-from test_cli import assert_one_line_error, run
 from transformers import BertConfig
 
-from yoco_deploy.device import runner
+from yoco_deploy import runtime
 from yoco_deploy.device.profiling import ProfileSettings, profile_device
 from yoco_deploy.space import SearchSpace
 
-from helpers import TINY, FakeBackend
+from helpers import TINY, FakeBackend, assert_one_line_error, run
 
-FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
+FAST = runtime.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
 
 
 @pytest.fixture(scope="module")
 def profile_dir(tmp_path_factory):
     space = SearchSpace.from_config(BertConfig(**TINY))
     out = tmp_path_factory.mktemp("profiles") / "fake"
-    settings = ProfileSettings(n=24, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=24, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         space, out, "fake", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )

@@ -7,13 +7,12 @@ import shutil
 
 import numpy as np
 import pytest
-from test_cli import assert_one_line_error, run, runner
 
 from yoco_deploy.bundle import BundleError, load_bundle
 from yoco_deploy.errors import ExportError
 from yoco_deploy.util.hashing import file_sha256
 
-from helpers import ship_tiny_bundle, write_tiny_task
+from helpers import assert_one_line_error, run, runner, ship_tiny_bundle, write_tiny_task
 
 OTHER_ARCH = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 4, "ffn": 48}]}'
 

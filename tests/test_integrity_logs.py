@@ -12,15 +12,13 @@ import math
 from types import SimpleNamespace
 
 import pytest
-from test_cli import assert_one_line_error, run
-from test_lock import hold_in_another_process
 from transformers import BertConfig
 
+from yoco_deploy import runtime
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy.budgets import CostModel, Target
 from yoco_deploy.deploy.search import Search, SearchError, SearchSettings
 from yoco_deploy.deploy.search_log import SearchLog
-from yoco_deploy.device import runner
 from yoco_deploy.device.profile_store import (
     MEASUREMENTS,
     ProfileError,
@@ -31,13 +29,21 @@ from yoco_deploy.device.profile_store import (
 from yoco_deploy.device.profiling import ProfileSettings, profile_device
 from yoco_deploy.device.remote_profile import import_bundle
 from yoco_deploy.device.sample_design import SpaceFillingDesign
+from yoco_deploy.runtime import sealed
 from yoco_deploy.space import SearchSpace
 from yoco_deploy.util.lock import LockHeld
 
-from helpers import TINY, FakeBackend, write_tiny_task
+from helpers import (
+    TINY,
+    FakeBackend,
+    assert_one_line_error,
+    hold_in_another_process,
+    run,
+    write_tiny_task,
+)
 
 SPACE = SearchSpace.from_config(BertConfig(**TINY))
-SETTINGS = ProfileSettings(n=20, shapes=((1, 16),), session=runner.SessionSpec(threads=1))
+SETTINGS = ProfileSettings(n=20, shapes=((1, 16),), session=runtime.SessionSpec(threads=1))
 
 
 # ---- made by hand, instantly: a profile, a bundle's results, a search log ---------------
@@ -47,13 +53,13 @@ def rows_for(n: int = 20) -> list[dict]:
     """A reference row and ``n`` model rows, latency growing with FLOPs (as profiled)."""
     archs = SpaceFillingDesign(SPACE, 0).sample(n)
     top = arch_costs(SPACE.max_arch(), SPACE.dims, seq_len=16).flops
-    ref = {"kind": "reference", "key": runner.job_key(runner.REFERENCE_ID, 1, 16)}
+    ref = {"kind": "reference", "key": runtime.job_key(runtime.REFERENCE_ID, 1, 16)}
     rows = [{**ref, "batch": 1, "seq_len": 16, "t": 0.0, "session": "s", "median_ms": 2.0}]
     for i, arch in enumerate(archs):
         rel = 0.2 + arch_costs(arch, SPACE.dims, seq_len=16).flops / top
         rows.append(
             {
-                "kind": "model", "key": runner.job_key(arch.arch_id, 1, 16),
+                "kind": "model", "key": runtime.job_key(arch.arch_id, 1, 16),
                 "arch_id": arch.arch_id, "arch": arch.to_dict(), "batch": 1, "seq_len": 16,
                 "remeasured": False, "t": float(i + 1), "session": "s", "median_ms": 2 * rel,
                 "p90_ms": 2 * rel, "cv": 0.0, "runs": 3, "ref_ms": 2.0, "rel": rel,
@@ -63,7 +69,7 @@ def rows_for(n: int = 20) -> list[dict]:
 
 
 def record(name: str = "fake") -> dict:
-    fingerprint = runner.device_fingerprint(SETTINGS.session)
+    fingerprint = runtime.device_fingerprint(SETTINGS.session)
     return device_record(name, SPACE, SETTINGS, fingerprint, "tiny")
 
 
@@ -78,13 +84,13 @@ def unseal(file, number: int, **changes) -> None:
     """Line ``number`` edited by hand: its checksum deleted, ``changes`` applied."""
     lines = file.read_text().splitlines()
     row = json.loads(lines[number - 1])
-    del row[runner.CHECKSUM_KEY]
+    del row[runtime.CHECKSUM_KEY]
     lines[number - 1] = json.dumps({**row, **changes})
     file.write_text("\n".join(lines) + "\n")
 
 
 def make_bundle(folder, rows=None):
-    """A profile bundle as runner.py leaves it on the device (no ONNX files needed)."""
+    """A profile bundle as runner.pyz leaves it on the device (no ONNX files needed)."""
     jobs = [r for r in rows_for() if r["kind"] == "model"]
     plan = {
         "schema": 1,
@@ -94,9 +100,9 @@ def make_bundle(folder, rows=None):
     }
     (folder / "results").mkdir(parents=True)
     (folder / "plan.json").write_text(json.dumps(plan))
-    device = {**runner.device_fingerprint(SETTINGS.session), "plan": "p1"}
+    device = {**runtime.device_fingerprint(SETTINGS.session), "plan": "p1"}
     (folder / "results" / "device.json").write_text(json.dumps(device))
-    log = runner.MeasurementLog(folder / "results" / MEASUREMENTS)
+    log = runtime.MeasurementLog(folder / "results" / MEASUREMENTS)
     for row in rows if rows is not None else rows_for():
         log.append(row)
     return folder / "results" / MEASUREMENTS
@@ -158,7 +164,7 @@ def test_a_search_log_row_without_checksum_is_not_replayed(tmp_path):
     unseal(log, 3, fitness=0.999)
     with pytest.raises(SearchError, match=r"s\.jsonl: line 3 has no checksum.*--repair"):
         search(log)
-    note = runner.repair_note(log, SearchLog.set_aside(log))
+    note = runtime.repair_note(log, SearchLog.set_aside(log))
     assert "set 1 row aside (line 3 has no checksum" in note
     assert search(log).best.fitness < 0.999
 
@@ -273,7 +279,7 @@ def test_profile_import_refuses_rows_outside_the_plan_and_repair_sets_them_aside
     foreign = SpaceFillingDesign(SPACE, 7).sample(40)[-1]  # not among the plan's 20
     rows = rows_for()
     alien = {**rows[1], "arch_id": foreign.arch_id, "arch": foreign.to_dict()}
-    alien["key"] = runner.job_key(foreign.arch_id, 1, 16)
+    alien["key"] = runtime.job_key(foreign.arch_id, 1, 16)
     make_bundle(tmp_path / "b", [*rows, alien])
     args = ("profile-import", tmp_path / "b", "--device", "pi", "--profiles-dir", tmp_path / "p")
     assert_one_line_error(run(*args), f"line 22 measures {alien['key']}, which")
@@ -294,26 +300,26 @@ def test_profile_import_of_rows_without_key_is_one_line(tmp_path):
 
 
 def test_a_short_write_is_completed(tmp_path, monkeypatch):
-    log = runner.MeasurementLog(tmp_path / "m.jsonl")
-    write = runner.os.write
-    monkeypatch.setattr(runner.os, "write", lambda fd, data: write(fd, data[:7]))
+    log = runtime.MeasurementLog(tmp_path / "m.jsonl")
+    write = sealed.os.write
+    monkeypatch.setattr(sealed.os, "write", lambda fd, data: write(fd, data[:7]))
     log.append(rows_for(1)[1])
     monkeypatch.undo()
-    assert runner.MeasurementLog(tmp_path / "m.jsonl").rows == log.rows
+    assert runtime.MeasurementLog(tmp_path / "m.jsonl").rows == log.rows
 
 
 @pytest.mark.parametrize("which", ["measurements", "search"])
 def test_a_failed_append_leaves_the_file_as_it_was(which, tmp_path, monkeypatch):
     file = tmp_path / "m.jsonl"
     if which == "measurements":
-        log = runner.MeasurementLog(file)
+        log = runtime.MeasurementLog(file)
         log.append(rows_for(1)[0])
-        error, append = runner.RunnerError, lambda: log.append(rows_for(1)[1])
+        error, append = runtime.RunnerError, lambda: log.append(rows_for(1)[1])
     else:
         search(file)
         error, append = SearchError, lambda: SearchLog(file).append({"kind": "eval"})
     before = file.read_bytes()
-    write, calls = runner.os.write, []
+    write, calls = sealed.os.write, []
 
     def disk_fills(fd, data):  # half a row fits, then the disk is full
         calls.append(fd)
@@ -321,7 +327,7 @@ def test_a_failed_append_leaves_the_file_as_it_was(which, tmp_path, monkeypatch)
             raise OSError(errno.ENOSPC, "No space left on device")
         return write(fd, data[: len(data) // 2])
 
-    monkeypatch.setattr(runner.os, "write", disk_fills)
+    monkeypatch.setattr(sealed.os, "write", disk_fills)
     with pytest.raises(error, match=r"No space left on device; the file is as it was"):
         append()
     monkeypatch.undo()

@@ -12,20 +12,19 @@ from pathlib import Path
 
 import pytest
 import yaml
-from test_cli import assert_one_line_error, run
 from transformers import BertConfig
 
+from yoco_deploy import runtime
 from yoco_deploy.deploy.budgets import BudgetError, CostModel, parse_target
 from yoco_deploy.deploy.per_target import DeployJob
-from yoco_deploy.device import runner
 from yoco_deploy.device.profile_store import MEASUREMENTS
 from yoco_deploy.device.profiling import ProfileSettings, profile_device
 from yoco_deploy.pipeline.config import PipelineError, load_pipeline
 from yoco_deploy.space import SearchSpace
 
-from helpers import TINY, FakeBackend, write_tiny_task
+from helpers import TINY, FakeBackend, assert_one_line_error, run, write_tiny_task
 
-FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
+FAST = runtime.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=5)
 SPACE = SearchSpace.from_config(BertConfig(**TINY))
 ARCH = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}]}'
 
@@ -33,7 +32,7 @@ ARCH = '{"layers": [{"heads": 2, "ffn": 24}, {"heads": 6, "ffn": 96}]}'
 @pytest.fixture(scope="module")
 def profile_dir(tmp_path_factory):
     out = tmp_path_factory.mktemp("profiles") / "fake"
-    settings = ProfileSettings(n=12, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=12, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         SPACE, out, "fake", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -46,8 +45,8 @@ def _copy_profile(profile_dir: Path, to: Path, change) -> Path:
     to.mkdir()
     (to / "device.json").write_bytes((profile_dir / "device.json").read_bytes())
     lines = (profile_dir / MEASUREMENTS).read_bytes().splitlines()
-    rows = [runner.parse_row(line)[0] for line in lines if line.strip()]
-    (to / MEASUREMENTS).write_bytes(b"".join(runner.sealed_line(change(r)) for r in rows))
+    rows = [runtime.parse_row(line)[0] for line in lines if line.strip()]
+    (to / MEASUREMENTS).write_bytes(b"".join(runtime.sealed_line(change(r)) for r in rows))
     return to
 
 
@@ -291,9 +290,9 @@ def test_search_ships_every_target_it_can_and_names_the_refused(tmp_path, monkey
 
 
 def _predictor(tmp_path, shapes):
-    from test_predictor import BASE, make_predictor
-
     from yoco_deploy.device.predictor import LatencyPredictor
+
+    from helpers import BASE, make_predictor
 
     p, _ = make_predictor(BASE, tmp_path)
     profile = {**p.profile, "shapes": shapes}
@@ -387,7 +386,7 @@ def test_a_killed_profiles_exports_are_cleaned_by_the_next_run(tmp_path, monkeyp
         return path
 
     monkeypatch.setattr(profiling.ArtifactBuilder, "build", spy)
-    settings = ProfileSettings(n=3, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=3, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(SPACE, out, "dev", settings, "tiny", progress=lambda *a: None,
                    backend=FakeBackend())  # fmt: skip
     assert built and all(out / profiling.EXPORTS in p.parents for p in built)

@@ -2,29 +2,12 @@
 with the holder's details."""
 
 import json
-import subprocess
-import sys
-import textwrap
 
 import pytest
 
 from yoco_deploy.util.lock import LockHeld, exclusive
 
-
-def hold_in_another_process(lock_file, seconds=30):
-    """A child process that takes the lock and sleeps (what a running command does)."""
-    code = textwrap.dedent(
-        f"""
-        import time
-        from yoco_deploy.util.lock import exclusive
-        with exclusive({str(lock_file)!r}, "x"):
-            print("held", flush=True)
-            time.sleep({seconds})
-        """
-    )
-    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
-    assert child.stdout.readline().strip() == "held"
-    return child
+from helpers import hold_in_another_process
 
 
 def test_a_second_writer_is_refused_with_the_holders_details(tmp_path):

@@ -109,7 +109,7 @@ def test_pipeline_checks_train_overrides_and_formats_at_load(tmp_path):
 )
 def test_everything_checkable_fails_at_load_and_dry_run(tmp_path, extra, message):
     """What used to fail only after the teacher and super-BERT had trained."""
-    from test_cli import run
+    from helpers import run
 
     head = "model: m\ntask: sst2\nworkdir: w\n"
     bad = tmp_path / "p.yaml"
@@ -140,7 +140,8 @@ def test_dry_run_checks_what_used_to_fail_after_training(tmp_path, change, messa
     """A 356-case probe found each of these passing --dry-run, then failing after the
     teacher (or the whole pipeline) had run."""
     import yaml
-    from test_cli import run
+
+    from helpers import run
 
     model_dir, data_dir = write_tiny_task(tmp_path, n_train=40, n_dev=10)
     data = yaml.safe_load(Path("configs/pipeline-tiny.yaml").read_text())
@@ -160,7 +161,7 @@ def test_dry_run_checks_what_used_to_fail_after_training(tmp_path, change, messa
      ("seed: 1\nseed: 2\n", "'seed' is given twice")],
 )  # fmt: skip
 def test_a_pipeline_that_is_not_a_mapping_is_one_line(tmp_path, text, message):
-    from test_cli import run
+    from helpers import run
 
     path = tmp_path / "p.yaml"
     path.write_text(text)

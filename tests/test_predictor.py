@@ -16,21 +16,7 @@ from yoco_deploy.device.predictor import (
 )
 from yoco_deploy.space import SearchSpace
 
-from helpers import TINY
-
-BASE = SearchSpace.from_config(BertConfig())
-
-
-def synthetic(space, n, seed, noise=0.0):
-    """Latency that is an exact positive combination of the features, plus noise."""
-    rng = np.random.default_rng(seed)
-    archs = space.sampler(seed).sample_many(n)
-    weights = np.zeros(len(FEATURES))
-    weights[[0, 3, 6, 7, 9]] = [1.0, 0.3, 4.0, 2.0, 3.0]
-    x = np.stack([feature_vector(a, space.dims, 1, 128) for a in archs])
-    ms = x @ weights * (1 + noise * rng.standard_normal(n))
-    ref = np.full(n, 10.0)
-    return TrainingData(archs, [(1, 128)] * n, ms / ref, ms, ref)
+from helpers import BASE, TINY, make_predictor, synthetic
 
 
 def test_features_are_versioned_and_sized():
@@ -66,26 +52,6 @@ def test_metrics_in_deployment_terms():
     assert m["within5"] == 0.75 and m["within10"] == 0.75 and m["kendall_tau"] == 1.0
     assert m["mape"] == pytest.approx((0.04 + 0.05 + 0.2 + 0) / 4)
     assert m["mean_signed_error"] > 0
-
-
-def make_predictor(space, tmp_path):
-    data = synthetic(space, 40, 1, noise=0.02)
-    model, selection = select_and_fit(data, space.dims)
-    p = LatencyPredictor(
-        model=model,
-        space=space.shape_dict(),
-        device={"name": "fake", "threads": 1},
-        reference={
-            "arch": space.min_arch().to_dict(),
-            "median_ms": {"1x128": 10.0},
-            "format": "int8",
-        },
-        profile={"path": "p", "sha256": "x", "rows": 40, "shapes": ["1x128"]},
-        metrics={"selection": selection, "chosen": model["type"]},
-        libraries={},
-        created=0.0,
-    )
-    return p, p.save(tmp_path / "pred.json")
 
 
 def test_predictor_round_trip_and_prediction(tmp_path):

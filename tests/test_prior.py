@@ -9,11 +9,10 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from test_cli import assert_one_line_error, run
 from transformers import BertConfig
 
+from yoco_deploy import runtime
 from yoco_deploy.costs import arch_costs
-from yoco_deploy.device import runner
 from yoco_deploy.device.fit import fit_profile
 from yoco_deploy.device.predictor import LatencyPredictor, PredictorError, latency_metrics
 from yoco_deploy.device.profile_store import device_record, prepare_profile_dir
@@ -22,10 +21,10 @@ from yoco_deploy.device.sample_design import SpaceFillingDesign
 from yoco_deploy.space import SearchSpace
 from yoco_deploy.util.hashing import file_sha256
 
-from helpers import TINY
+from helpers import TINY, assert_one_line_error, run
 
 SPACE = SearchSpace.from_config(BertConfig(**TINY))
-SETTINGS = ProfileSettings(n=10, shapes=((1, 16),), session=runner.SessionSpec(threads=1))
+SETTINGS = ProfileSettings(n=10, shapes=((1, 16),), session=runtime.SessionSpec(threads=1))
 TOP = arch_costs(SPACE.max_arch(), SPACE.dims, seq_len=16).flops
 
 
@@ -43,14 +42,14 @@ def profile(folder, latency, n, seed=0, noise=0.02, exclude=()):
     """A profile as `profile` writes it: ``n`` sub-BERTs timed with ``noise`` (relative)."""
     archs = SpaceFillingDesign(SPACE, seed).sample(n, exclude=set(exclude))
     rng = np.random.default_rng(seed)
-    fingerprint = runner.device_fingerprint(SETTINGS.session)
+    fingerprint = runtime.device_fingerprint(SETTINGS.session)
     log = prepare_profile_dir(folder, device_record(folder.name, SPACE, SETTINGS, fingerprint, "t"))
-    ref = {"kind": "reference", "key": runner.job_key(runner.REFERENCE_ID, 1, 16), "batch": 1,
+    ref = {"kind": "reference", "key": runtime.job_key(runtime.REFERENCE_ID, 1, 16), "batch": 1,
            "seq_len": 16, "t": 0.0, "session": "s", "median_ms": 2.0}  # fmt: skip
     log.append(ref)
     for i, arch in enumerate(archs):
         rel = latency(arch) * (1 + noise * rng.standard_normal())
-        log.append({"kind": "model", "key": runner.job_key(arch.arch_id, 1, 16),
+        log.append({"kind": "model", "key": runtime.job_key(arch.arch_id, 1, 16),
                     "arch_id": arch.arch_id, "arch": arch.to_dict(), "batch": 1, "seq_len": 16,
                     "remeasured": False, "t": float(i + 1), "session": "s",
                     "median_ms": 2 * rel, "p90_ms": 2 * rel, "cv": 0.0, "runs": 3, "ref_ms": 2.0,

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from transformers import BertConfig
 
-from yoco_deploy.device import runner
+from yoco_deploy import runtime
 from yoco_deploy.device.profile_store import (
     MEASUREMENTS,
     ProfileError,
@@ -22,7 +22,7 @@ from yoco_deploy.space import SearchSpace
 
 from helpers import TINY, FakeBackend
 
-FAST = runner.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
+FAST = runtime.Protocol(warmup=1, min_runs=3, max_runs=6, chunk=3, ref_every=4)
 
 
 @pytest.fixture
@@ -55,13 +55,13 @@ def test_design_excludes_ids(space):
 
 def test_measure_stops_when_the_rounds_agree():
     backend = FakeBackend(base_ms=lambda h: 2.0)
-    protocol = runner.Protocol(warmup=2, min_runs=20, chunk=10)
-    stats = runner.measure(backend, "m", {}, protocol)
+    protocol = runtime.Protocol(warmup=2, min_runs=20, chunk=10)
+    stats = runtime.measure(backend, "m", {}, protocol)
     assert stats.runs == 20 and stats.median_ms == 2.0 and stats.cv == 0.0
     noisy = FakeBackend(base_ms=lambda h: 2.0, drift=lambda call: 1 + 0.5 * (call % 7) / 7)
-    capped = runner.measure(noisy, "m", {}, runner.Protocol(warmup=0, max_runs=30, chunk=10))
+    capped = runtime.measure(noisy, "m", {}, runtime.Protocol(warmup=0, max_runs=30, chunk=10))
     assert capped.runs <= 30 and capped.cv > 0
-    assert isinstance(stats, runner.Latency) and stats.to_dict() == {
+    assert isinstance(stats, runtime.Latency) and stats.to_dict() == {
         "median_ms": 2.0,
         "p90_ms": 2.0,
         "cv": 0.0,
@@ -89,10 +89,10 @@ class JumpyModel(FakeBackend):
 
 
 def test_measure_goes_on_while_the_rounds_disagree():
-    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
-    quiet = runner.measure(JumpyModel(spell=0), "m", {}, protocol, reference="ref")
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
+    quiet = runtime.measure(JumpyModel(spell=0), "m", {}, protocol, reference="ref")
     assert (quiet.rounds, quiet.rel, quiet.spread) == (5, 2.0, 0.0)
-    noisy = runner.measure(JumpyModel(spell=40), "m", {}, protocol, reference="ref")
+    noisy = runtime.measure(JumpyModel(spell=40), "m", {}, protocol, reference="ref")
     # four slow rounds of the first eight: more rounds until they fall outside the
     # median's interval; the ratio is the quiet one, and the interval says how sure
     assert noisy.rounds > 5 and noisy.runs <= protocol.max_runs
@@ -105,26 +105,26 @@ def test_measure_goes_on_while_the_rounds_disagree():
 
 
 def test_measure_goes_on_for_a_decision_it_cannot_settle():
-    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=50, chunk=5, decide_runs=80)
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=50, chunk=5, decide_runs=80)
     backend = FakeBackend(base_ms=lambda h: 1.0 if h == "ref" else 2.0)
-    settled = runner.measure(backend, "m", {}, protocol, "ref", settled=lambda s: True)
+    settled = runtime.measure(backend, "m", {}, protocol, "ref", settled=lambda s: True)
     assert settled.runs == 25
-    unsettled = runner.measure(backend, "m", {}, protocol, "ref", settled=lambda s: False)
+    unsettled = runtime.measure(backend, "m", {}, protocol, "ref", settled=lambda s: False)
     assert unsettled.runs == 80  # bounded: the caller records the decision as unclear
 
 
 def test_the_median_interval_is_the_order_statistics_the_binomial_allows():
-    assert runner.median_interval([3, 1, 2, 5, 4]) == (1, 5)  # 5 values: the range
+    assert runtime.median_interval([3, 1, 2, 5, 4]) == (1, 5)  # 5 values: the range
     ten = list(range(10))
-    assert runner.median_interval(ten) == (1, 8)  # P(B(10) <= 1) = 1.1% <= 2.5%
+    assert runtime.median_interval(ten) == (1, 8)  # P(B(10) <= 1) = 1.1% <= 2.5%
     twenty = list(range(20))
-    assert runner.median_interval(twenty) == (5, 14)  # P(B(20) <= 5) = 2.1%
-    assert runner.median_interval([100.0] + [1.0] * 19) == (1.0, 1.0)  # one outlier: nothing
+    assert runtime.median_interval(twenty) == (5, 14)  # P(B(20) <= 5) = 2.1%
+    assert runtime.median_interval([100.0] + [1.0] * 19) == (1.0, 1.0)  # one outlier: nothing
 
 
 def test_profile_writes_device_and_rows(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=6, protocol=FAST, session=runtime.SessionSpec(threads=1))
     result = profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -149,23 +149,23 @@ def test_a_larger_n_extends_a_profile_to_n_not_by_another_design(space, tmp_path
     (a design of 6 is another Latin hypercube; taking it whole gave 8 here)."""
     out = tmp_path / "dev"
     quiet = {"progress": lambda *a: None, "backend": FakeBackend()}
-    four = ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1))
+    four = ProfileSettings(n=4, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(space, out, "dev", four, "tiny", **quiet)
-    first = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
-    six = ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1))
+    first = {r["arch_id"] for r in runtime.MeasurementLog(out / MEASUREMENTS).latest().values()}
+    six = ProfileSettings(n=6, protocol=FAST, session=runtime.SessionSpec(threads=1))
     result = profile_device(space, out, "dev", six, "tiny", **quiet)
-    ids = {r["arch_id"] for r in runner.MeasurementLog(out / MEASUREMENTS).latest().values()}
+    ids = {r["arch_id"] for r in runtime.MeasurementLog(out / MEASUREMENTS).latest().values()}
     assert result.measured == 6 and len(ids) == 6 and first <= ids
 
 
 def test_drift_remeasures_the_stretch(space, tmp_path):
     # the machine gets 30% slower after 40 timing calls
     backend = FakeBackend(drift=lambda call: 1.0 if call < 40 else 1.3)
-    settings = ProfileSettings(n=8, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=8, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         space, tmp_path / "d", "d", settings, "tiny", progress=lambda *a: None, backend=backend
     )
-    log = runner.MeasurementLog(tmp_path / "d" / MEASUREMENTS)
+    log = runtime.MeasurementLog(tmp_path / "d" / MEASUREMENTS)
     assert any(r.get("remeasured") for r in log.rows)
     # after re-measurement, relative latency is the same whatever the drift
     latest = log.latest()
@@ -175,7 +175,7 @@ def test_drift_remeasures_the_stretch(space, tmp_path):
 
 def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=4, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -187,7 +187,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
             space,
             out,
             "dev",
-            ProfileSettings(n=6, protocol=FAST, session=runner.SessionSpec(threads=1)),
+            ProfileSettings(n=6, protocol=FAST, session=runtime.SessionSpec(threads=1)),
             "tiny",
             progress=lambda *a: None,
             backend=FakeBackend(),
@@ -200,7 +200,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
         space,
         out,
         "dev",
-        ProfileSettings(n=4, protocol=FAST, session=runner.SessionSpec(threads=1)),
+        ProfileSettings(n=4, protocol=FAST, session=runtime.SessionSpec(threads=1)),
         "tiny",
         progress=lambda *a: None,
         repair=True,
@@ -215,7 +215,7 @@ def test_truncated_measurements_are_a_clear_error_and_untouched(space, tmp_path)
 
 def test_profile_of_another_space_is_refused(space, tmp_path):
     out = tmp_path / "dev"
-    settings = ProfileSettings(n=3, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=3, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         space, out, "dev", settings, "tiny", progress=lambda *a: None, backend=FakeBackend()
     )
@@ -230,7 +230,7 @@ def test_profile_of_another_space_is_refused(space, tmp_path):
             space,
             out,
             "dev",
-            ProfileSettings(n=3, protocol=FAST, session=runner.SessionSpec(threads=2)),
+            ProfileSettings(n=3, protocol=FAST, session=runtime.SessionSpec(threads=2)),
             "tiny",
             progress=lambda *a: None,
             backend=FakeBackend(),
@@ -239,8 +239,8 @@ def test_profile_of_another_space_is_refused(space, tmp_path):
 
 
 def test_unavailable_provider_is_a_clear_error():
-    with pytest.raises(runner.RunnerError, match="not available"):
-        runner.resolve_provider("tensorrt")
+    with pytest.raises(runtime.RunnerError, match="not available"):
+        runtime.resolve_provider("tensorrt")
 
 
 def _rows(path):
@@ -293,7 +293,7 @@ def Path_exe():
 
 
 def test_active_refinement_stops_at_the_target(space, tmp_path):
-    settings = ProfileSettings(n=60, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=60, protocol=FAST, session=runtime.SessionSpec(threads=1))
     result = profile_device(
         space,
         tmp_path / "r",
@@ -313,7 +313,7 @@ def test_active_refinement_stops_at_the_target(space, tmp_path):
 
 def test_active_refinement_respects_the_cap(space, tmp_path):
     noisy = FakeBackend(drift=lambda call: 1 + 0.3 * ((call * 7919) % 13) / 13)
-    settings = ProfileSettings(n=14, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=14, protocol=FAST, session=runtime.SessionSpec(threads=1))
     result = profile_device(
         space,
         tmp_path / "c",

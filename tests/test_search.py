@@ -3,35 +3,12 @@ import json
 
 import numpy as np
 import pytest
-from transformers import BertConfig
 
 from yoco_deploy.arch import Arch, LayerSpec
 from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target, parse_target
 from yoco_deploy.deploy.search import Search, SearchError, SearchSettings
 
-from helpers import TINY
-
-SPACE = __import__("yoco_deploy.space", fromlist=["SearchSpace"]).SearchSpace.from_config(
-    BertConfig(**TINY)
-)
-
-
-class Additive:
-    """A synthetic objective: a seeded value per (layer, cell), summed over layers."""
-
-    def __init__(self, seed=0):
-        rng = np.random.default_rng(seed)
-        self.value = rng.uniform(0.1, 1.0, size=(SPACE.dims.num_layers, len(SPACE.cells)))
-        self.calls = 0
-
-    def evaluate(self, arch, split):
-        self.calls += 1
-        return float(
-            sum(
-                self.value[i, SPACE.cells.index((la.heads, la.ffn))]
-                for i, la in enumerate(arch.layers)
-            )
-        )
+from helpers import SPACE, Additive, max_body
 
 
 def all_archs():
@@ -50,15 +27,9 @@ def exact_optimum(objective, cost):
 
 @pytest.fixture(scope="module")
 def knapsack():
-    cost = CostModel(Target("t", {"params_non_embedding": 0.55 * _max_body()}), SPACE)
+    cost = CostModel(Target("t", {"params_non_embedding": 0.55 * max_body()}), SPACE)
     objective = Additive(seed=1)
     return cost, objective, exact_optimum(objective, cost)
-
-
-def _max_body():
-    from yoco_deploy.costs import arch_costs
-
-    return arch_costs(SPACE.max_arch(), SPACE.dims).params_non_embedding
 
 
 def test_esng_finds_the_constrained_optimum(knapsack):
@@ -183,13 +154,13 @@ PARALLEL_SCRIPT = """
 import json, sys
 sys.path.insert(0, {tests!r})
 from accelerate import Accelerator
-from test_search import SPACE, Additive, _max_body
+from helpers import SPACE, Additive, max_body
 from yoco_deploy.deploy.budgets import CostModel, Target
 from yoco_deploy.deploy.supernet import ParallelEvaluator
 from yoco_deploy.deploy.search import Search, SearchSettings
 
 acc = Accelerator(cpu=True)
-cost = CostModel(Target("t", {{"params_non_embedding": 0.55 * _max_body()}}), SPACE)
+cost = CostModel(Target("t", {{"params_non_embedding": 0.55 * max_body()}}), SPACE)
 inner = Additive(seed=1)
 result = Search(SPACE, cost, ParallelEvaluator(inner, acc), SearchSettings(evaluations=40)).run()
 out = {{"calls": inner.calls, "ranked": [c.arch.arch_id for c in result.ranked],
@@ -200,6 +171,7 @@ acc.end_training()
 """
 
 
+@pytest.mark.slow  # two processes and a rendezvous: the slow suite
 def test_parallel_search_splits_candidates_between_processes(knapsack, tmp_path):
     import os
     import subprocess
@@ -285,7 +257,7 @@ class Plateau:
 def _tight_budget():
     # at 42% of the max sub-BERT's non-embedding parameters nearly every feasible uniform
     # sample is of the shallowest depth, and depth 3 fits only when narrow
-    return CostModel(Target("t", {"params_non_embedding": 0.42 * _max_body()}), SPACE)
+    return CostModel(Target("t", {"params_non_embedding": 0.42 * max_body()}), SPACE)
 
 
 def test_the_plateau_scenario_is_hard_for_uniform_sampling():
@@ -360,12 +332,12 @@ def test_stagnant_theta_is_tempered():
 
 
 def test_penalty_follows_yoco():
-    cost = CostModel(Target("t", {"params_non_embedding": 0.5 * _max_body()}), SPACE)
+    cost = CostModel(Target("t", {"params_non_embedding": 0.5 * max_body()}), SPACE)
     assert cost.penalty(SPACE.min_arch()) == 1.0
     assert cost.penalty(SPACE.max_arch()) == 0.0  # cost_max: nothing left of the reward
     arch = next(a for a in SPACE.sampler(1).sample_many(500) if not cost.feasible(a))
-    body, budget = cost.costs(arch)["params_non_embedding"], 0.5 * _max_body()
-    expected = (1 - (body - budget) / (_max_body() - budget)) ** 2
+    body, budget = cost.costs(arch)["params_non_embedding"], 0.5 * max_body()
+    expected = (1 - (body - budget) / (max_body() - budget)) ** 2
     assert cost.penalty(arch) == pytest.approx(expected)
 
 
@@ -424,7 +396,7 @@ def test_an_edited_log_row_is_named_and_repair_keeps_every_intact_row(knapsack, 
 
 
 def test_an_edited_measurement_is_named(tmp_path):
-    from yoco_deploy.device.runner import MeasurementLog, RunnerError
+    from yoco_deploy.runtime import MeasurementLog, RunnerError
 
     log = MeasurementLog(tmp_path / "m.jsonl")
     for i in range(3):

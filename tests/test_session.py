@@ -5,8 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from yoco_deploy.device import runner
-from yoco_deploy.device.runner import RunnerError, SessionSpec
+from yoco_deploy import runtime
+from yoco_deploy.runtime import RunnerError, SessionSpec
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,11 +67,11 @@ def test_bad_specs_are_one_clear_error():
 
 def test_records_from_before_specs_read_as_timed_with_spinning_off():
     legacy = {"provider": "CPUExecutionProvider", "threads": 2, "ort_spinning": False}
-    assert runner.recorded_session(legacy) == SessionSpec(
+    assert runtime.recorded_session(legacy) == SessionSpec(
         threads=2, spinning="off", flush_denormals=False
     )
     spec = SessionSpec(threads=1)
-    assert runner.recorded_session(runner.device_fingerprint(spec)) == spec
+    assert runtime.recorded_session(runtime.device_fingerprint(spec)) == spec
 
 
 def test_the_example_builds_the_same_session_as_the_spec():
@@ -106,10 +106,10 @@ def test_io_bound_timing_on_the_cpu_provider(tmp_path):
     export_onnx(model, path)
     spec = SessionSpec(threads=1, io_binding=True)
     assert SessionSpec(provider="cuda").io_binding and not SessionSpec().io_binding
-    backend = runner.OrtBackend(spec)
+    backend = runtime.OrtBackend(spec)
     session = backend.load(path)
-    feeds = runner.make_feeds(2, 8, vocab_size=model.config.vocab_size)
-    stats = runner.measure(backend, session, feeds, runner.Protocol(2, 5, 5, 5))
+    feeds = runtime.make_feeds(2, 8, vocab_size=model.config.vocab_size)
+    stats = runtime.measure(backend, session, feeds, runtime.Protocol(2, 5, 5, 5))
     assert stats.runs == 5 and stats.median_ms > 0
     binding = backend.binding(session, feeds)
     assert backend.binding(session, feeds) is binding  # bound once, reused

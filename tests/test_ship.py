@@ -4,18 +4,18 @@ import sys
 
 import pytest
 
+from yoco_deploy import runtime
 from yoco_deploy.deploy.budgets import BudgetError, CostModel, Target, parse_target
 from yoco_deploy.deploy.per_target import DeployJob
 from yoco_deploy.deploy.search import SearchSettings
 from yoco_deploy.deploy.ship import ShipSettings
 from yoco_deploy.deploy.supernet import SuperBertEvaluator, Supernet
-from yoco_deploy.device import runner
 from yoco_deploy.device.fit import fit_profile
 from yoco_deploy.device.profiling import ProfileSettings, profile_device
 
 from helpers import FakeBackend, write_tiny_task
 
-FAST = runner.Protocol(warmup=2, min_runs=10, max_runs=20, chunk=10)
+FAST = runtime.Protocol(warmup=2, min_runs=10, max_runs=20, chunk=10)
 REQUIRED = (
     "arch",
     "arch_id",
@@ -47,7 +47,7 @@ def net(tmp_path_factory):
     sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
     net = Supernet(sb, load_tokenizer(str(model_dir)), data, None, 16)
     # a latency predictor for the device "tiny-cpu", fitted on a fake device's profile
-    settings = ProfileSettings(n=16, protocol=FAST, session=runner.SessionSpec(threads=1))
+    settings = ProfileSettings(n=16, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(
         sb.space,
         root / "profiles" / "tiny-cpu",
@@ -212,7 +212,7 @@ sys.meta_path.insert(0, Block())
 from dataclasses import asdict
 from yoco_deploy import load_bundle
 bundle = load_bundle(sys.argv[1])
-from yoco_deploy.device.runner import SessionSpec
+from yoco_deploy.runtime import SessionSpec
 manifest = json.load(open(sys.argv[1] + "/manifest.json"))
 assert bundle.session_spec == SessionSpec.from_dict(manifest["session"]), bundle.session_spec
 print(json.dumps([asdict(p) for p in bundle.classify(["good great film", "awful boring plot"])]))
@@ -374,6 +374,7 @@ mount -o remount,size=$((used + 40))k tmpfs "$MNT"  # room for less than another
 """
 
 
+@pytest.mark.slow  # two ships in a user namespace: the slow suite
 def test_a_real_full_disk_during_ship_keeps_the_previous_bundle(tmp_path):
     """`ship` onto a size-limited tmpfs (mounted in a user namespace) that fills up while
     the second bundle is written: one error line, exit 1, the first bundle byte for byte
@@ -422,13 +423,13 @@ def test_the_session_is_recorded_from_profile_to_manifest(net, tmp_path):
     supernet, root = net
     profiled = json.loads((root / "profiles" / "tiny-cpu" / "device.json").read_text())
     predictor = LatencyPredictor.load(root / "predictors" / "tiny-cpu.json")
-    spec = runner.recorded_session(predictor.device)
-    assert spec == runner.SessionSpec(threads=1)  # what the fixture profiled with
-    assert runner.recorded_session(profiled["fingerprint"]) == spec
+    spec = runtime.recorded_session(predictor.device)
+    assert spec == runtime.SessionSpec(threads=1)  # what the fixture profiled with
+    assert runtime.recorded_session(profiled["fingerprint"]) == spec
     cm = cost_model(net, parse_target("tiny-cpu:latency=100ms"))
     arch = [supernet.super_bert.space.min_arch()]
     shipped = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
-    assert runner.SessionSpec.from_dict(shipped.manifest.session) == spec
+    assert runtime.SessionSpec.from_dict(shipped.manifest.session) == spec
     timing = shipped.manifest.timing
     assert timing["reference_ms"] > 0 and timing["calibrated_prediction_ms"] > 0
     with pytest.raises(BudgetError, match="profiled with cpu, 1 threads, spinning stop-after"):
@@ -470,7 +471,7 @@ def test_ship_corrects_its_predictor_instead_of_giving_up(net, tmp_path, monkeyp
 
             super().__init__(base_ms)
 
-    monkeypatch.setattr(ship_module.runner, "OrtBackend", SlowModels)
+    monkeypatch.setattr(ship_module.runtime, "OrtBackend", SlowModels)
     supernet, _ = net
     cm = cost_model(net, parse_target("tiny-cpu:latency=1000ms"))
     space = supernet.super_bert.space
@@ -501,7 +502,7 @@ def test_a_slow_reference_timing_at_the_start_does_not_overrule_a_measurement(
 
     from helpers import FakeBackend
 
-    monkeypatch.setattr(ship_module.runner, "OrtBackend", lambda spec: FakeBackend())
+    monkeypatch.setattr(ship_module.runtime, "OrtBackend", lambda spec: FakeBackend())
     start = ship_module._ShipRun.calibrate_now
 
     def slow_start(self):
@@ -580,11 +581,11 @@ class _Jumpy:
 def _ship_jumpy(net, tmp_path, monkeypatch, jump, budget_ms):
     from yoco_deploy.deploy import ship as ship_module
 
-    monkeypatch.setattr(ship_module.runner, "OrtBackend", lambda spec: _Jumpy(jump))
+    monkeypatch.setattr(ship_module.runtime, "OrtBackend", lambda spec: _Jumpy(jump))
     supernet, _ = net
     cm = cost_model(net, Target("tiny-cpu", {"latency": budget_ms}))
     said: list[str] = []
-    protocol = runner.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5, decide_runs=200)
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5, decide_runs=200)
     shipped = ship_module.ship_target(
         supernet.super_bert, supernet.tokenizer, supernet.data, cm,
         [supernet.super_bert.space.max_arch()], tmp_path / "bundles",

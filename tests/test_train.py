@@ -16,7 +16,7 @@ from helpers import write_tiny_task
 @pytest.fixture(scope="module")
 def tiny_task(tmp_path_factory):
     """A random tiny BERT, generated sentences, and a teacher fine-tuned by the CLI."""
-    from test_cli import run
+    from helpers import run
 
     root = tmp_path_factory.mktemp("task")
     model_dir, data_dir = write_tiny_task(root)
@@ -240,6 +240,7 @@ trainer.accelerator.end_training()
 """
 
 
+@pytest.mark.slow  # two processes and a rendezvous: the slow suite
 def test_two_process_ddp_training_stays_in_sync(tiny_task, tmp_path):
     """What `accelerate launch --multi_gpu` runs, on CPU (torchrun + gloo): each process
     takes its own slice of the batch, and weights and theta stay identical."""

@@ -77,7 +77,7 @@ class Bundle:
         return written
 
     def _session_spec(self):
-        from yoco_deploy.device.runner import RunnerError, SessionSpec, recorded_session
+        from yoco_deploy.runtime import RunnerError, SessionSpec, recorded_session
 
         try:
             if self.manifest.session is not None:  # the settings its latency was measured with
@@ -90,7 +90,7 @@ class Bundle:
 
     def _open_session(self, written: dict[str, Any]):
         """model.onnx, once it is the file ship wrote with this manifest."""
-        from yoco_deploy.device.runner import RunnerError
+        from yoco_deploy.runtime import RunnerError
 
         model = self.path / "model.onnx"
         self._check_file(model, self.manifest.onnx_sha256, "onnx_sha256")

@@ -6,9 +6,8 @@ bug and keeps its traceback.
 
 from __future__ import annotations
 
-
-class YocoError(Exception):
-    """Base of every error caused by user input or environment, not by a bug."""
+# the base lives in the ONNX Runtime leaf, which imports nothing above it
+from yoco_deploy.runtime.errors import RunnerError, YocoError  # noqa: F401
 
 
 class Terminated(KeyboardInterrupt):

@@ -65,13 +65,12 @@ def user_errors():
     ``YOCO_DEBUG=1`` re-raises with the traceback."""
     import os
 
-    from yoco_deploy.device.runner import RunnerError
     from yoco_deploy.errors import Terminated, YocoError
 
     debug = os.environ.get(DEBUG_ENV, "") not in ("", "0")
     try:
         yield
-    except (YocoError, RunnerError) as err:
+    except YocoError as err:
         if debug:
             raise
         typer.echo(f"error: {err}", err=True)

@@ -152,7 +152,7 @@ def search(
         say = lambda s: typer.echo(s, err=True)  # noqa: E731
         models = job.cost_models(net, say)  # every target checked before any long work
         if repair_log:
-            from yoco_deploy.device.runner import repair_note
+            from yoco_deploy.runtime import repair_note
 
             for cm in models:
                 log = job.log_path(cm)

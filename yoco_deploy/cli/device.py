@@ -62,8 +62,8 @@ def _settings(
 ):
     from yoco_deploy.device.profile_store import ProfileError
     from yoco_deploy.device.profiling import ProfileSettings
-    from yoco_deploy.device.runner import SessionSpec, resolve_provider
     from yoco_deploy.export.sub_bert import FORMATS
+    from yoco_deploy.runtime import SessionSpec, resolve_provider
 
     if fmt not in FORMATS:
         raise ProfileError(f"unknown --format {fmt!r}; choose from {', '.join(FORMATS)}")
@@ -178,7 +178,7 @@ def profile(
                 prior=prior_model,
             )
         if repair:
-            from yoco_deploy.device.runner import repair_note
+            from yoco_deploy.runtime import repair_note
 
             log = profiles_dir / device / "measurements.jsonl"
             typer.echo(repair_note(log, result.set_aside), err=True)
@@ -206,7 +206,7 @@ def profile_bundle(
 ) -> None:
     """Write ONNX files and a standalone runner for a device without torch.
 
-    Copy OUT to the device and run `python runner.py OUT --provider cpu` there (needs only
+    Copy OUT to the device and run `python runner.pyz OUT --provider cpu` there (needs only
     onnxruntime and numpy); copy it back and run `yoco-deploy profile-import OUT`.
     """
     with user_errors():
@@ -216,7 +216,7 @@ def profile_bundle(
         from yoco_deploy.util.atomic import check_output
 
         settings = _settings(n, seq_len, batch, "cpu", threads, spinning, fmt, seed, local=False)
-        written = (out / "models", out / "plan.json", out / "runner.py")
+        written = (out / "models", out / "plan.json", out / "runner.pyz")
         check_output("--out", out, (model, space_file), ProfileError, written)
         space = space_for(model, space_file)
         quiet_transformers()
@@ -224,7 +224,7 @@ def profile_bundle(
             space.dims.check_seq_len(seq)
         with progress_bar("exporting") as update:
             plan = write_bundle(space, out, settings, model, progress=update)
-        command = f"python runner.py {out} --provider cpu --threads {threads}"
+        command = f"python runner.pyz {out} --provider cpu --threads {threads}"
         if as_json:
             print_json({"bundle": str(out), "jobs": len(plan["jobs"]), "run_on_device": command})
             return
@@ -304,7 +304,7 @@ def fit(
         check_output("--out", out, read, ProfileError, (out, out.with_suffix(".png")))
         if repair:
             from yoco_deploy.device.profile_store import MEASUREMENTS, read_device, repair_log
-            from yoco_deploy.device.runner import repair_note
+            from yoco_deploy.runtime import repair_note
 
             for folder in (profile_path, test):
                 if folder is not None:

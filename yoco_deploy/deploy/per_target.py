@@ -17,8 +17,8 @@ from yoco_deploy.deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.deploy.search_types import SearchError
 from yoco_deploy.deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.deploy.supernet import Supernet, make_evaluator
-from yoco_deploy.device.runner import resolve_provider
 from yoco_deploy.errors import YocoError
+from yoco_deploy.runtime import resolve_provider
 from yoco_deploy.util.atomic import write_text
 
 T = TypeVar("T")

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from yoco_deploy.device import runner
+from yoco_deploy import runtime
 from yoco_deploy.errors import YocoError
 from yoco_deploy.train.evaluation import majority_baseline
 
@@ -91,7 +91,7 @@ class QualityGate:
 
 
 def onnx_metric(
-    path: Path, data, tokenizer, seq_len: int, spec: runner.SessionSpec = runner.SessionSpec()
+    path: Path, data, tokenizer, seq_len: int, spec: runtime.SessionSpec = runtime.SessionSpec()
 ) -> dict:
     """The task metric and loss of an ONNX file on the dev set, with ONNX Runtime as the
     bundle will be run (the file's own kernels: for fp16 on a GPU, the GPU's)."""

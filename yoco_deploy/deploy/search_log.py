@@ -77,7 +77,7 @@ class SearchLog:
     def read(self) -> Cache:
         if not self.path or self.fresh or not self.path.exists():
             return {}
-        from yoco_deploy.device.runner import checked_rows
+        from yoco_deploy.runtime import checked_rows
 
         cache, recorded = {}, None
         for number, _, row, why in checked_rows(self.path.read_bytes(), _row_problem):
@@ -139,7 +139,7 @@ class SearchLog:
     def append(self, row: dict[str, Any]) -> None:
         if self.path is None or not self.write:
             return
-        from yoco_deploy.device.runner import RunnerError, append_line, sealed_line
+        from yoco_deploy.runtime import RunnerError, append_line, sealed_line
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
@@ -160,7 +160,7 @@ class SearchLog:
     def set_aside(path: Path) -> list[str]:
         """Set unreadable, edited or unsummed lines of a search log aside (every intact
         evaluation and a backup are kept); what was set aside."""
-        from yoco_deploy.device.runner import set_aside
+        from yoco_deploy.runtime import set_aside
 
         return set_aside(path, _row_problem)
 

@@ -7,9 +7,9 @@ from typing import Any
 
 import numpy as np
 
+from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
 from yoco_deploy.deploy.budgets import CostModel
-from yoco_deploy.device import runner
 
 
 class ShipClock:
@@ -27,7 +27,7 @@ class ShipClock:
         self.ratios: list[float] = []
 
     def calibrate(
-        self, arch: Arch, stats: runner.Latency, latency_ms: float
+        self, arch: Arch, stats: runtime.Latency, latency_ms: float
     ) -> tuple[dict[str, Any], CostModel | None]:
         """The prediction at the ship-wide reference speed (the manifest's ``timing``),
         and the cost model corrected by every measurement so far (None without a
@@ -47,13 +47,13 @@ class ShipClock:
             "correction": correction,
         }, self.base.recalibrated(ref, correction)
 
-    def reference_ms(self, stats: runner.Latency | None = None) -> float | None:
+    def reference_ms(self, stats: runtime.Latency | None = None) -> float | None:
         """The reference's median so far (``stats``' own paired runs included)."""
         pool = self.paired + list(stats.ref_samples if stats else ())
         pool = pool or self.alone
         return float(np.median(pool)) if pool else None
 
-    def reading(self, stats: runner.Latency) -> tuple[float, float, float]:
+    def reading(self, stats: runtime.Latency) -> tuple[float, float, float]:
         """The candidate's latency and its 95% interval in ms (the ratio's, scaled);
         without a reference, its median."""
         ref = self.reference_ms(stats)
@@ -61,14 +61,14 @@ class ShipClock:
             return stats.median_ms, stats.median_ms, stats.median_ms
         return stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
 
-    def budget_ms(self, stats: runner.Latency, model: CostModel) -> float | None:
+    def budget_ms(self, stats: runtime.Latency, model: CostModel) -> float | None:
         """The latency budget in ms at the ship-wide reference speed (a share of the max
         sub-BERT's latency moves with it); ``model``: the cost model before any timing."""
         ref = self.reference_ms(stats)
         now = model if ref is None else self.base.recalibrated(ref)
         return now.target.budgets.get("latency")
 
-    def settled(self, stats: runner.Latency, model: CostModel) -> bool:
+    def settled(self, stats: runtime.Latency, model: CostModel) -> bool:
         """Whether the latency budget's verdict is the same across the whole interval."""
         budget = self.budget_ms(stats, model)
         if budget is None:
@@ -76,7 +76,7 @@ class ShipClock:
         _, lo, hi = self.reading(stats)
         return hi <= budget or lo > budget
 
-    def record(self, stats: runner.Latency, clear: bool) -> dict[str, Any]:
+    def record(self, stats: runtime.Latency, clear: bool) -> dict[str, Any]:
         """What the manifest's ``timing`` says about how the latency was taken."""
         _, lo, hi = self.reading(stats)
         out: dict[str, Any] = {
@@ -94,6 +94,6 @@ class ShipClock:
             }
         return out
 
-    def keep(self, stats: runner.Latency) -> None:
+    def keep(self, stats: runtime.Latency) -> None:
         """A candidate's paired reference runs join the ship-wide pool."""
         self.paired += stats.ref_samples

@@ -5,8 +5,8 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
-from yoco_deploy.device import runner
 from yoco_deploy.device.predictor import LatencyPredictor
 from yoco_deploy.device.profiling import ArtifactBuilder
 
@@ -24,8 +24,8 @@ def time_reference(predictor: LatencyPredictor, batch: int = 1, seq_len: int = 1
     """Median latency (ms) of the predictor's reference model on this machine, today,
     in sessions built exactly as the profile's were."""
     space = predictor.search_space
-    backend = runner.OrtBackend(runner.recorded_session(predictor.device))
+    backend = runtime.OrtBackend(runtime.recorded_session(predictor.device))
     with tempfile.TemporaryDirectory(prefix="yoco-calibrate-") as tmp:
         session = backend.load(build_reference(predictor, Path(tmp)))
-        feeds = runner.make_feeds(batch, seq_len, space.dims.vocab_size)
-        return runner.measure(backend, session, feeds, runner.Protocol()).median_ms
+        feeds = runtime.make_feeds(batch, seq_len, space.dims.vocab_size)
+        return runtime.measure(backend, session, feeds, runtime.Protocol()).median_ms

@@ -1,6 +1,6 @@
 """A profile directory: ``device.json`` (the device fingerprint and what was profiled:
 space, export format, shapes, reference model) and ``measurements.jsonl`` (append-only,
-written by :mod:`yoco_deploy.device.runner`); how one is created, checked and read back."""
+written by :mod:`yoco_deploy.runtime.runner`); how one is created, checked and read back."""
 
 from __future__ import annotations
 
@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
-from yoco_deploy.device import runner
 from yoco_deploy.errors import YocoError
 from yoco_deploy.space import ModelDims, SearchSpace
 from yoco_deploy.util.atomic import write_text
@@ -81,7 +81,7 @@ def check_compatible(path: Path, existing: dict[str, Any], wanted: dict[str, Any
     ]
     # sessions compared as specs: a profile made before specs were recorded reads as
     # spinning off, and can be extended with --spinning off
-    was, now = runner.recorded_session(old), runner.recorded_session(new)
+    was, now = runtime.recorded_session(old), runtime.recorded_session(new)
     if was != now:
         problems.append(f"it was timed with {was.describe()}, now {now.describe()}")
     if problems:
@@ -134,7 +134,7 @@ def row_problem(row: dict[str, Any]) -> str | None:
     """Why a measurements row cannot be used, or None: the one check of a row's contents
     (kind, key, shapes, latencies, arch) that every reader of a profile and --repair
     apply; further checks of a row's values belong here."""
-    why = runner.measurement_problem(row)
+    why = runtime.measurement_problem(row)
     if why:
         return why
     for name in ("batch", "seq_len"):
@@ -162,19 +162,19 @@ def _model_row_problem(row: dict[str, Any]) -> str | None:
         return f"has no valid arch ({_shown(row.get('arch'))})"
     if row.get("arch_id") != arch.arch_id:
         return f"has arch_id {row.get('arch_id')!r}, not its arch's {arch.arch_id}"
-    if row["key"] != runner.job_key(arch.arch_id, row["batch"], row["seq_len"]):
+    if row["key"] != runtime.job_key(arch.arch_id, row["batch"], row["seq_len"]):
         return f"has key {row['key']!r}, not its arch_id@{row['batch']}x{row['seq_len']}"
     return None
 
 
 def open_log(
-    path: Path, repair: bool = False, check: runner.RowCheck = row_problem
-) -> runner.MeasurementLog:
+    path: Path, repair: bool = False, check: runtime.RowCheck = row_problem
+) -> runtime.MeasurementLog:
     """The profile's measurements, every row checked (``repair``: unusable rows set aside
     first, listed in the log's ``set_aside``)."""
     try:
-        return runner.MeasurementLog(Path(path) / MEASUREMENTS, repair, check)
-    except runner.RunnerError as err:
+        return runtime.MeasurementLog(Path(path) / MEASUREMENTS, repair, check)
+    except runtime.RunnerError as err:
         raise ProfileError(str(err)) from None
 
 
@@ -185,7 +185,7 @@ def repair_log(path: Path) -> list[str]:
 
 def prepare_profile_dir(
     path: Path, record: dict[str, Any], repair: bool = False
-) -> runner.MeasurementLog:
+) -> runtime.MeasurementLog:
     path = Path(path)
     try:
         path.mkdir(parents=True, exist_ok=True)
@@ -199,9 +199,9 @@ def prepare_profile_dir(
     return log
 
 
-def plan_jobs(archs: list[Arch], shapes, seed: int) -> list[runner.Job]:
+def plan_jobs(archs: list[Arch], shapes, seed: int) -> list[runtime.Job]:
     """Every (arch, shape), in a seeded shuffled order: size is not confounded with time."""
-    jobs = [runner.Job(a.arch_id, b, s, a.to_dict()) for a in archs for b, s in shapes]
+    jobs = [runtime.Job(a.arch_id, b, s, a.to_dict()) for a in archs for b, s in shapes]
     order = np.random.default_rng(seed).permutation(len(jobs))
     return [jobs[i] for i in order]
 

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
-from yoco_deploy.device import runner
 from yoco_deploy.device.profile_store import (
     ProfileError,
     device_record,
@@ -30,6 +30,7 @@ from yoco_deploy.device.profile_store import (
     reference_arch,
 )
 from yoco_deploy.device.sample_design import SpaceFillingDesign
+from yoco_deploy.runtime.runner import print_progress
 from yoco_deploy.space import SearchSpace
 
 
@@ -39,10 +40,10 @@ class ProfileSettings:
 
     n: int = 150
     shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
-    session: runner.SessionSpec = field(default_factory=lambda: runner.SessionSpec(threads=2))
+    session: runtime.SessionSpec = field(default_factory=lambda: runtime.SessionSpec(threads=2))
     fmt: str = "int8"
     seed: int = 0
-    protocol: runner.Protocol = field(default_factory=runner.Protocol)
+    protocol: runtime.Protocol = field(default_factory=runtime.Protocol)
 
     def __post_init__(self) -> None:
         if self.n < 2:
@@ -256,8 +257,8 @@ def _profile(
     backend, exclude, prior,
 ) -> ProfileResult:  # fmt: skip
     started = time.monotonic()
-    backend = backend or runner.OrtBackend(settings.session)
-    fingerprint = runner.device_fingerprint(settings.session)
+    backend = backend or runtime.OrtBackend(settings.session)
+    fingerprint = runtime.device_fingerprint(settings.session)
     record = device_record(name, space, settings, fingerprint, model)
     log = prepare_profile_dir(out, record, repair)
     rounds: list[dict[str, Any]] = []
@@ -279,7 +280,7 @@ def _profile(
             while True:
                 jobs = plan_jobs(archs, settings.shapes, settings.seed + len(rounds))
                 by_id = {a.arch_id: a for a in archs}
-                written += runner.run_jobs(
+                written += runtime.run_jobs(
                     jobs,
                     lambda job, by_id=by_id: builder.build(by_id[job.arch_id]),
                     ref_path,
@@ -287,7 +288,7 @@ def _profile(
                     backend,
                     settings.protocol,
                     vocab_size=space.dims.vocab_size,
-                    progress=progress or runner._print_progress,
+                    progress=progress or print_progress,
                     release=lambda job: builder.release(job.arch_id),
                     prepare=lambda stretch, by_id=by_id: builder.prepare(
                         [by_id[job.arch_id] for job in stretch]

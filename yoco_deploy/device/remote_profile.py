@@ -1,6 +1,7 @@
 """Profiling a device that has no torch (a Raspberry Pi, a Jetson): a bundle of ONNX
-files, a plan and the standalone runner goes out; its measurements come back into a
-profile directory."""
+files, a plan and the runner (``runner.pyz``: the package's ONNX Runtime leaf,
+:mod:`yoco_deploy.runtime`) goes out; its measurements come back into a profile
+directory."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from yoco_deploy.device import runner
+from yoco_deploy import runtime
 from yoco_deploy.device.profile_store import (
     DEVICE,
     DEVICE_SCHEMA,
@@ -32,6 +33,28 @@ from yoco_deploy.space import SearchSpace
 # ---- remote devices: bundle out, results in ----------------------------------------------
 
 PLAN = "plan.json"
+RUNNER = "runner.pyz"
+
+
+_PYZ_MAIN = "from yoco_deploy.runtime.runner import main\n\nraise SystemExit(main())\n"
+
+
+def pack_runner(dest: Path) -> Path:
+    """A zip application of :mod:`yoco_deploy.runtime` (a leaf: numpy and onnxruntime are
+    all it needs), run on the device as ``python runner.pyz BUNDLE``."""
+    import zipfile
+
+    import yoco_deploy
+    from yoco_deploy import runtime
+
+    tmp = dest.with_name(dest.name + ".tmp")
+    with zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as pyz:
+        pyz.write(yoco_deploy.__file__, "yoco_deploy/__init__.py")
+        for module in sorted(Path(runtime.__file__).parent.glob("*.py")):
+            pyz.write(module, f"yoco_deploy/runtime/{module.name}")
+        pyz.writestr("__main__.py", _PYZ_MAIN)
+    tmp.replace(dest)
+    return dest
 
 
 def write_bundle(
@@ -41,7 +64,7 @@ def write_bundle(
     model: str,
     progress: Progress | None = None,
 ) -> dict[str, Any]:
-    """ONNX files, plan.json and the standalone runner.py for a device without torch."""
+    """ONNX files, plan.json and runner.pyz for a device without torch."""
     import hashlib
 
     out = Path(out)
@@ -101,7 +124,7 @@ def write_bundle(
     }
     plan["plan_id"] = hashlib.sha256(json.dumps(plan, sort_keys=True).encode()).hexdigest()[:12]
     (out / PLAN).write_text(json.dumps(plan, indent=1) + "\n")
-    shutil.copyfile(runner.__file__, out / "runner.py")
+    pack_runner(out / RUNNER)
     return plan
 
 
@@ -122,11 +145,11 @@ def import_bundle(
     plan, record = _read_bundle(bundle, name)
     source = open_log(bundle / "results", repair, _plan_check(bundle, plan))
     if repair:
-        say(runner.repair_note(source.path, source.set_aside))
+        say(runtime.repair_note(source.path, source.set_aside))
     with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
         log = prepare_profile_dir(out, record, repair)
         if repair:
-            say(runner.repair_note(log.path, log.set_aside))
+            say(runtime.repair_note(log.path, log.set_aside))
         return _append_new(source, log, say)
 
 
@@ -137,14 +160,14 @@ def _read_bundle(bundle: Path, name: str) -> tuple[dict[str, Any], dict[str, Any
         fingerprint = json.loads((bundle / "results" / DEVICE).read_text())
     except OSError as err:
         raise ProfileError(
-            f"{bundle} has no {Path(err.filename).name}: run `python runner.py {bundle}` on "
+            f"{bundle} has no {Path(err.filename).name}: run `python runner.pyz {bundle}` on "
             "the device first, then copy the whole directory back"
         ) from None
     except ValueError as err:
         raise ProfileError(f"{bundle}: unreadable plan or device file ({err})") from None
     if not isinstance(plan, dict) or not isinstance(fingerprint, dict) or "record" not in plan:
         raise ProfileError(
-            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.py "
+            f"{bundle}: {PLAN} or results/{DEVICE} is not what profile-bundle and runner.pyz "
             "write; copy the whole directory back from the device"
         )
     if fingerprint.get("plan") != plan.get("plan_id"):
@@ -154,19 +177,19 @@ def _read_bundle(bundle: Path, name: str) -> tuple[dict[str, Any], dict[str, Any
     return plan, record
 
 
-def _plan_check(bundle: Path, plan: dict[str, Any]) -> runner.RowCheck:
+def _plan_check(bundle: Path, plan: dict[str, Any]) -> runtime.RowCheck:
     """``row_problem``, and: the row measures one of the plan's jobs (or its reference)."""
     try:
         shapes = {(j["batch"], j["seq_len"]) for j in plan["jobs"]}
         jobs = {
-            runner.job_key(j["arch_id"], j["batch"], j["seq_len"]): j["arch"] for j in plan["jobs"]
+            runtime.job_key(j["arch_id"], j["batch"], j["seq_len"]): j["arch"] for j in plan["jobs"]
         }
     except (KeyError, TypeError):
         raise ProfileError(
             f"{bundle}: {PLAN} lists no jobs as profile-bundle writes them; copy the whole "
             "directory back from the device"
         ) from None
-    refs = {runner.job_key(runner.REFERENCE_ID, b, s) for b, s in shapes}
+    refs = {runtime.job_key(runtime.REFERENCE_ID, b, s) for b, s in shapes}
 
     def check(row: dict[str, Any]) -> str | None:
         why = row_problem(row)
@@ -183,7 +206,7 @@ def _plan_check(bundle: Path, plan: dict[str, Any]) -> runner.RowCheck:
     return check
 
 
-def _append_new(source: runner.MeasurementLog, log: runner.MeasurementLog, say) -> int:
+def _append_new(source: runtime.MeasurementLog, log: runtime.MeasurementLog, say) -> int:
     """Append the source's rows the profile does not hold yet, each once: a row appears
     again when results are imported again (skipped quietly) or when the results file
     repeats it (skipped, and said)."""

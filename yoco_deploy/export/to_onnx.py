@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from yoco_deploy.device.runner import RunnerError, SessionSpec
 from yoco_deploy.errors import ExportError, OnnxValidationError
+from yoco_deploy.runtime import RunnerError, SessionSpec
 
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 OUTPUT_NAMES = ("logits",)

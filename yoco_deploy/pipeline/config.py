@@ -120,7 +120,6 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
     after an hour of training: the task, model, data, sequence length, space, teacher
     and predictors, the workdir, the targets and the devices they name, the ship
     provider."""
-    from yoco_deploy.device.runner import RunnerError
     from yoco_deploy.errors import YocoError
 
     try:
@@ -131,7 +130,7 @@ def _check_before_work(pipeline: Pipeline, path: Path) -> None:
         _check_workdir(Path(pipeline.workdir))
         _check_devices_and_targets(pipeline)  # plain text first: cheap and exact
         _check_inputs(pipeline)
-    except (YocoError, RunnerError, OSError) as err:
+    except (YocoError, OSError) as err:
         message = err if not isinstance(err, OSError) else f"{err.strerror} ({err.filename})"
         raise PipelineError(f"{path}: {message}") from None
 
@@ -195,7 +194,7 @@ def _check_inputs(pipeline: Pipeline) -> None:
 def _check_devices_and_targets(pipeline: Pipeline) -> None:
     from yoco_deploy.deploy.budgets import check_distinct, parse_target
     from yoco_deploy.device.profiling import parse_until
-    from yoco_deploy.device.runner import SessionSpec, resolve_provider
+    from yoco_deploy.runtime import SessionSpec, resolve_provider
 
     for device in pipeline.devices:
         if device.until:

@@ -142,8 +142,8 @@ class PipelineRun:
 
     def _profile(self, d: DeviceStage, out: Path) -> None:
         from yoco_deploy.device.profiling import ProfileSettings, parse_until, profile_device
-        from yoco_deploy.device.runner import SessionSpec
         from yoco_deploy.model.loading import load_config
+        from yoco_deploy.runtime import SessionSpec
         from yoco_deploy.space import SearchSpace
 
         space = SearchSpace.from_config(load_config(self.p.model), self.p.train.get("space"))
