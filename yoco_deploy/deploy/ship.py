@@ -12,12 +12,12 @@ Nothing that breaks its budget is written.
 from __future__ import annotations
 
 import tempfile
-import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
 from yoco_deploy.costs import arch_costs
 from yoco_deploy.deploy.budgets import BudgetError, CostModel
@@ -25,13 +25,10 @@ from yoco_deploy.deploy.bundle_files import bundle_name, class_names, write_bund
 from yoco_deploy.deploy.polish import Polished, PolishSpec
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
 from yoco_deploy.deploy.search_log import provenance
+from yoco_deploy.deploy.ship_manifest import bundle_manifest
 from yoco_deploy.deploy.ship_timing import ShipClock
-from yoco_deploy.device import runner
 from yoco_deploy.export import metadata as onnx_metadata
-from yoco_deploy.manifest import BundleManifest, MeasuredLatency
-from yoco_deploy.model.loading import BASE_MODEL_KEY
-from yoco_deploy.train.data import GLUE_HUB
-from yoco_deploy.util.versions import library_versions
+from yoco_deploy.manifest import BundleManifest
 
 
 @dataclass(frozen=True)
@@ -43,7 +40,7 @@ class ShipSettings:
     seq_len: int = 128
     batch: int = 1
     max_candidates: int = 5
-    protocol: runner.Protocol = field(default_factory=runner.Protocol)
+    protocol: runtime.Protocol = field(default_factory=runtime.Protocol)
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
     polish: PolishSpec | None = None  # distil the chosen sub-BERT alone before it ships
@@ -68,7 +65,7 @@ class ShipSettings:
         given = {"provider": provider, "threads": threads, "spinning": spinning}
         session = {k: v for k, v in given.items() if v is not None}
         spec = DEFAULT_SESSION.with_options(**session)  # checks the values
-        runner.resolve_provider(spec.provider)  # an unavailable provider fails now
+        runtime.resolve_provider(spec.provider)  # an unavailable provider fails now
         spec = PolishSpec.parse(polish) if polish is not None else None
         return cls(fmt=fmt, session=session, seq_len=seq_len, batch=batch, polish=spec, **rest)
 
@@ -79,14 +76,14 @@ class ShipSettings:
                 "task metric (accuracy, F1, Matthews, Pearson) lies in [-1, 1]"
             )
 
-    def session_for(self, cost_model: CostModel) -> runner.SessionSpec:
+    def session_for(self, cost_model: CostModel) -> runtime.SessionSpec:
         """The session a target's bundle is timed and run with: the one its latency
         predictor was profiled with (predictions only hold for it), with the settings
         asked for, which must then agree with it."""
         predictor = cost_model.predictor
         if predictor is None:
             return DEFAULT_SESSION.with_options(**self.session)
-        profiled = runner.recorded_session(predictor.device)
+        profiled = runtime.recorded_session(predictor.device)
         asked = profiled.with_options(**self.session)
         if asked != profiled:
             raise BudgetError(
@@ -99,7 +96,7 @@ class ShipSettings:
 
 
 # what a bundle runs with when no predictor says otherwise (ship without a latency budget)
-DEFAULT_SESSION = runner.SessionSpec(threads=2)
+DEFAULT_SESSION = runtime.SessionSpec(threads=2)
 
 
 @dataclass(frozen=True)
@@ -107,6 +104,30 @@ class Shipped:
     path: Path
     manifest: BundleManifest
     rejected: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class _Built:
+    """A candidate exported in the deploy format, with the metadata it ships with."""
+
+    report: Any  # ExportReport
+
+    @property
+    def path(self) -> Path:
+        return self.report.deploy_file
+
+    @property
+    def size_mb(self) -> float:
+        return self.path.stat().st_size / 1e6
+
+
+@dataclass(frozen=True)
+class _Timed:
+    """A candidate's timing: the runs, the ship-wide latency and the manifest's record."""
+
+    stats: runtime.Latency
+    latency_ms: float
+    record: dict[str, Any]
 
 
 def ship_target(
@@ -164,8 +185,8 @@ class _ShipRun:
         self.target = cost_model.target
         self.base = self.model = cost_model  # the model is corrected as measurements come
         self.settings, self.session, self.say = settings, session, say
-        self.backend = runner.OrtBackend(session)
-        self.feeds = runner.make_feeds(settings.batch, settings.seq_len, super_bert.dims.vocab_size)
+        self.backend = runtime.OrtBackend(session)
+        self.feeds = runtime.make_feeds(settings.batch, settings.seq_len, self.sb.dims.vocab_size)
         self.reference = None
         self.clock = ShipClock(cost_model)
         self.polisher: Callable[[Arch], Polished] | None = None
@@ -188,7 +209,7 @@ class _ShipRun:
         if self.reference is None:
             return
         protocol = self.settings.protocol
-        stats = runner.measure(self.backend, self.reference, self.feeds, protocol)
+        stats = runtime.measure(self.backend, self.reference, self.feeds, protocol)
         self.clock.alone = list(stats.samples)
         self.model = self.base.recalibrated(self.clock.reference_ms())
 
@@ -247,138 +268,102 @@ class _ShipRun:
         self.rejected.append({"arch_id": arch.arch_id, "why": why, **extra})
 
     def _try(self, arch: Arch, out_dir: Path) -> Shipped | None:
-        from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
-
-        settings, target = self.settings, self.target
-        options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
-        static = self.static_costs(arch)  # carried into the export and the manifest
+        """One candidate, one step per job: export, time, check the budgets, polish,
+        score and gate, write; None when a check rejects it (the reason is recorded)."""
         with tempfile.TemporaryDirectory(prefix="yoco-ship-") as tmp:
-            report = export_sub_bert(
-                self.sb, arch, Path(tmp), options, self.tokenizer, settings.seq_len,
-                settings.batch, costs=static,
-            )  # fmt: skip
-            onnx_path = report.deploy_file
-            # the metadata now (the digest later, same length): the size checked is the size shipped
-            props = onnx_metadata.props_for(arch, self.labels, settings.seq_len, settings.fmt)
-            onnx_metadata.embed(onnx_path, props)
-            handle = self.backend.load(onnx_path)
-            stats = runner.measure(
-                self.backend, handle, self.feeds, settings.protocol, self.reference,
-                settled=lambda stats: self.clock.settled(stats, self.model),
-            )  # fmt: skip
-            latency_ms, lo_ms, hi_ms = self.clock.reading(stats)
-            clear = self.clock.settled(stats, self.model)
-            rounds = self.clock.record(stats, clear)
-            budget_ms = self.clock.budget_ms(stats, self.model)
-            self.clock.keep(stats)
-            calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms)
-            self.model = corrected or self.model
-            timing = {**calibrated, **rounds}
-            if not clear:
-                self.say(
-                    f"warning: {target.name}: {arch.short()} measured {latency_ms:.3f} ms "
-                    f"({lo_ms:.3f}-{hi_ms:.3f}) against a budget of {budget_ms:.3f} ms after "
-                    f"{stats.rounds} rounds: the machine's noise leaves the budget unsettled; "
-                    "the median decides"
-                )
-            # the budgets checked against what was measured: the latency and the file
-            measured = {
-                **self.model.costs(arch),
-                "latency": latency_ms,
-                "size": onnx_path.stat().st_size / 1e6,
-            }
-            broken = self.model.target.broken_in_words(measured)
-            if broken:
-                if "latency" in self.model.target.broken(measured):
-                    self.over_budget = arch
-                self._reject(arch, "; ".join(broken), measured_ms=latency_ms)
-                self.say(f"{target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
+            built = self._export(self.sb, arch, Path(tmp))
+            timed = self._time(arch, built)
+            if not self._within_budgets(arch, built, timed):
                 return None
-            sb, polish = self.sb, None
-            if self.polisher is not None:  # after the budgets: the weights change, not the speed
-                polished = self.polisher(arch)
-                polish = polished.record
-                if polished.kept:
-                    sb = polished.super_bert
-                    report = export_sub_bert(
-                        sb, arch, Path(tmp) / "polished", options, self.tokenizer,
-                        settings.seq_len, settings.batch, costs=static,
-                    )  # fmt: skip
-                    onnx_path = report.deploy_file
-                    onnx_metadata.embed(onnx_path, props)
-            metric = onnx_metric(
-                onnx_path, self.data, self.tokenizer, settings.seq_len, self.session
-            )
-            self.gate = gate = quality_gate(
-                self.data, metric["name"], settings.min_metric, settings.allow_weak
-            )
-            if not gate.passes(metric["value"]):
-                weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
-                if not gate.allow_weak:
-                    self._reject(arch, weak, metric=metric["value"])
-                    self.say(f"{target.name}: {arch.short()} rejected ({weak}); next")
-                    return None
-                self.say(
-                    f"warning: {target.name}: {arch.short()} shipped with --allow-weak ({weak})"
-                )
-            bundle = Path(out_dir) / bundle_name(target, latency_ms, metric, arch)
-            manifest = self._manifest(
-                bundle.name, arch, report, stats, latency_ms, timing, metric, onnx_path
-            )
+            sb, built, polish = self._polish(arch, built, Path(tmp) / "polished")
+            metric = self._score(arch, built)
+            if metric is None:
+                return None
+            bundle = Path(out_dir) / bundle_name(self.target, timed.latency_ms, metric, arch)
+            manifest = bundle_manifest(self, bundle.name, arch, built.report, timed, metric)
             manifest = replace(manifest, polish=polish, provenance=self.provenance)
-            manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, onnx_path)
+            manifest = write_bundle(bundle, sb, arch, self.tokenizer, manifest, built.path)
             return Shipped(bundle, manifest, self.rejected)
 
-    def _manifest(
-        self, name, arch, report, stats, latency_ms, timing, metric, onnx_path
-    ) -> BundleManifest:
-        """What the bundle will say about itself; the file's digests are set at write."""
-        settings, session, base = self.settings, self.session, self.base
-        costs = self.static_costs(arch)
-        budgets = dict(base.target.budgets)
-        budget_ms = budgets.get("latency")
-        if timing.get("budget_ms") is not None:  # a share, at the speed it was timed at
-            budget_ms = budgets["latency"] = timing["budget_ms"]
-        hub = self.data.source == GLUE_HUB  # a local folder is named, its path kept private
-        return BundleManifest(
-            target=base.requested.label(),  # as asked: a share stays one
-            arch=arch.to_dict(),
-            arch_id=arch.arch_id,
-            params=costs.params,
-            params_non_embedding=costs.params_non_embedding,
-            flops=costs.flops,
-            budgets=budgets,
-            budget_ms=budget_ms,
-            predicted_latency_ms=base.costs(arch).get("latency"),
-            # the ship-wide latency; p90 and cv are the candidate's own runs' spread
-            measured_latency_ms=MeasuredLatency(latency_ms, stats.p90_ms, stats.cv, stats.runs),
-            device=base.target.name,
-            machine=runner.device_fingerprint(session),
-            provider=session.provider_name,
-            threads=session.threads,
-            session=session.to_dict(),
-            seq_len=settings.seq_len,
-            batch=settings.batch,
-            format=settings.fmt,
-            metric=metric,
-            validation=report.validation,
-            int8=report.int8,
-            onnx_sha256="",
-            size_mb=onnx_path.stat().st_size / 1e6,
-            libraries=library_versions("onnxruntime", "onnx", "torch", "transformers"),
-            created=time.time(),
-            name=name,
-            labels=self.labels,
-            base_model=getattr(self.sb.config, BASE_MODEL_KEY, None),
-            source_layers=list(self.sb.space.kept_layers(arch.depth)),
-            data={
-                "task": self.data.task.name,
-                "source": GLUE_HUB if hub else "local",
-                "name": f"GLUE {self.data.task.name}" if hub else Path(self.data.source).name,
-            },
-            timing=timing,
-            quality=self.gate.record(metric["value"]),
+    def _export(self, super_bert, arch: Arch, folder: Path) -> _Built:
+        """The deploy file, with the metadata it ships with (the digest is set at write,
+        same length): the size checked is the size shipped."""
+        from yoco_deploy.export.sub_bert import ExportOptions, export_sub_bert
+
+        settings = self.settings
+        options = ExportOptions.for_format(settings.fmt, save_model_dir=False)
+        report = export_sub_bert(
+            super_bert, arch, folder, options, self.tokenizer, settings.seq_len,
+            settings.batch, costs=self.static_costs(arch),
+        )  # fmt: skip
+        props = onnx_metadata.props_for(arch, self.labels, settings.seq_len, settings.fmt)
+        onnx_metadata.embed(report.deploy_file, props)
+        return _Built(report)
+
+    def _time(self, arch: Arch, built: _Built) -> _Timed:
+        """Timed beside the reference until the budget decision is settled (or a cap);
+        the cost model is corrected by what was measured."""
+        handle = self.backend.load(built.path)
+        stats = runtime.measure(
+            self.backend, handle, self.feeds, self.settings.protocol, self.reference,
+            settled=lambda stats: self.clock.settled(stats, self.model),
+        )  # fmt: skip
+        latency_ms, lo_ms, hi_ms = self.clock.reading(stats)
+        clear = self.clock.settled(stats, self.model)
+        rounds = self.clock.record(stats, clear)
+        budget_ms = self.clock.budget_ms(stats, self.model)
+        self.clock.keep(stats)
+        calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms)
+        self.model = corrected or self.model
+        if not clear:
+            self.say(
+                f"warning: {self.target.name}: {arch.short()} measured {latency_ms:.3f} ms "
+                f"({lo_ms:.3f}-{hi_ms:.3f}) against a budget of {budget_ms:.3f} ms after "
+                f"{stats.rounds} rounds: the machine's noise leaves the budget unsettled; "
+                "the median decides"
+            )
+        return _Timed(stats, latency_ms, {**calibrated, **rounds})
+
+    def _within_budgets(self, arch: Arch, built: _Built, timed: _Timed) -> bool:
+        """Every budget against what was measured (the latency) or written (the file)."""
+        measured = {**self.model.costs(arch), "latency": timed.latency_ms, "size": built.size_mb}
+        broken = self.model.target.broken_in_words(measured)
+        if not broken:
+            return True
+        if "latency" in self.model.target.broken(measured):
+            self.over_budget = arch
+        self._reject(arch, "; ".join(broken), measured_ms=timed.latency_ms)
+        self.say(f"{self.target.name}: {arch.short()} rejected ({'; '.join(broken)}); next")
+        return False
+
+    def _polish(self, arch: Arch, built: _Built, folder: Path):
+        """(super-BERT, export, polish record) of what ships: the polished weights when
+        ``settings.polish`` kept them (after the budgets: the weights change, not the
+        speed), else the candidate as it was timed."""
+        if self.polisher is None:
+            return self.sb, built, None
+        polished = self.polisher(arch)
+        if not polished.kept:
+            return self.sb, built, polished.record
+        return polished.super_bert, self._export(polished.super_bert, arch, folder), polished.record
+
+    def _score(self, arch: Arch, built: _Built) -> dict[str, Any] | None:
+        """The task metric of the file that ships, on dev, through the quality gate;
+        None when the gate rejects it."""
+        settings = self.settings
+        metric = onnx_metric(built.path, self.data, self.tokenizer, settings.seq_len, self.session)
+        self.gate = gate = quality_gate(
+            self.data, metric["name"], settings.min_metric, settings.allow_weak
         )
+        if gate.passes(metric["value"]):
+            return metric
+        weak = f"{metric['name']} {metric['value']:.3f} below the floor {gate.floor:.3f}"
+        if not gate.allow_weak:
+            self._reject(arch, weak, metric=metric["value"])
+            self.say(f"{self.target.name}: {arch.short()} rejected ({weak}); next")
+            return None
+        self.say(f"warning: {self.target.name}: {arch.short()} shipped with --allow-weak ({weak})")
+        return metric
 
     def _give_up(self, capped: bool):
         scores = [r["metric"] for r in self.rejected if "metric" in r]
