@@ -82,6 +82,8 @@ class BundleManifest:
     # search log records them), the search space, the latency predictor (sha256, device);
     # None: an older bundle
     provenance: dict[str, Any] | None = None
+    # the Triton model repository in the bundle (deploy/triton.py); None: an older bundle
+    triton: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # keys a newer writer added
 
     @property
@@ -98,7 +100,7 @@ class BundleManifest:
     def to_dict(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         body["measured_latency_ms"] = asdict(self.measured_latency_ms)
-        for key in ("polish", "provenance"):  # a bundle without one reads as older ones did
+        for key in ("polish", "provenance", "triton"):  # without one: as older bundles read
             if body[key] is None:
                 del body[key]
         if self.tokenizer_sha256 is None:  # an older bundle's manifest reads back as written
@@ -205,7 +207,7 @@ _SESSION_JSON = {"tuple[tuple[str, str], ...]": "dict | None"}
 def _session_types() -> dict[str, str]:
     """The JSON type of each field of a session record, read off SessionSpec (the one
     definition of a session), so a new setting is checked the day it is added."""
-    from yoco_deploy.device.runner import SessionSpec
+    from yoco_deploy.runtime import SessionSpec
 
     return {f.name: _SESSION_JSON.get(str(f.type), str(f.type)) for f in fields(SessionSpec)}
 

@@ -1,5 +1,6 @@
 """A bundle folder on disk: its name, the files beside model.onnx (a stock config, the
-tokenizer cut at the timed length, the model card) and the manifest, written atomically."""
+tokenizer cut at the timed length, the model card, a Triton model repository) and the
+manifest, written atomically."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy import model_card
+from yoco_deploy.deploy import model_card, triton
 from yoco_deploy.deploy.budgets import Target
 from yoco_deploy.export import metadata as onnx_metadata
 from yoco_deploy.manifest import BundleManifest
+from yoco_deploy.runtime import SessionSpec
 from yoco_deploy.util.atomic import staged_dir, write_text
 from yoco_deploy.util.hashing import file_sha256
 
@@ -64,8 +66,11 @@ def write_bundle(
         limit_tokenizer(stage, manifest.seq_len)
         fast = stage / "tokenizer.json"  # what load_bundle reads, checked against this
         manifest = replace(manifest, tokenizer_sha256=file_sha256(fast) if fast.is_file() else None)
+        manifest = replace(manifest, triton=triton.record(manifest.name or bundle.name))
         onnx_metadata.set_digest(stage / "model.onnx", manifest.to_dict())
         manifest = replace(manifest, onnx_sha256=file_sha256(stage / "model.onnx"))
+        session = SessionSpec.from_dict(manifest.session or {})
+        triton.write_repository(stage, manifest.triton, session, manifest.batch)
         write_text(stage / "README.md", model_card.render(manifest))
         manifest.write(stage)
         read_back(stage)
