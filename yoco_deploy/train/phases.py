@@ -56,13 +56,18 @@ def phase_space(space, plan: PhasePlan):
     )
 
 
-def representative_archs(space) -> dict[str, Arch]:
-    """max, min and two uniform sub-BERTs in between, for per-phase evaluation."""
+def representative_archs(space, plans: list[PhasePlan] | None = None) -> dict[str, Arch]:
+    """max, min and two uniform sub-BERTs in between, for per-phase evaluation; the max
+    alone when no phase of ``plans`` trains another (a teacher's fine-tune: its cuts are
+    untrained, and scoring them would only cost time)."""
 
     def mid(c, q):
         return c[round(q * (len(c) - 1))]
 
-    out = {"max": space.max_arch(), "min": space.min_arch()}
+    out = {"max": space.max_arch()}
+    if plans and all(phase_space(space, p).min_arch() == out["max"] for p in plans):
+        return out
+    out["min"] = space.min_arch()
     for q, name in ((2 / 3, "mid-large"), (1 / 3, "mid-small")):
         out[name] = Arch.uniform(
             mid(space.depth_choices, q), mid(space.head_choices, q), mid(space.ffn_choices, q)

@@ -106,6 +106,7 @@ class Trainer:
         self.world = self.accelerator.num_processes
         self.steps_per_epoch = max(1, len(self.data.train) // (c.batch_size * self.world))
         self.plans = plan_phases(c, self.space, self.steps_per_epoch)
+        self._evaluated: tuple[int, list[dict[str, Any]]] = (-1, [])  # (step, rows)
         self.total_steps = sum(p.steps for p in self.plans)
         self.sng = CategoricalSNG(self.space, c.sng.delta, c.sng.lam, c.seed)
         self.rng = random.Random(c.seed)
@@ -325,25 +326,24 @@ class Trainer:
         return evaluate(predict, enc, self.data.task, self.config.eval_batch_size)
 
     def evaluate_representatives(self, phase: str) -> list[dict[str, Any]]:
-        rows = []
-        archs = representative_archs(self.space) if self.alone is None else {"alone": self.alone}
-        for name, arch in archs.items():
-            result = self.evaluate(arch)
-            flops = arch_costs(arch, self.space.dims, self.config.max_seq_len).flops
-            row = {
-                "kind": "eval",
-                "step": self.step,
-                "phase": phase,
-                "name": name,
-                "arch": arch.to_dict(),
-                "flops": flops,
-                **result.metrics,
-                "loss": result.loss,
-                "train_s": round(self.train_s, 3),
-            }
+        step, rows = self._evaluated
+        if step != self.step:  # else: no step since the last phase's, the same scores
+            archs = representative_archs(self.space, self.plans)
+            archs = {"alone": self.alone} if self.alone is not None else archs
+            rows = [self._eval_row(name, arch) for name, arch in archs.items()]
+        rows = [{**row, "phase": phase} for row in rows]
+        for row in rows:
             self._log(row)
-            rows.append(row)
+        self._evaluated = (self.step, rows)
         return rows
+
+    def _eval_row(self, name: str, arch: Arch) -> dict[str, Any]:
+        result = self.evaluate(arch)
+        return {
+            "kind": "eval", "step": self.step, "name": name, "arch": arch.to_dict(),
+            "flops": arch_costs(arch, self.space.dims, self.config.max_seq_len).flops,
+            **result.metrics, "loss": result.loss, "train_s": round(self.train_s, 3),
+        }  # fmt: skip
 
     # ---- logs, checkpoints, results ---------------------------------------------------------
 
