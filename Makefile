@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Tests and the demo never reach the model hub: bundled weights and local data only.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-slow lint format bench-export bench-predictor bench-train bench-search bench-compress clean
+.PHONY: demo test test-slow lint format docs bench-export bench-check bench-predictor bench-train bench-search bench-compress clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,13 @@ lint: $(VENV)/.test
 format: $(VENV)/.test
 	$(VENV)/bin/ruff format .
 	$(VENV)/bin/ruff check --fix .
+
+# docs/cli.md: the command reference, generated from the app by typer's own docs generator
+# (tests/test_docs.py fails when it is out of date)
+CLI_DOCS := -m typer yoco_deploy.cli.main utils docs --name yoco-deploy --title "yoco-deploy command reference"
+
+docs: $(VENV)/.demo
+	$(PY) $(CLI_DOCS) --output docs/cli.md
 
 bench-export: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/export_speed.py

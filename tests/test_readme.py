@@ -1,9 +1,13 @@
-"""Every command in the README runs: the README's own text, in its order, on a tiny BERT.
+"""Every command in the README and the design notes runs: their own text, in its order,
+on a tiny BERT.
 
-The walkthrough takes each command from README.md's bash blocks and runs it in a scratch
-directory after a few stated substitutions (a tiny random BERT for MiniLM, tiny data for
-SST-2, fewer profiled sub-BERTs, a tiny architecture). A command added to the README
-without a way to run it here fails `test_every_readme_command_is_walked`.
+The walkthrough takes each command from the bash blocks of README.md, then of
+docs/design.md, and runs it in a scratch directory after a few stated substitutions (a
+tiny random BERT for MiniLM, tiny data for SST-2, fewer profiled sub-BERTs, a tiny
+architecture); then the README's Python blocks. A command added to either without a way
+to run it here fails `test_every_readme_command_is_walked`; a `yoco-deploy` command or
+option that does not exist fails `test_every_documented_command_and_option_exists` at
+once, without the slow walk.
 """
 
 from __future__ import annotations
@@ -39,16 +43,24 @@ TINY_ARCH = json.dumps(
 )
 
 
-def readme_commands() -> list[str]:
-    """Commands of the README's bash blocks: continuations joined, comments dropped."""
-    text = (ROOT / "README.md").read_text()
+# walked in this order: the README's tour, then the design notes' further commands
+WALKED = ("README.md", "docs/design.md")
+
+
+def bash_commands(path: Path) -> list[str]:
+    """Commands of a Markdown file's bash blocks: continuations joined, comments dropped."""
     commands = []
-    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+    for block in re.findall(r"```bash\n(.*?)```", path.read_text(), re.S):
         for line in re.sub(r"\\\n\s*", " ", block).splitlines():
             line = re.sub(r"\s{2,}#.*$", "", line).strip()
             if line and not line.startswith("#"):
                 commands.append(re.sub(r"\s+", " ", line))
     return commands
+
+
+def readme_commands() -> list[str]:
+    """The walked commands: README.md's bash blocks, then docs/design.md's."""
+    return [c for name in WALKED for c in bash_commands(ROOT / name)]
 
 
 def readme_python_blocks() -> list[str]:
@@ -130,6 +142,33 @@ def test_every_readme_command_is_walked(tmp_path):
         tiny = tiny_command(command, tmp_path, model, data) if "<bundle>" not in command else ""
         assert "minilm" not in tiny.replace("sst2-minilm", ""), f"no tiny stand-in: {command}"
         assert "../shared" not in tiny
+
+
+def documented_commands() -> list[str]:
+    """Every bash command of the user-facing docs that calls the CLI."""
+    files = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    return [c for f in files for c in bash_commands(f) if c.startswith("yoco-deploy ")]
+
+
+def test_every_documented_command_and_option_exists():
+    import click
+    import typer
+
+    from yoco_deploy.cli.main import app
+
+    group = typer.main.get_command(app)
+    ctx = click.Context(group)
+    commands = documented_commands()
+    assert len(commands) > 15
+    for command in commands:
+        argv = shlex.split(command)
+        sub = group.get_command(ctx, argv[1])
+        assert sub is not None, f"no command {argv[1]!r}: {command}"
+        options = {name for p in sub.params for name in (*p.opts, *p.secondary_opts)}
+        for word in argv[2:]:
+            if word.startswith("-") and not re.fullmatch(r"-[\d.]+", word):
+                name = word.split("=")[0]
+                assert name in options, f"yoco-deploy {argv[1]} has no option {name}: {command}"
 
 
 def test_the_readme_python_blocks_are_walked():
