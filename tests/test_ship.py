@@ -333,7 +333,12 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
     cm = cost_model(net, parse_target("tiny-cpu:params=3M"))
     arch = [supernet.super_bert.space.min_arch()]
     first = _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
-    before = {p.name: p.read_bytes() for p in first.path.iterdir()}
+
+    def files(folder):  # the Triton repository's files included
+        found = (f for f in folder.rglob("*") if f.is_file())
+        return {str(f.relative_to(folder)): f.read_bytes() for f in found}
+
+    before = files(first.path)
     write = bundle_files.write_text
 
     def full_disk(path, *args, **kwargs):  # the disk fills up after model.onnx is copied
@@ -346,7 +351,7 @@ def test_a_failed_write_keeps_the_previous_bundle_and_leaves_nothing_half_writte
         _ship(supernet, cm, arch, tmp_path / "bundles", min_metric=0.0)
     left = sorted(p.name for p in (tmp_path / "bundles").iterdir())
     assert left == [first.path.name]  # no staging folder, no second bundle
-    assert {p.name: p.read_bytes() for p in first.path.iterdir()} == before
+    assert files(first.path) == before
 
 
 def _can_mount_tmpfs(tmp_path) -> bool:
