@@ -76,10 +76,27 @@ def _yoco(args: tuple, capture: bool) -> tuple[str | None, float]:
     return done.stdout, time.time() - started
 
 
+def to_json(result) -> str:
+    """Indented JSON whose lists of numbers or strings stay on one line: a result with
+    anytime curves reads (and diffs) as rows, not as one number per line."""
+    if isinstance(result, dict):
+        if not result:
+            return "{}"
+        body = ",\n".join(f"{json.dumps(str(k))}: {to_json(v)}" for k, v in result.items())
+        return "{\n" + _indent(body) + "\n}"
+    if isinstance(result, list) and any(isinstance(v, dict | list) for v in result):
+        return "[\n" + _indent(",\n".join(to_json(v) for v in result)) + "\n]"
+    return json.dumps(result)
+
+
+def _indent(text: str) -> str:
+    return "\n".join(" " + line for line in text.splitlines())
+
+
 def write_result(path: Path, result: dict, table: str) -> None:
     """``path`` (JSON) and its table beside it (``.md``), and the table on stdout."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(result, indent=1) + "\n")
+    path.write_text(to_json(result) + "\n")
     path.with_suffix(".md").write_text(table)
     print(table)
 

@@ -29,7 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, ROOT, label_axes, save_figure
+from _common import RESULTS, ROOT, label_axes, save_figure, to_json
 
 WORK = ROOT / "runs" / "bench-search"
 DEVICE = "x86-2c-ort-cpu-minilm"
@@ -224,7 +224,7 @@ def write_results(args, net, setup, inner, evaluator, done, ships) -> str:
     }
     result["summary"] = summarize(result, args.shares)
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1) + "\n")
+    args.out.write_text(to_json(result) + "\n")
     table = markdown(result, args.shares)
     args.out.with_suffix(".md").write_text(table)
     plot(result, args.shares, args.out.with_suffix(".png"))
@@ -324,7 +324,7 @@ def write_ships(args, setup, ships) -> str:
         "evaluations": args.evaluations,
         "ships": ships,
     }
-    out.write_text(json.dumps(result, indent=1) + "\n")
+    out.write_text(to_json(result) + "\n")
     table = ship_table(ships)
     head = (
         f"# Search benchmark bundles\n\nCommand: `{result['command']}`. Budgets: shares of the "
@@ -419,7 +419,7 @@ def summarize(result: dict, shares) -> list[dict]:
 def save(result: dict, out: Path) -> None:
     """Partial results after every run: a crash loses nothing measured."""
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.with_suffix(".partial.json").write_text(json.dumps(result, indent=1) + "\n")
+    out.with_suffix(".partial.json").write_text(to_json(result) + "\n")
 
 
 def dev_metric(net, arch, cache: dict[str, float]) -> float:

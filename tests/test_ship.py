@@ -602,7 +602,8 @@ def _ship_jumpy(net, tmp_path, monkeypatch, jump, budget_ms):
 def test_a_noisy_spell_is_measured_again_and_the_manifest_says_so(net, tmp_path, monkeypatch):
     """Four of the candidate's first eight rounds are 30% slower: ship times more rounds
     until they fall outside the median's interval, states the quiet latency (the ratio
-    times the reference's ship-wide median), and records the rounds and the spread."""
+    times the reference's median over the ship: the tiny predictor has no reference at
+    the ship's shape), and records the rounds and the spread."""
     m, said = _ship_jumpy(
         net, tmp_path, monkeypatch, lambda r: 1.3 if r < 8 and r % 2 else 1.0, 1000.0
     )
@@ -630,3 +631,47 @@ def test_a_budget_the_noise_cannot_settle_is_measured_to_the_bound_and_marked(
     assert any("leaves the budget unsettled; the median decides" in line for line in said)
     card = (tmp_path / "bundles" / m.name / "README.md").read_text()
     assert "the budget was not settled by it" in card
+
+
+class _Swung:
+    """A device at ``speed``: the reference runs in ``speed`` ms, every candidate in twice
+    that (the machine's speed moves both; their ratio stays 2)."""
+
+    def __init__(self, speed):
+        self.speed = speed
+
+    def load(self, path):
+        return path
+
+    def time_one(self, handle, feeds):
+        return self.speed * (1.0 if "reference" in str(handle) else 2.0)
+
+
+def test_bundles_of_one_device_are_stated_at_its_profiled_speed(net, tmp_path, monkeypatch):
+    """Two ships while the machine runs at two speeds 30% apart: stated at the speed the
+    device was profiled at, both manifests say the same latency for the same measured
+    ratio (stated at each ship's own speed they would be 30% apart), and each records the
+    speed of its own ship."""
+    from dataclasses import replace
+
+    from yoco_deploy.deploy import ship as ship_module
+
+    supernet, _ = net
+    base = cost_model(net, Target("tiny-cpu", {"latency": 1000.0}))
+    reference = base.predictor.reference
+    profiled = {**reference, "median_ms": {**reference["median_ms"], "1x16": 1.5}}
+    predictor = replace(base.predictor, reference=profiled)
+    cm = CostModel(base.requested, base.space, predictor, 16, 1, fmt=base.fmt)
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
+    for speed in (1.0, 1.3):
+        monkeypatch.setattr(ship_module.runtime, "OrtBackend", lambda spec, s=speed: _Swung(s))
+        m = ship_module.ship_target(
+            supernet.super_bert, supernet.tokenizer, supernet.data, cm,
+            [supernet.super_bert.space.max_arch()], tmp_path / f"bundles-{speed}",
+            ShipSettings(seq_len=16, protocol=protocol, min_metric=0.0), say=lambda s: None,
+        ).manifest  # fmt: skip
+        timing = m.timing
+        assert timing["stated_at"] == "profile" and timing["reference_ms"] == 1.5
+        assert timing["ratio"] == pytest.approx(2.0)
+        assert m.measured_latency_ms.median == pytest.approx(3.0)
+        assert timing["reference_today_ms"] == pytest.approx(speed)

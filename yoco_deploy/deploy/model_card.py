@@ -72,7 +72,11 @@ def _measured_line(lat, timing: dict) -> str:
     lo, hi = timing["interval_ms"]
     line += f" in {timing['rounds']} rounds; 95% interval {lo:.3f}-{hi:.3f} ms"
     if timing.get("ratio") is not None:
-        line += f", {timing['ratio']:.3f} x the reference's ship-wide median"
+        at = {
+            "profile": "its median over the device's profile",
+            "ship": "its median over the ship",
+        }.get(timing.get("stated_at", "ship"))
+        line += f", {timing['ratio']:.3f} x the reference model's speed ({at})"
     clear = "" if timing.get("budget_clear", True) else "; the budget was not settled by it"
     return line + ")" + clear
 

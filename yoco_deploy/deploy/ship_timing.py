@@ -1,5 +1,14 @@
 """How ship states a candidate's latency: its rounds' ratio to the reference times the
-reference's median over the whole ship, and whether that settles its latency budget."""
+reference's speed, and whether that settles its latency budget.
+
+The speed is the device's as profiled (the reference's median over the whole profile,
+which the predictor records) wherever the profile has the ship's shape: every bundle of
+one device is then stated at one speed, so their manifests compare as the paired ratios
+do, whatever the machine did between two targets' ships (on a shared 2-core machine the
+reference swung by 20-27% between two targets a minute apart, and manifests stated at
+each ship's own moment were 13-19% off each other). Today's reference speed is
+recorded beside it. Without a profiled reference at that shape, the speed is the
+reference's median over the whole ship."""
 
 from __future__ import annotations
 
@@ -14,17 +23,21 @@ from yoco_deploy.deploy.budgets import CostModel
 
 class ShipClock:
     """Every run of the reference in one target's ship: the paired runs beside the
-    candidates, or the reference timed alone until there is one. Its median is the speed
-    every latency of the ship is stated at, so a slow spell during one candidate's
-    rounds moves neither that candidate's latency nor the others'. It also keeps the
-    measured / calibrated-prediction ratio of every timed candidate, which corrects the
-    cost model."""
+    candidates, or the reference timed alone until there is one (today's speed, whose
+    median states latencies when the profile has no reference at the ship's shape), and
+    the profiled speed. A slow spell during one candidate's rounds moves neither that
+    candidate's latency nor the others'. It also keeps the measured / calibrated-
+    prediction ratio of every timed candidate, which corrects the cost model."""
 
     def __init__(self, base: CostModel):
         self.base = base
         self.paired: list[float] = []
         self.alone: list[float] = []
         self.ratios: list[float] = []
+        predictor = base.predictor
+        self.profiled = (
+            predictor.profiled_reference_ms(base.batch, base.seq_len) if predictor else None
+        )
 
     def calibrate(
         self, arch: Arch, stats: runtime.Latency, latency_ms: float
@@ -48,7 +61,13 @@ class ShipClock:
         }, self.base.recalibrated(ref, correction)
 
     def reference_ms(self, stats: runtime.Latency | None = None) -> float | None:
-        """The reference's median so far (``stats``' own paired runs included)."""
+        """The reference speed latencies are stated at: the profiled one, else the
+        ship's (``today_ms``)."""
+        return self.profiled if self.profiled is not None else self.today_ms(stats)
+
+    def today_ms(self, stats: runtime.Latency | None = None) -> float | None:
+        """The reference's median in this ship so far (``stats``' own paired runs
+        included)."""
         pool = self.paired + list(stats.ref_samples if stats else ())
         pool = pool or self.alone
         return float(np.median(pool)) if pool else None
@@ -91,6 +110,8 @@ class ShipClock:
                 "ratio": stats.rel,
                 "ratio_interval": [stats.rel_lo, stats.rel_hi],
                 "reference_runs": len(self.paired) + len(stats.ref_samples),
+                "stated_at": "profile" if self.profiled is not None else "ship",
+                "reference_today_ms": self.today_ms(stats),
             }
         return out
 

@@ -211,6 +211,12 @@ class LatencyPredictor:
             extrapolated=key not in self.profile["shapes"],
         )
 
+    def profiled_reference_ms(self, batch: int, seq_len: int) -> float | None:
+        """The reference model's median at this shape over the whole profile (the speed
+        every prediction is stated at); None where the profile has no such shape."""
+        value = self.reference["median_ms"].get(f"{batch}x{seq_len}")
+        return float(value) if value else None
+
     def check_shape(self, batch: int, seq_len: int) -> None:
         """Refuse a shape outside the profiled range (the smallest to the largest batch
         and sequence length profiled): the model was fitted on none like it, and its
