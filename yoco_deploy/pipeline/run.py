@@ -164,7 +164,9 @@ class PipelineRun:
             self.p.model,
             progress=lambda *a: None,
             until=parse_until(d.until) if d.until else None,
-            first_round=min(d.n, 10 if prior else 24),
+            # 10 measurements already fit MiniLM's predictor to 100% within +-10% without a
+            # prior (bench/results/predictor_transfer-amd-epyc.md); --until adds more if not
+            first_round=min(d.n, 10 if prior else 16),
             step=5 if prior else 10,
             prior=prior,
         )
