@@ -23,8 +23,6 @@ def _written() -> dict:
         "measured_latency_ms": {"median": 1.3, "p90": 1.4, "cv": 0.02, "runs": 20},
         "device": "dev",
         "machine": {"cpu": "x"},
-        "provider": "CPUExecutionProvider",
-        "threads": 2,
         "session": {"provider": "cpu", "threads": 2},
         "seq_len": 16,
         "batch": 1,
@@ -61,9 +59,12 @@ def test_keys_from_a_newer_writer_are_kept_and_old_bundles_read():
     m = BundleManifest.from_dict(newer)
     assert m.extra == {"added_later": {"x": 1}} and m.to_dict() == newer
     old = {k: v for k, v in _written().items() if k not in ("session", "timing", "quality")}
+    old |= {"provider": "CPUExecutionProvider", "threads": 2}  # before the session record
     old["labels"] = None  # an older ship wrote null
     m = BundleManifest.from_dict(old)
     assert m.session is None and m.timing == {} and m.labels == []
+    assert (m.provider, m.threads) == ("CPUExecutionProvider", 2)
+    assert m.to_dict()["provider"] == "CPUExecutionProvider"  # kept where nothing replaces it
     assert m.predicted_ms == 1.2  # no calibration recorded: the raw prediction
 
 

@@ -25,8 +25,8 @@ REQUIRED = (
     "predicted_latency_ms",
     "measured_latency_ms",
     "device",
-    "provider",
-    "threads",
+    "session",
+    "machine",
     "seq_len",
     "batch",
     "metric",
@@ -87,6 +87,8 @@ def test_search_then_ship_meets_the_budget(net, tmp_path):
     m = shipped.manifest.to_dict()
     assert m["quality"]["floor"] == 0.0 and m["quality"]["rule"] == "--min-metric"
     assert all(k in m for k in REQUIRED)
+    # the session once: not again as provider and threads, nor inside the machine record
+    assert "provider" not in m and "threads" not in m and "session" not in m["machine"]
     assert m["measured_latency_ms"]["median"] <= 100 and m["params"] <= 3e6
     assert shipped.path.name.startswith("tiny-cpu@") and "_accuracy@" in shipped.path.name
     assert {"model.onnx", "config.json", "tokenizer.json", "manifest.json"} <= {

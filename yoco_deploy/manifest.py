@@ -54,9 +54,11 @@ class BundleManifest:
     measured_latency_ms: MeasuredLatency
     device: str
     machine: dict[str, Any]
-    provider: str
-    threads: int | None  # None: ONNX Runtime's default
-    session: dict[str, Any] | None = None  # SessionSpec.to_dict(); None: an older bundle
+    # the session it was timed with, once: SessionSpec.to_dict(); None: an older bundle,
+    # whose provider and threads (and machine) say it
+    session: dict[str, Any] | None = None
+    provider: str | None = None  # older bundles only
+    threads: int | None = None  # older bundles only; None: ONNX Runtime's default
     seq_len: int
     batch: int
     format: str
@@ -105,6 +107,9 @@ class BundleManifest:
                 del body[key]
         if self.tokenizer_sha256 is None:  # an older bundle's manifest reads back as written
             del body["tokenizer_sha256"]
+        for key in ("provider", "threads"):  # the session says them; older bundles keep theirs
+            if body[key] is None and self.session is not None:
+                del body[key]
         return {**body, **self.extra}
 
     def to_json(self) -> str:

@@ -41,6 +41,12 @@ class Target:
     def __post_init__(self) -> None:
         check_name(self.name, "device name")  # it becomes predictors/NAME.json, bundles/...
 
+    @property
+    def needs_predictor(self) -> bool:
+        """A latency budget (in ms or as a share) is predicted by the device's predictor;
+        every other budget is closed-form."""
+        return bool({"latency", "latency_share"} & set(self.budgets))
+
     def slug(self) -> str:
         """This target as one folder name (search logs and bundles alike)."""
         return slug(self.label())
@@ -171,7 +177,7 @@ class CostModel:
         correction: float = 1.0,
         static: dict[str, Costs] | None = None,
     ):
-        wants_latency = {"latency", "latency_share"} & set(target.budgets)
+        wants_latency = target.needs_predictor
         if wants_latency and predictor is None:
             raise BudgetError(f"target {target.name!r} has a latency budget but no predictor")
         if predictor is not None and not space.same_shapes(predictor.space):

@@ -41,7 +41,7 @@ def cost_model_for(
     are closed-form, and the bundle then runs with ship's default session."""
     space = supernet.super_bert.space
     predictor = None
-    if {"latency", "latency_share"} & set(target.budgets):
+    if target.needs_predictor:
         predictor = load_predictor(target.name, Path(predictor_file), space)
     return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 

@@ -39,10 +39,8 @@ def bundle_manifest(run, name: str, arch: Arch, report, timed, metric: dict[str,
         # the ship-wide latency; p90 and cv are the candidate's own runs' spread
         measured_latency_ms=MeasuredLatency(timed.latency_ms, stats.p90_ms, stats.cv, stats.runs),
         device=base.target.name,
-        machine=runtime.device_fingerprint(session),
-        provider=session.provider_name,
-        threads=session.threads,
-        session=session.to_dict(),
+        machine=runtime.host_fingerprint(),
+        session=session.to_dict(),  # the one record of how it was run and timed
         seq_len=settings.seq_len,
         batch=settings.batch,
         format=settings.fmt,

@@ -220,8 +220,7 @@ def _check_devices_and_targets(pipeline: Pipeline) -> None:
         raise PipelineError("targets is empty: name at least one (NAME:latency=50%)")
     names = {d.name for d in pipeline.devices}
     for text, target in targets:
-        needs_device = {"latency", "latency_share"} & set(target.budgets)
-        if needs_device and target.name not in names:
+        if target.needs_predictor and target.name not in names:
             raise PipelineError(
                 f"target {text!r} has a latency budget on {target.name!r}, which is not "
                 f"under devices: (known: {', '.join(sorted(names)) or 'none'})"
