@@ -103,14 +103,14 @@ def test_search_refuses_a_target_that_names_a_path(tmp_path):
 
 
 def test_ship_from_a_malformed_search_result_is_one_line(tmp_path):
-    from yoco_deploy.cli.deploy import _ranked_archs
+    from yoco_deploy.cli.deploy import ranked_archs
     from yoco_deploy.errors import YocoError
 
     bad = tmp_path / "result.json"
     for text in ("{not json", '{"ranked": [{"arch": 3}]}', "[]", '{"ranked": []}'):
         bad.write_text(text)
         with pytest.raises(YocoError, match=r"result\.json"):
-            _ranked_archs(bad)
+            ranked_archs(bad)
 
 
 def test_an_extracted_sub_bert_as_model_says_what_it_is(tmp_path):

@@ -278,7 +278,7 @@ def test_sandwich_trains_max_min_and_sampled_and_learns_theta(tiny_task, tmp_pat
     config = tiny_config(*tiny_task, tmp_path / "sw", sampling="sandwich", sandwich_random=2)
     trainer = Trainer(config, log=lambda s: None)
     seen, soft_targets, updates = [], [], []
-    step, update = trainer._train_step, trainer.sng.update
+    step, update = trainer.train_step, trainer.sng.update
 
     def spy_step(model, batch, t_out, archs):
         seen.append(list(archs))
@@ -292,8 +292,8 @@ def test_sandwich_trains_max_min_and_sampled_and_learns_theta(tiny_task, tmp_pat
         updates.append(len(codes))
         return update(codes, losses, sub)
 
-    loss = trainer._loss
-    trainer._train_step, trainer._loss, trainer.sng.update = spy_step, spy_loss, spy_update
+    loss = trainer.step_loss
+    trainer.train_step, trainer.step_loss, trainer.sng.update = spy_step, spy_loss, spy_update
     space = trainer.space
     before = [t.copy() for t in trainer.sng.theta]
     trainer.train()
@@ -324,7 +324,7 @@ def test_theta_candidates_are_scored_before_the_optimizer_step(tiny_task, tmp_pa
         return update(codes, losses, sub)
 
     snapshots = {}
-    step = trainer._train_step
+    step = trainer.train_step
 
     def spy_step(model, batch, t_out, archs):
         snapshots[trainer.step] = {
@@ -332,7 +332,7 @@ def test_theta_candidates_are_scored_before_the_optimizer_step(tiny_task, tmp_pa
         }
         return step(model, batch, t_out, archs)
 
-    trainer.sng.update, trainer._train_step = spy_update, spy_step
+    trainer.sng.update, trainer.train_step = spy_update, spy_step
     trainer.train(stop_at=12)
     assert steps_at_update
     for at, weights in zip(steps_at_update, scored, strict=True):

@@ -238,7 +238,7 @@ def _search_summary(cm, result) -> dict:
     }
 
 
-def _ranked_archs(path: Path) -> list:
+def ranked_archs(path: Path) -> list:
     """The ranked candidates of a search's result.json, or one clear error."""
     from yoco_deploy.arch import Arch
     from yoco_deploy.deploy.search import SearchError
@@ -291,7 +291,7 @@ def ship(
         if arch is not None:
             candidates = [net.super_bert.space.validate(arch_arg(arch))]
         else:
-            candidates = _ranked_archs(Path(from_search))
+            candidates = ranked_archs(Path(from_search))
         (cm,) = job.cost_models(net, searching=False)
         shipped = job.run_ship(net, cm, candidates, say=lambda s: typer.echo(s, err=True))
         _summary([shipped], bundles, as_json)

@@ -193,7 +193,7 @@ class Trainer:
                     inputs = {k: v for k, v in batch.items() if k != "labels"}
                     t_out = teacher(**inputs, output_hidden=True)
             archs = self._sample(plan)
-            losses = self._train_step(model, batch, t_out, archs)
+            losses = self.train_step(model, batch, t_out, archs)
             # theta's candidates are scored on this batch before the weights move
             self._maybe_update_theta(model, batch, t_out, plan)
             self.accelerator.clip_grad_norm_(model.parameters(), 1.0)
@@ -252,7 +252,7 @@ class Trainer:
             drawn.append(arch)
         return fixed + drawn
 
-    def _train_step(self, model, batch, t_out, archs: list[Arch]) -> list[float]:
+    def train_step(self, model, batch, t_out, archs: list[Arch]) -> list[float]:
         """Accumulate the gradients of one step. Sandwich: the max learns from labels and
         the teacher, the others from the max's outputs of this step (or the teacher's),
         and their losses add up (BigNAS); YOCO: the one sub-BERT's loss."""
@@ -262,14 +262,14 @@ class Trainer:
         for i, arch in enumerate(archs):
             self.super_bert.set_active(arch)
             soft = max_logits if sandwich and i > 0 and c.sandwich_distill == "max" else None
-            loss, logits = self._loss(model, batch, t_out, arch, soft)
+            loss, logits = self.step_loss(model, batch, t_out, arch, soft)
             if sandwich and i == 0:
                 max_logits = logits.detach()
             self.accelerator.backward(loss if sandwich else loss / len(archs))
             losses.append(float(loss.detach()))
         return losses
 
-    def _loss(self, model, batch, t_out, arch: Arch, soft=None):
+    def step_loss(self, model, batch, t_out, arch: Arch, soft=None):
         """(loss, logits) of the active sub-BERT. ``soft``: in-place distillation
         targets, used alone (no labels, as in BigNAS)."""
         inputs = {k: v for k, v in batch.items() if k != "labels"}
@@ -300,7 +300,7 @@ class Trainer:
             for codes in chosen:
                 arch = self.space.decode(codes)
                 self.super_bert.set_active(arch)
-                loss = self._loss(model, batch, t_out, arch)[0].detach()
+                loss = self.step_loss(model, batch, t_out, arch)[0].detach()
                 # every process must take the same theta step: rank on the global batch
                 losses.append(float(self.accelerator.reduce(loss, "mean")))
         model.train()
