@@ -62,7 +62,7 @@ def detect_pooling(model_dir: str | Path | None) -> Pooling | None:
 
 def default_layer_selection(pooling: str) -> LayerSelection:
     """Evenly spaced layers whatever the pooling, chosen by the training ablation
-    (bench/train_sst2.py --ablation, README): with [CLS] pooling the first-L cuts of
+    (bench/train_sst2.py --ablation, bench/README.md): with [CLS] pooling the first-L cuts of
     MiniLM stay at chance (0.509 at depth 3) while evenly spaced ones learn (0.815 mean
     over 12 sub-BERTs); with mean pooling the two are within noise of each other (0.821
     and 0.828), and evenly spaced layers met the full-length training bar."""
