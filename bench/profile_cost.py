@@ -65,8 +65,10 @@ def _paired(*args, **kwargs) -> bool:
 
 @contextlib.contextmanager
 def stopwatch():
-    from yoco_deploy.device import profiling, runner
+    from yoco_deploy.device import profiling
     from yoco_deploy.export import sub_bert
+    from yoco_deploy.runtime import runner  # its measure() is the one run_jobs calls
+    from yoco_deploy.runtime.session import OrtBackend
 
     watch = Stopwatch()
     builder = profiling.ArtifactBuilder
@@ -78,7 +80,7 @@ def stopwatch():
         watch.wrap(sub_bert, "validate_onnx", "validation"),
         watch.wrap(sub_bert, "optimize_fused", "fusion"),
         watch.wrap(sub_bert, "quantize_int8", "int8"),
-        watch.wrap(runner.OrtBackend, "load", "session load"),
+        watch.wrap(OrtBackend, "load", "session load"),
         watch.wrap(runner, "measure", "timing beside the reference", when=_paired),
         watch.wrap(runner, "measure", "reference timed alone",
                    when=lambda *a, **k: not _paired(*a, **k)),
@@ -91,7 +93,8 @@ def stopwatch():
 
 
 def profile_once(mode: str, n: int, seed: int, work: Path) -> dict:
-    from yoco_deploy.device import profiling, runner
+    from yoco_deploy import runtime
+    from yoco_deploy.device import profiling
     from yoco_deploy.device.profiling import ProfileSettings, profile_device
     from yoco_deploy.model.loading import load_config
     from yoco_deploy.space import SearchSpace
@@ -99,7 +102,7 @@ def profile_once(mode: str, n: int, seed: int, work: Path) -> dict:
     space = SearchSpace.from_config(load_config("minilm"))
     settings = ProfileSettings(
         n=n, fmt="int8", shapes=((1, 128),), seed=seed,
-        session=runner.SessionSpec(threads=2),
+        session=runtime.SessionSpec(threads=2),
     )  # fmt: skip
     out = work / f"{mode}-{seed}"
     shutil.rmtree(out, ignore_errors=True)
