@@ -7,8 +7,9 @@ from __future__ import annotations
 import json
 import math
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -18,9 +19,6 @@ from yoco_deploy.errors import YocoError
 from yoco_deploy.space import ModelDims, SearchSpace
 from yoco_deploy.util.atomic import write_text
 
-if TYPE_CHECKING:
-    from yoco_deploy.device.profiling import ProfileSettings
-
 DEVICE_SCHEMA = 1
 MEASUREMENTS = "measurements.jsonl"
 DEVICE = "device.json"
@@ -28,6 +26,25 @@ DEVICE = "device.json"
 
 class ProfileError(YocoError):
     """A profile directory is unusable or does not match what was asked."""
+
+
+@dataclass(frozen=True)
+class ProfileSettings:
+    """What to profile and how; recorded in device.json."""
+
+    n: int = 150
+    shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
+    session: runtime.SessionSpec = field(default_factory=lambda: runtime.SessionSpec(threads=2))
+    fmt: str = "int8"
+    seed: int = 0
+    protocol: runtime.Protocol = field(default_factory=runtime.Protocol)
+
+    def __post_init__(self) -> None:
+        if self.n < 2:
+            raise ProfileError("profile at least 2 sub-BERTs (the min and the max)")
+        for batch, seq in self.shapes:
+            if batch < 1 or seq < 1:
+                raise ProfileError(f"batch and sequence length must be positive: {batch}x{seq}")
 
 
 def reference_arch(space: SearchSpace) -> Arch:

@@ -23,6 +23,7 @@ from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
 from yoco_deploy.device.profile_store import (
     ProfileError,
+    ProfileSettings,
     device_record,
     load_training_data,
     plan_jobs,
@@ -32,25 +33,6 @@ from yoco_deploy.device.profile_store import (
 from yoco_deploy.device.sample_design import SpaceFillingDesign
 from yoco_deploy.runtime.runner import print_progress
 from yoco_deploy.space import SearchSpace
-
-
-@dataclass(frozen=True)
-class ProfileSettings:
-    """What to profile and how; recorded in device.json."""
-
-    n: int = 150
-    shapes: tuple[tuple[int, int], ...] = ((1, 128),)  # (batch, seq_len)
-    session: runtime.SessionSpec = field(default_factory=lambda: runtime.SessionSpec(threads=2))
-    fmt: str = "int8"
-    seed: int = 0
-    protocol: runtime.Protocol = field(default_factory=runtime.Protocol)
-
-    def __post_init__(self) -> None:
-        if self.n < 2:
-            raise ProfileError("profile at least 2 sub-BERTs (the min and the max)")
-        for batch, seq in self.shapes:
-            if batch < 1 or seq < 1:
-                raise ProfileError(f"batch and sequence length must be positive: {batch}x{seq}")
 
 
 def random_super_bert(space: SearchSpace, seed: int = 0):
