@@ -7,13 +7,15 @@ profile --n 40` does) in two ways, alternating in one process, --rounds times ea
 
 - *before*: every sub-BERT exported, validated against PyTorch (fp32, fused and int8
   agreement) and timed, one after another (the profiler as it was);
-- *after*: what `yoco-deploy profile` does now (``ArtifactBuilder``'s defaults).
+- *after*: what `yoco-deploy profile` does now (``ArtifactBuilder``'s defaults: the max
+  sub-BERT and the reference exported, every other sub-BERT's int8 graph cut out of the
+  max one's, ``yoco_deploy/export/slice_graph.py``).
 
 Each profile goes into a fresh folder (nothing resumed). The wall time of each stage is
 summed from timers around the exporter's steps (extract, ONNX export, validation,
-fusion, int8), session loads, the timing of the models beside the reference, and the
-reference timed alone; "other" is the rest (the design, the log, clean-up). A timing
-job: run it alone. Writes bench/results/profile_cost.{json,md}.
+fusion, int8) and the graph cuts, session loads, the timing of the models beside the
+reference, and the reference timed alone; "other" is the rest (the design, the log,
+clean-up). A timing job: run it alone. Writes bench/results/profile_cost.{json,md}.
 """
 
 from __future__ import annotations
@@ -66,7 +68,7 @@ def _paired(*args, **kwargs) -> bool:
 @contextlib.contextmanager
 def stopwatch():
     from yoco_deploy.device import profiling
-    from yoco_deploy.export import sub_bert
+    from yoco_deploy.export import slice_graph, sub_bert
     from yoco_deploy.runtime import runner  # its measure() is the one run_jobs calls
     from yoco_deploy.runtime.session import OrtBackend
 
@@ -75,6 +77,7 @@ def stopwatch():
     undo = [
         watch.wrap(builder, "prepare", "exports in worker processes",
                    when=lambda self, archs: self.workers > 1),
+        watch.wrap(slice_graph.GraphSlicer, "cut", "cut from the max sub-BERT"),
         watch.wrap(sub_bert, "extract", "extract"),
         watch.wrap(sub_bert, "export_onnx", "onnx export"),
         watch.wrap(sub_bert, "validate_onnx", "validation"),

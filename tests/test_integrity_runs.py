@@ -370,14 +370,14 @@ def test_python_dash_m_exits_with_the_commands_code(tmp_path):
 def test_a_killed_profiles_exports_are_cleaned_by_the_next_run(tmp_path, monkeypatch):
     """Exports live inside the profile (``.exports``): what a killed profile left there
     is removed when the profile runs again, and nothing goes to the system temp folder."""
-    import yoco_deploy.device.profiling as profiling
+    import yoco_deploy.device.artifacts as artifacts
 
     out = tmp_path / "profiles" / "dev"
-    stale = out / profiling.EXPORTS / "0123abcd" / "model.int8.onnx"
+    stale = out / artifacts.EXPORTS / "0123abcd" / "model.int8.onnx"
     stale.parent.mkdir(parents=True)
     stale.write_bytes(b"x" * 1000)  # what a SIGKILL left behind
     built = []
-    build = profiling.ArtifactBuilder.build
+    build = artifacts.ArtifactBuilder.build
 
     def spy(self, arch):
         path = build(self, arch)
@@ -385,9 +385,9 @@ def test_a_killed_profiles_exports_are_cleaned_by_the_next_run(tmp_path, monkeyp
         assert not stale.exists()  # cleaned before the first export
         return path
 
-    monkeypatch.setattr(profiling.ArtifactBuilder, "build", spy)
+    monkeypatch.setattr(artifacts.ArtifactBuilder, "build", spy)
     settings = ProfileSettings(n=3, protocol=FAST, session=runtime.SessionSpec(threads=1))
     profile_device(SPACE, out, "dev", settings, "tiny", progress=lambda *a: None,
                    backend=FakeBackend())  # fmt: skip
-    assert built and all(out / profiling.EXPORTS in p.parents for p in built)
-    assert not (out / profiling.EXPORTS).exists()  # removed when the profile ends
+    assert built and all(out / artifacts.EXPORTS in p.parents for p in built)
+    assert not (out / artifacts.EXPORTS).exists()  # removed when the profile ends

@@ -3,6 +3,7 @@ from pathlib import Path
 
 import pytest
 
+from yoco_deploy.deploy.budgets import parse_target
 from yoco_deploy.pipeline.config import PipelineError, load_pipeline
 from yoco_deploy.pipeline.run import PipelineRun
 
@@ -168,3 +169,27 @@ def test_a_pipeline_that_is_not_a_mapping_is_one_line(tmp_path, text, message):
     result = run("run", path, "--dry-run")
     assert result.exit_code == 1 and message in result.output, result.output
     assert len(result.output.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_an_edge_and_a_server_target_ship_from_one_run(pipeline):
+    """Run again with a server target beside the edge one: the teacher and the super-BERT
+    are reused, the device is profiled at the server's shape too, and each bundle is
+    searched, timed and stated at its own shape and statistic."""
+    PipelineRun(pipeline, say=lambda s: None).run()
+    both = pipeline.model_copy(
+        update={"targets": ["tiny-dev:latency=80%", "tiny-dev:latency=100%@batch=4,p=90"]}
+    )
+    ran = dict(PipelineRun(both, say=lambda s: None).run())
+    assert ran["teacher"] == ran["train"] == "skipped"
+    assert ran["profile:tiny-dev"] == ran["search-ship:tiny-dev:latency=100%@batch=4,p=90"] == "ran"
+    device = json.loads((both.workdir / "profiles" / "tiny-dev" / "device.json").read_text())
+    assert device["shapes"] == [[1, 16], [4, 16]]
+    read = [json.loads((b / "manifest.json").read_text()) for b in PipelineRun(both).bundles()]
+    manifests = {m["target"]: m for m in read}
+    edge, server = (manifests[parse_target(t).label()] for t in both.targets)
+    assert (edge["batch"], edge["statistic"]) == (1, "median")
+    assert (server["batch"], server["seq_len"], server["statistic"]) == (4, 16, "p90")
+    lat = server["measured_latency_ms"]
+    assert lat["median"] <= lat["percentile"] <= server["budget_ms"]
+    assert server["throughput"] == pytest.approx(4 * 1000 / lat["median"])

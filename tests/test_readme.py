@@ -33,6 +33,10 @@ NOT_HERE = {
     "make test",
     # needs optimum's own environment (transformers < 4.58): tests/test_optimum.py runs it
     'python examples/optimum_pipeline.py bundles/<bundle> "a gripping, funny film" "a dull mess"',
+    # the quickstart again on the demo's folder (minutes); tests/test_pipeline.py ships an
+    # edge and a server target the same way, on a tiny model
+    'yoco-deploy quickstart --out demo-out -t "this-machine:latency=55%" '
+    '-t "this-machine:latency=60%@batch=16,seq=128,p=99"',
 }
 
 MINILM_ARCH = json.dumps(

@@ -46,8 +46,11 @@ def net(tmp_path_factory):
     data = load_task("sst2", data_dir, search_fraction=0.2)
     sb = SuperBert.from_pretrained(str(model_dir), 2, label_names=data.task.label_names).eval()
     net = Supernet(sb, load_tokenizer(str(model_dir)), data, None, 16)
-    # a latency predictor for the device "tiny-cpu", fitted on a fake device's profile
-    settings = ProfileSettings(n=16, protocol=FAST, session=runtime.SessionSpec(threads=1))
+    # a latency predictor for the device "tiny-cpu", fitted on a fake device's profile at
+    # lengths around the ship's 16 (so the ship's own shape has no profiled reference)
+    settings = ProfileSettings(
+        n=16, shapes=((1, 8), (1, 32)), protocol=FAST, session=runtime.SessionSpec(threads=1)
+    )
     profile_device(
         sb.space,
         root / "profiles" / "tiny-cpu",
@@ -677,3 +680,57 @@ def test_bundles_of_one_device_are_stated_at_its_profiled_speed(net, tmp_path, m
         assert timing["ratio"] == pytest.approx(2.0)
         assert m.measured_latency_ms.median == pytest.approx(3.0)
         assert timing["reference_today_ms"] == pytest.approx(speed)
+
+
+class _Tailed:
+    """The reference runs in 1 ms, every candidate in 2 ms, and one run in 25 of each
+    takes three times as long: a p99 well above the median."""
+
+    def __init__(self):
+        self.calls = 0
+
+    def load(self, path):
+        return path
+
+    def time_one(self, handle, feeds):
+        self.calls += 1
+        base = 1.0 if "reference" in str(handle) else 2.0
+        return base * (3.0 if self.calls % 25 == 0 else 1.0)
+
+
+def test_a_percentile_target_is_timed_and_stated_at_its_statistic(net, tmp_path, monkeypatch):
+    """``@p=99``: ship times enough runs for a p99, states the candidate's p99 (the median
+    ratio at the ship's speed, times its own runs' tail), decides the budget on it, and
+    the manifest says which statistic, the median beside it and the throughput."""
+    from yoco_deploy.deploy import ship as ship_module
+
+    monkeypatch.setattr(ship_module.runtime, "OrtBackend", lambda spec: _Tailed())
+    supernet, _ = net
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
+    settings = ShipSettings(seq_len=16, protocol=protocol, min_metric=0.0)
+
+    def ship(text, folder):
+        cm = cost_model(net, parse_target(text))
+        return ship_module.ship_target(
+            supernet.super_bert, supernet.tokenizer, supernet.data, cm,
+            [supernet.super_bert.space.max_arch()], tmp_path / folder, settings,
+            say=lambda s: None,
+        ).manifest  # fmt: skip
+
+    m = ship("tiny-cpu:latency=1000ms@seq=24,p=99", "p99")
+    lat = m.measured_latency_ms
+    assert m.statistic == "p99" and m.seq_len == 24 and m.target.endswith("@seq=24,p=99")
+    assert lat.runs >= 200 and lat.median == pytest.approx(2.0)
+    assert lat.percentile == pytest.approx(6.0, rel=0.05)  # its slow runs are its tail
+    assert m.throughput == pytest.approx(1000 / lat.median)
+    median = ship("tiny-cpu:latency=3ms", "median").measured_latency_ms
+    assert median.percentile is None and median.median == pytest.approx(2.0)
+    # a budget between the median and the p99: met by the median, broken by the p99
+    with pytest.raises(BudgetError):
+        ship("tiny-cpu:latency=3ms@p=99", "p99-broken")
+
+
+def test_a_target_shape_outside_the_profiled_one_is_refused_naming_the_range(net):
+    with pytest.raises(BudgetError, match=r"outside the shapes .* \(batch 1, seq_len 8 to 32\)"):
+        cost_model(net, parse_target("tiny-cpu:latency=5ms@batch=4"))
+    assert cost_model(net, parse_target("tiny-cpu:params=90M@batch=4")).batch == 4

@@ -35,6 +35,8 @@ class MeasuredLatency:
     p90: float
     cv: float
     runs: int
+    # at the target's statistic where it is a percentile (the median's tail, ship_timing)
+    percentile: float | None = None
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -61,6 +63,8 @@ class BundleManifest:
     threads: int | None = None  # older bundles only; None: ONNX Runtime's default
     seq_len: int
     batch: int
+    statistic: str | None = None  # what the latency budget holds for: median or pNN
+    throughput: float | None = None  # sequences per second at (batch, seq_len), median
     format: str
     metric: dict[str, Any]  # name, value, loss, split (dev, with ONNX Runtime)
     validation: dict[str, Any]
@@ -102,7 +106,10 @@ class BundleManifest:
     def to_dict(self) -> dict[str, Any]:
         body = {f.name: getattr(self, f.name) for f in fields(self) if f.name != "extra"}
         body["measured_latency_ms"] = asdict(self.measured_latency_ms)
-        for key in ("polish", "provenance", "triton"):  # without one: as older bundles read
+        if self.measured_latency_ms.percentile is None:  # a median target: as before
+            del body["measured_latency_ms"]["percentile"]
+        for key in ("polish", "provenance", "triton", "statistic", "throughput"):
+            # without one: as older bundles read
             if body[key] is None:
                 del body[key]
         if self.tokenizer_sha256 is None:  # an older bundle's manifest reads back as written
@@ -146,9 +153,11 @@ class BundleManifest:
             _check_value(name, value, known[name].type, where)
         lat = values["measured_latency_ms"]
         try:
+            tail = lat.get("percentile")
             values["measured_latency_ms"] = MeasuredLatency(
-                float(lat["median"]), float(lat["p90"]), float(lat.get("cv", 0.0)), int(lat["runs"])
-            )
+                float(lat["median"]), float(lat["p90"]), float(lat.get("cv", 0.0)),
+                int(lat["runs"]), None if tail is None else float(tail),
+            )  # fmt: skip
         except (KeyError, TypeError, ValueError, AttributeError):
             raise ManifestError(
                 f"{where}: measured_latency_ms is not {{median, p90, cv, runs}}"

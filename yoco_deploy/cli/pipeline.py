@@ -65,6 +65,15 @@ def quickstart(
     out: Annotated[Path, typer.Option("--out", "-o", help="Work directory.")] = Path(
         "quickstart-out"
     ),
+    target: Annotated[
+        list[str] | None,
+        typer.Option(
+            "--target",
+            "-t",
+            help="Ship these targets instead (repeat it), e.g. an edge and a server one: "
+            "-t 'this-machine:latency=55%' -t 'this-machine:latency=60%@batch=16,seq=128,p=99'.",
+        ),
+    ] = None,
     dry_run: Annotated[bool, typer.Option(help="Print the plan only.")] = False,
     as_json: JsonOpt = False,
 ) -> None:
@@ -74,14 +83,18 @@ def quickstart(
     teacher, trains the super-BERT, profiles this machine, fits its latency predictor,
     searches two latency budgets (55% and 80% of the full model's latency) and ships a
     checked bundle for each. `--model bert-base-uncased --task sst2` runs the real thing
-    where the hub is reachable.
+    where the hub is reachable. Run again with `--target`s on the same `--out`, it
+    reuses the teacher and the super-BERT, profiles this machine at the targets' shapes
+    too, and ships the new targets.
     """
     with user_errors():
         from yoco_deploy.pipeline.config import load_pipeline
 
-        overrides = {"model": model, "workdir": out}
+        overrides: dict = {"model": model, "workdir": out}
         if task is not None:
             overrides.update(task=task, builtin_task=False, max_seq_len=128)
+        if target:
+            overrides["targets"] = list(target)
         _drive(load_pipeline(QUICKSTART, overrides), dry_run, as_json)
 
 

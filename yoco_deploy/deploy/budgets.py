@@ -1,16 +1,18 @@
 """Deployment targets: a device and its budgets, and the costs they are checked against.
 
-Syntax: ``NAME:latency=20ms,params=30M,flops=2G,size=60MB,params_non_embedding=10M``.
-Latency needs a predictor for NAME (``predictors/NAME.json``); the other budgets are
-closed-form. ``latency=50%`` means half the predicted latency of the largest sub-BERT on
-that device (budgets that travel between machines). A cost equal to its budget is
-feasible (YOCO's code used ``<``).
+Syntax: ``NAME:latency=20ms,params=30M,flops=2G,size=60MB,params_non_embedding=10M``,
+optionally followed by the shape and statistic the latency is meant at:
+``server:latency=20ms@batch=16,seq=128,p=99`` (default: batch 1, the run's sequence
+length, the median). Latency needs a predictor for NAME (``predictors/NAME.json``); the
+other budgets are closed-form. ``latency=50%`` means half the predicted latency of the
+largest sub-BERT on that device (budgets that travel between machines). A cost equal to
+its budget is feasible (YOCO's code used ``<``).
 """
 
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from yoco_deploy.arch import Arch
@@ -37,9 +39,32 @@ class BudgetError(YocoError):
 class Target:
     name: str
     budgets: dict[str, float] = field(default_factory=dict)
+    # the shape latency is budgeted, searched, timed and stated at (None: the run's)
+    batch: int | None = None
+    seq_len: int | None = None
+    # the latency statistic budgeted: a percentile of single runs (None: the median)
+    percentile: float | None = None
 
     def __post_init__(self) -> None:
         check_name(self.name, "device name")  # it becomes predictors/NAME.json, bundles/...
+        for what, value in (("batch", self.batch), ("seq", self.seq_len)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                      or value < 1):  # fmt: skip
+                raise BudgetError(f"target {self.name!r}: {what} must be a positive integer")
+        if self.percentile is not None and not 50 <= self.percentile < 100:
+            raise BudgetError(
+                f"target {self.name!r}: p={self.percentile:g} is not a percentile a latency "
+                "budget can hold: use 50 (the median) to 99.9"
+            )
+
+    def shape(self, batch: int, seq_len: int) -> tuple[int, int]:
+        """(batch, seq_len) this target is measured at; the run's where it names none."""
+        return self.batch or batch, self.seq_len or seq_len
+
+    @property
+    def statistic(self) -> str:
+        """``median`` or ``p99`` (a percentile of single runs)."""
+        return "median" if self.percentile in (None, 50) else f"p{self.percentile:g}"
 
     @property
     def needs_predictor(self) -> bool:
@@ -57,7 +82,9 @@ class Target:
 
     def label(self) -> str:
         parts = [f"{k}={_fmt(k, v)}" for k, v in self.budgets.items()]
-        return f"{self.name}:" + ",".join(parts)
+        given = (("batch", self.batch), ("seq", self.seq_len), ("p", self.percentile))
+        shape = [f"{k}={v:g}" for k, v in given if v is not None]
+        return f"{self.name}:" + ",".join(parts) + ("@" + ",".join(shape) if shape else "")
 
     def broken(self, costs: dict[str, float]) -> list[str]:
         """The budgets these costs break (predicted or measured alike), by name."""
@@ -76,7 +103,7 @@ class Target:
             return self
         budgets = {k: v for k, v in self.budgets.items() if k != "latency_share"}
         budgets["latency"] = round(self.budgets["latency_share"] * max_latency_ms, 2)
-        return Target(self.name, budgets)
+        return replace(self, budgets=budgets)
 
 
 _SHOWN = {"latency": 2, "size": 1}  # decimals worth showing of a measured cost
@@ -97,12 +124,43 @@ def _fmt(kind: str, value: float) -> str:
 
 def parse_target(text: str) -> Target:
     name, sep, rest = text.partition(":")
-    if not sep or not name or not rest:
+    rest, at, shape = rest.partition("@")
+    if not sep or not name or not rest or (at and not shape):
         raise BudgetError(
             f"target {text!r}: write NAME:latency=20ms[,params=30M][,flops=2G][,size=60MB]"
+            "[@batch=16,seq=128,p=99]"
         )
     check_name(name, f"target {text!r}: device name")
-    budgets = {}
+    return Target(name, _parse_budgets(text, rest), **_parse_shape(text, shape))
+
+
+_SHAPE_KEYS = {"batch": "batch", "seq": "seq_len", "p": "percentile"}
+
+
+def _parse_shape(text: str, shape: str) -> dict[str, float | int]:
+    """``batch=16,seq=128,p=99`` (any of them) as Target's fields."""
+    out: dict[str, float | int] = {}
+    for item in shape.split(",") if shape else []:
+        key, eq, value = item.strip().partition("=")
+        key = key.strip().lower()
+        if not eq or key not in _SHAPE_KEYS:
+            raise BudgetError(
+                f"target {text!r}: unknown shape setting {item!r}; after @ use batch=N, "
+                "seq=N and p=PERCENTILE"
+            )
+        field_name = _SHAPE_KEYS[key]
+        if field_name in out:
+            raise BudgetError(f"target {text!r}: {key} is given twice; give it once")
+        number = re.fullmatch(r"\s*[0-9]+\s*" if key != "p" else r"\s*[0-9]*\.?[0-9]+\s*", value)
+        if not number or (key != "p" and int(value) < 1):
+            kind = "a percentile such as 99" if key == "p" else "a positive whole number"
+            raise BudgetError(f"target {text!r}: {key}={value.strip()!r} must be {kind}")
+        out[field_name] = float(value) if key == "p" else int(value)
+    return out
+
+
+def _parse_budgets(text: str, rest: str) -> dict[str, float]:
+    budgets: dict[str, float] = {}
     for item in rest.split(","):
         key, eq, value = item.strip().partition("=")
         key = key.strip().lower()
@@ -129,7 +187,7 @@ def parse_target(text: str) -> Target:
         budgets[key] = float(m.group(1)) * _UNITS[key][unit]
         if budgets[key] <= 0:
             raise BudgetError(f"target {text!r}: {key} budget must be positive")
-    return Target(name, budgets)
+    return budgets
 
 
 def check_distinct(targets: list[tuple[str, Target]]) -> None:
@@ -176,6 +234,7 @@ class CostModel:
         fmt: str | None = None,
         correction: float = 1.0,
         static: dict[str, Costs] | None = None,
+        tail: float = 1.0,
     ):
         wants_latency = target.needs_predictor
         if wants_latency and predictor is None:
@@ -187,6 +246,9 @@ class CostModel:
         # measured / predicted latency near the candidates (ship's measurements); the
         # relative budget stays a share of the max sub-BERT's uncorrected prediction
         self.correction = correction
+        # a percentile target: that percentile of single runs over their median (the
+        # reference's, timed on this machine); the predictor predicts medians
+        self.tail = tail
         timed = predictor.reference.get("format", "int8") if predictor else None
         if wants_latency and fmt is not None and timed != fmt:
             raise BudgetError(
@@ -204,14 +266,18 @@ class CostModel:
             top = self.costs(space.max_arch())["latency"] / correction
             self.target = target.resolved(top)
 
-    def recalibrated(self, reference_ms: float, correction: float = 1.0) -> CostModel:
+    def recalibrated(
+        self, reference_ms: float | None, correction: float = 1.0, tail: float | None = None
+    ) -> CostModel:
         """The same target and predictor at another machine speed (the reference model
         timed at ``reference_ms``): predictions move, and a relative budget is resolved
         again against the same calibrated speed, so it moves with them. ``correction``
-        scales the predictions only (what measurements near the budget said)."""
+        scales the predictions only (what measurements near the budget said); ``tail``
+        replaces the percentile's ratio to the median."""
         return CostModel(
             self.requested, self.space, self.predictor, self.seq_len, self.batch,
             reference_ms, fmt=self.fmt, correction=correction, static=self._static,
+            tail=self.tail if tail is None else tail,
         )  # fmt: skip
 
     def arch_costs(self, arch: Arch) -> Costs:
@@ -233,6 +299,7 @@ class CostModel:
             if self.predictor is not None:
                 out["latency"] = (
                     self.correction
+                    * self.tail
                     * self.predictor.predict(
                         arch, self.batch, self.seq_len, self.reference_ms
                     ).latency_ms

@@ -81,6 +81,17 @@ def _measured_line(lat, timing: dict) -> str:
     return line + ")" + clear
 
 
+def _tail_rows(m: BundleManifest) -> str:
+    """The budgeted percentile and the throughput, where the manifest records them."""
+    rows = ""
+    if m.measured_latency_ms.percentile is not None:
+        value = m.measured_latency_ms.percentile
+        rows += f"\n| {m.statistic} latency (budgeted) | {value:.3f} ms |"
+    if m.throughput is not None:
+        rows += f"\n| throughput | {m.throughput:.1f} sequences/s at batch {m.batch} |"
+    return rows
+
+
 def _body(m: BundleManifest) -> str:
     lat, timing, quality = m.measured_latency_ms, m.timing, m.quality
     session = m.session or {}
@@ -118,7 +129,7 @@ the target `{m.target}`.
 | dev {m.metric["name"]} | {m.metric["value"]:.4f}{gate} |
 | labels | {label_text} |
 | budgets | {budget_line} |
-| measured latency | {_measured_line(lat, timing)} |
+| measured latency | {_measured_line(lat, timing)} |{_tail_rows(m)}
 | predicted latency | {predicted_line} |
 | timed with | ONNX Runtime, {session.get("provider", m.provider)}, \
 {session.get("threads", m.threads)} threads, spinning {session.get("spinning", "off")}, \

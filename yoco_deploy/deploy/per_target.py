@@ -12,13 +12,19 @@ from pathlib import Path
 from typing import TypeVar
 
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy.budgets import CostModel, Target, check_distinct, load_predictor
+from yoco_deploy.deploy.budgets import (
+    BudgetError,
+    CostModel,
+    Target,
+    check_distinct,
+    load_predictor,
+)
 from yoco_deploy.deploy.search import Search, SearchResult, SearchSettings
 from yoco_deploy.deploy.search_types import SearchError
 from yoco_deploy.deploy.ship import Shipped, ShipSettings, ship_target
 from yoco_deploy.deploy.supernet import Supernet, make_evaluator
 from yoco_deploy.errors import YocoError
-from yoco_deploy.runtime import resolve_provider
+from yoco_deploy.runtime import Protocol, resolve_provider
 from yoco_deploy.util.atomic import write_text
 
 T = TypeVar("T")
@@ -36,13 +42,21 @@ def cost_model_for(
     fmt: str | None = None,
     reference_ms: float | None = None,
 ) -> CostModel:
-    """The target's costs; cost models are built here and nowhere else. A latency budget
-    needs the device's predictor (``predictor_file``, which must exist); other budgets
-    are closed-form, and the bundle then runs with ship's default session."""
+    """The target's costs at its own shape (``seq_len`` and ``batch``: the run's, where
+    the target names none); cost models are built here and nowhere else. A latency
+    budget needs the device's predictor (``predictor_file``, which must exist, profiled
+    at shapes around the target's); other budgets are closed-form, and the bundle then
+    runs with ship's default session."""
     space = supernet.super_bert.space
+    batch, seq_len = target.shape(batch, seq_len)
+    space.dims.check_seq_len(seq_len)
     predictor = None
     if target.needs_predictor:
         predictor = load_predictor(target.name, Path(predictor_file), space)
+        try:
+            predictor.check_shape(batch, seq_len)
+        except YocoError as err:
+            raise BudgetError(f"target {target.label()}: {err}") from None
     return CostModel(target, space, predictor, seq_len, batch, reference_ms, fmt=fmt)
 
 
@@ -119,6 +133,7 @@ class DeployJob:
         ]
         if self.calibrate:
             models = _calibrated(models, say)
+        models = [_with_tail(cm, say) for cm in models]
         for cm in models:
             if searching:
                 cm.check_achievable()
@@ -187,6 +202,25 @@ def _calibrated(models: list[CostModel], say) -> list[CostModel]:
             say(f"{name}: reference model {refs[name]:.2f} ms here now")
         out.append(cm.recalibrated(refs[name]))
     return out
+
+
+def _with_tail(cm: CostModel, say) -> CostModel:
+    """A percentile target's cost model predicts that percentile: the predicted median
+    times the percentile's ratio to the median in the reference model's runs at the
+    target's shape, timed here now (ship measures each candidate's own)."""
+    p = cm.target.percentile
+    if cm.predictor is None or p in (None, 50):
+        return cm
+    from yoco_deploy.deploy.ship_timing import runs_for, tail_ratio
+    from yoco_deploy.device.calibrate import reference_latency
+
+    runs = reference_latency(cm.predictor, cm.batch, cm.seq_len, runs_for(Protocol(), p))
+    tail = tail_ratio(runs.samples, p)
+    say(
+        f"{cm.target.name}: at batch {cm.batch} x seq {cm.seq_len} the reference model's "
+        f"{cm.target.statistic} is {tail:.2f}x its median here now ({runs.runs} runs)"
+    )
+    return cm.recalibrated(cm.reference_ms, cm.correction, tail)
 
 
 def result_body(cm: CostModel, result: SearchResult) -> dict:

@@ -26,7 +26,7 @@ from yoco_deploy.deploy.polish import Polished, PolishSpec
 from yoco_deploy.deploy.quality import onnx_metric, quality_gate
 from yoco_deploy.deploy.search_log import provenance
 from yoco_deploy.deploy.ship_manifest import bundle_manifest
-from yoco_deploy.deploy.ship_timing import ShipClock
+from yoco_deploy.deploy.ship_timing import ShipClock, runs_for, tail_ratio
 from yoco_deploy.export import metadata as onnx_metadata
 from yoco_deploy.manifest import BundleManifest
 
@@ -149,6 +149,8 @@ def ship_target(
     from yoco_deploy.util.atomic import check_writable
 
     check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
+    # exported, timed, scored and stated at the target's own shape
+    settings = replace(settings, seq_len=cost_model.seq_len, batch=cost_model.batch)
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
@@ -186,6 +188,7 @@ class _ShipRun:
         self.base = self.model = cost_model  # the model is corrected as measurements come
         self.settings, self.session, self.say = settings, session, say
         self.backend = runtime.OrtBackend(session)
+        self.protocol = runs_for(settings.protocol, cost_model.target.percentile)
         self.feeds = runtime.make_feeds(settings.batch, settings.seq_len, self.sb.dims.vocab_size)
         self.reference = None
         self.clock = ShipClock(cost_model)
@@ -208,9 +211,13 @@ class _ShipRun:
         """Predictions at the speed of this machine now (the reference timed alone)."""
         if self.reference is None:
             return
-        protocol = self.settings.protocol
-        stats = runtime.measure(self.backend, self.reference, self.feeds, protocol)
+        stats = runtime.measure(self.backend, self.reference, self.feeds, self.protocol)
         self.clock.alone = list(stats.samples)
+        if self.target.percentile not in (None, 50):  # the tail of this machine now
+            tail = tail_ratio(stats.samples, self.target.percentile)
+            self.base = self.clock.base = self.base.recalibrated(
+                self.base.reference_ms, self.base.correction, tail
+            )
         self.model = self.base.recalibrated(self.clock.reference_ms())
 
     def ship(self, candidates: list[Arch], out_dir: Path) -> Shipped:
@@ -305,7 +312,7 @@ class _ShipRun:
         the cost model is corrected by what was measured."""
         handle = self.backend.load(built.path)
         stats = runtime.measure(
-            self.backend, handle, self.feeds, self.settings.protocol, self.reference,
+            self.backend, handle, self.feeds, self.protocol, self.reference,
             settled=lambda stats: self.clock.settled(stats, self.model),
         )  # fmt: skip
         latency_ms, lo_ms, hi_ms = self.clock.reading(stats)

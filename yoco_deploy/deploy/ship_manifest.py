@@ -9,6 +9,7 @@ from typing import Any
 
 from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
+from yoco_deploy.deploy.ship_timing import tail_ratio
 from yoco_deploy.manifest import BundleManifest, MeasuredLatency
 from yoco_deploy.model.loading import BASE_MODEL_KEY
 from yoco_deploy.train.data import GLUE_HUB
@@ -25,6 +26,8 @@ def bundle_manifest(run, name: str, arch: Arch, report, timed, metric: dict[str,
     if timed.record.get("budget_ms") is not None:  # a share, at the speed it was timed at
         budget_ms = budgets["latency"] = timed.record["budget_ms"]
     stats, data = timed.stats, run.data
+    tail = tail_ratio(stats.samples, base.target.percentile)
+    median = timed.latency_ms / tail  # the stated latency at the statistic, back to the median
     hub = data.source == GLUE_HUB  # a local folder is named, its path kept private
     return BundleManifest(
         target=base.requested.label(),  # as asked: a share stays one
@@ -37,12 +40,16 @@ def bundle_manifest(run, name: str, arch: Arch, report, timed, metric: dict[str,
         budget_ms=budget_ms,
         predicted_latency_ms=base.costs(arch).get("latency"),
         # the ship-wide latency; p90 and cv are the candidate's own runs' spread
-        measured_latency_ms=MeasuredLatency(timed.latency_ms, stats.p90_ms, stats.cv, stats.runs),
+        measured_latency_ms=MeasuredLatency(
+            median, stats.p90_ms, stats.cv, stats.runs, None if tail == 1 else timed.latency_ms
+        ),
         device=base.target.name,
         machine=runtime.host_fingerprint(),
         session=session.to_dict(),  # the one record of how it was run and timed
         seq_len=settings.seq_len,
         batch=settings.batch,
+        statistic=base.target.statistic,
+        throughput=settings.batch * 1000 / median,
         format=settings.fmt,
         metric=metric,
         validation=report.validation,

@@ -12,6 +12,8 @@ reference's median over the whole ship."""
 
 from __future__ import annotations
 
+import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -73,12 +75,16 @@ class ShipClock:
         return float(np.median(pool)) if pool else None
 
     def reading(self, stats: runtime.Latency) -> tuple[float, float, float]:
-        """The candidate's latency and its 95% interval in ms (the ratio's, scaled);
-        without a reference, its median."""
+        """The candidate's latency at the target's statistic and its 95% interval in ms:
+        the ratio's median and interval, scaled by the reference speed, times (for a
+        percentile) the candidate's own runs' percentile over their median; without a
+        reference, its runs' median (or percentile)."""
         ref = self.reference_ms(stats)
+        tail = tail_ratio(stats.samples, self.base.target.percentile)
         if stats.rel is None or ref is None:
-            return stats.median_ms, stats.median_ms, stats.median_ms
-        return stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
+            value = stats.median_ms * tail
+            return value, value, value
+        return stats.rel * ref * tail, stats.rel_lo * ref * tail, stats.rel_hi * ref * tail
 
     def budget_ms(self, stats: runtime.Latency, model: CostModel) -> float | None:
         """The latency budget in ms at the ship-wide reference speed (a share of the max
@@ -118,3 +124,29 @@ class ShipClock:
     def keep(self, stats: runtime.Latency) -> None:
         """A candidate's paired reference runs join the ship-wide pool."""
         self.paired += stats.ref_samples
+
+
+# ---- a percentile target -------------------------------------------------------------------
+
+
+def runs_for(protocol: runtime.Protocol, percentile: float | None) -> runtime.Protocol:
+    """Enough runs for the percentile to rest on at least two runs above it (200 for a
+    p99, 40 for a p95); the median needs no more than the protocol's."""
+    if percentile is None or percentile == 50:
+        return protocol
+    need = math.ceil(2 * 100 / (100 - percentile))
+    return replace(
+        protocol,
+        min_runs=max(protocol.min_runs, need),
+        max_runs=max(protocol.max_runs, need),
+        decide_runs=max(protocol.decide_runs, need),
+        max_seconds=max(protocol.max_seconds, 120.0),
+    )
+
+
+def tail_ratio(samples, percentile: float | None) -> float:
+    """The percentile of single runs over their median (1 for the median)."""
+    if percentile is None or percentile == 50 or len(samples) == 0:
+        return 1.0
+    runs = np.asarray(samples, dtype=float)
+    return float(np.percentile(runs, percentile) / np.median(runs))

@@ -9,6 +9,7 @@ from typing import Any
 
 import numpy as np
 
+from yoco_deploy.arch import Arch
 from yoco_deploy.device.predictor import (
     LatencyPredictor,
     TrainingData,
@@ -22,10 +23,12 @@ from yoco_deploy.device.predictor import (
 from yoco_deploy.device.profile_store import (
     MEASUREMENTS,
     ProfileError,
+    base_shape,
     load_training_data,
     profile_digest,
     read_device,
     reference_median,
+    shape_key,
 )
 from yoco_deploy.space import ModelDims
 from yoco_deploy.util.versions import library_versions
@@ -165,6 +168,8 @@ def fit_profile(
         model = _refit(model, data, dims, seed)
     references = reference_median(profile)
     check_reference_medians(profile, references)
+    reference = Arch.from_dict(device["reference"]["arch"])
+    metrics["unseen_shapes"] = unseen_shapes(model, data, dims, references, reference, seed)
     predictor = LatencyPredictor(
         model=model,
         space=device["space"],
@@ -172,6 +177,7 @@ def fit_profile(
         reference={
             **device["reference"],
             "median_ms": references,
+            "base_shape": base_shape(references),
             "format": device["format"],
         },
         profile={
@@ -189,6 +195,51 @@ def fit_profile(
     path = predictor.save(out)
     png = draw(points, path.with_suffix(".png"), device["name"], model["type"]) if plot else None
     return FitResult(predictor, path, png, table)
+
+
+def unseen_shapes(
+    model: dict,
+    data: TrainingData,
+    dims: ModelDims,
+    medians: dict[str, float],
+    reference: Arch,
+    seed: int = 0,
+) -> dict[str, Any]:
+    """How the predictor answers for a shape it was not profiled at: each profiled shape
+    that lies between others (``_between``) is left out in turn, the chosen model's kind
+    fitted on the other shapes, and scored on it (each sub-BERT's latency over the
+    reference's at that shape, the reference's predicted too, against the ratio measured
+    beside it)."""
+    shapes = sorted(set(data.shapes))
+    base = medians[base_shape(medians)]
+    measured, predicted, held = [], [], []
+    for shape in shapes:
+        if not _between(shape, [s for s in shapes if s != shape]):
+            continue
+        rows = np.array([s == shape for s in data.shapes])
+        fitted = _refit(model, _subset(data, np.nonzero(~rows)[0]), dims, seed)
+        test = _subset(data, np.nonzero(rows)[0])
+        ref_units = predict_rel(fitted, [reference], [shape], dims)[0]
+        predicted += list(predict_rel(fitted, test.archs, test.shapes, dims) / ref_units)
+        measured += list(test.rel * base / medians[shape_key(*shape)])
+        held.append(shape_key(*shape))
+    if not held:
+        return {"shapes": [], "note": "no profiled shape lies between two others (profile 3 "
+                "batches or 3 sequence lengths to measure this)"}  # fmt: skip
+    metrics = latency_metrics(np.array(measured), np.array(predicted))
+    del metrics["rmse_ms"]
+    return {"shapes": held, **metrics}
+
+
+def _between(shape: tuple[int, int], others: list[tuple[int, int]]) -> bool:
+    """Whether other shapes hold this one's sequence length with a smaller and a larger
+    batch, or its batch with a shorter and a longer sequence (interpolation, not a guess
+    past a corner of the grid)."""
+    for axis in (0, 1):
+        line = [o[axis] for o in others if o[1 - axis] == shape[1 - axis]]
+        if line and min(line) < shape[axis] < max(line):
+            return True
+    return False
 
 
 def _refit(model: dict, data: TrainingData, dims: ModelDims, seed: int) -> dict:

@@ -186,19 +186,40 @@ class LatencyPredictor:
         """Cross-validated relative RMS error of the chosen model: the uncertainty band."""
         return float(self.metrics["selection"][self.model["type"]]["rmspe"])
 
+    @property
+    def base(self) -> tuple[str, float]:
+        """The shape the model counts latency at, in units of the reference model's
+        median there (a predictor of one shape: that shape)."""
+        refs = self.reference["median_ms"]
+        key = self.reference.get("base_shape") or next(iter(refs))
+        return key, float(refs[key])
+
+    def reference_at(self, batch: int, seq_len: int) -> float:
+        """The reference model's latency at this shape, at the profile's speed: its median
+        where the profile timed that shape, else the model's prediction for it."""
+        profiled = self.profiled_reference_ms(batch, seq_len)
+        if profiled is not None:
+            return profiled
+        ref = Arch.from_dict(self.reference["arch"])
+        units = predict_rel(self.model, [ref], [(batch, seq_len)], self.dims)[0]
+        return float(units) * self.base[1]
+
     def predict_relative(self, archs: list[Arch], batch: int, seq_len: int) -> np.ndarray:
-        return predict_rel(self.model, archs, [(batch, seq_len)] * len(archs), self.dims)
+        """Each sub-BERT's latency over the reference model's, at this shape."""
+        units = predict_rel(self.model, archs, [(batch, seq_len)] * len(archs), self.dims)
+        return units * self.base[1] / self.reference_at(batch, seq_len)
 
     def predict(
         self, arch: Arch, batch: int = 1, seq_len: int = 128, reference_ms: float | None = None
     ) -> Prediction:
+        """``reference_ms``: the reference model timed at this shape today (calibration);
+        default: its latency at the profile's speed."""
         self.search_space.validate(arch)
         rel = float(self.predict_relative([arch], batch, seq_len)[0])
         key = f"{batch}x{seq_len}"
         calibrated = reference_ms is not None
         if reference_ms is None:
-            refs = self.reference["median_ms"]
-            reference_ms = refs.get(key) or next(iter(refs.values()))
+            reference_ms = self.reference_at(batch, seq_len)
         ms = rel * reference_ms
         band = 2.0 * self.rel_error
         return Prediction(
@@ -323,7 +344,9 @@ def _space_line(space: dict[str, Any]) -> str:
 class TrainingData:
     archs: list[Arch]
     shapes: list[tuple[int, int]]
-    rel: np.ndarray  # measured latency / reference latency
+    # measured latency over the reference's beside it, in units of the reference at the
+    # profile's base shape (profile_store.load_training_data); ref_ms likewise
+    rel: np.ndarray
     ms: np.ndarray
     ref_ms: np.ndarray
 

@@ -208,11 +208,17 @@ def prepare_profile_dir(
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise ProfileError(f"cannot create profile directory {path}: {err.strerror}") from None
-    if (path / DEVICE).exists():
-        check_compatible(path, read_device(path), record)
+    existing = read_device(path) if (path / DEVICE).exists() else None
+    if existing is not None:
+        check_compatible(path, existing, record)
     log = open_log(path, repair)  # fails on a corrupt file before anything is written
-    if not (path / DEVICE).exists():
+    if existing is None:
         write_text(path / DEVICE, json.dumps(record, indent=2) + "\n")
+    elif not {tuple(s) for s in record["shapes"]} <= {tuple(s) for s in existing.get("shapes", [])}:
+        # extended to more shapes: the record lists every shape the profile holds
+        shapes = sorted({tuple(s) for s in existing.get("shapes", []) + record["shapes"]})
+        grown = {**existing, "shapes": [list(s) for s in shapes]}
+        write_text(path / DEVICE, json.dumps(grown, indent=2) + "\n")
     return log
 
 
@@ -243,12 +249,20 @@ def load_training_data(path: Path, space: SearchSpace | None = None):
         if not profile_space.contains(arch):
             raise ProfileError(f"{path}: row {row['key']} is outside the profile's space")
         archs.append(arch)
+    shapes = [(r["batch"], r["seq_len"]) for r in rows]
+    # one unit for every shape: the reference model at the base shape, so that one model
+    # answers for shapes between the profiled ones (a single shape: the ratios as timed)
+    medians = reference_median(path)
+    to_base = np.ones(len(shapes))
+    if len(medians) > 1 and all(math.isfinite(v) and v > 0 for v in medians.values()):
+        base = medians[base_shape(medians)]  # a broken median is refused by fit's checks
+        to_base = np.array([medians[shape_key(b, s)] / base for b, s in shapes])
     return TrainingData(
         archs=archs,
-        shapes=[(r["batch"], r["seq_len"]) for r in rows],
-        rel=np.array([r["rel"] for r in rows]),
+        shapes=shapes,
+        rel=np.array([r["rel"] for r in rows]) * to_base,
         ms=np.array([r["median_ms"] for r in rows]),
-        ref_ms=np.array([r["ref_ms"] for r in rows]),
+        ref_ms=np.array([r["ref_ms"] for r in rows]) / to_base,
     ), dims
 
 
@@ -274,5 +288,20 @@ def reference_median(path: Path) -> dict[str, float]:
     rows = [r for r in open_log(path).rows if r["kind"] == "reference"]
     by_shape: dict[str, list[float]] = {}
     for r in rows:
-        by_shape.setdefault(f"{r['batch']}x{r['seq_len']}", []).append(r["median_ms"])
-    return {k: float(np.median(v)) for k, v in by_shape.items()}
+        by_shape.setdefault(shape_key(r["batch"], r["seq_len"]), []).append(r["median_ms"])
+    return {k: float(np.median(v)) for k, v in sorted(by_shape.items(), key=_shape_order)}
+
+
+def shape_key(batch: int, seq_len: int) -> str:
+    return f"{batch}x{seq_len}"
+
+
+def _shape_order(item: tuple[str, object]) -> tuple[int, int]:
+    batch, seq = item[0].split("x")
+    return int(batch), int(seq)
+
+
+def base_shape(medians: dict[str, float]) -> str:
+    """The shape a multi-shape profile's latencies are counted in units of (the reference
+    model's median there): the smallest batch, then the shortest sequence."""
+    return min(medians.items(), key=_shape_order)[0]

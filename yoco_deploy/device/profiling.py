@@ -1,7 +1,6 @@
-"""Profile a device here: which sub-BERTs, exported how, timed in what order, and when
-to stop (active refinement). Latency depends on shapes, not weights, so profiling exports
-sub-BERTs of a randomly initialised model of the right dimensions. The profile directory
-itself is :mod:`yoco_deploy.device.profile_store`; remote devices,
+"""Profile a device here: which sub-BERTs, timed in what order, and when to stop (active
+refinement). The files timed come from :mod:`yoco_deploy.device.artifacts`; the profile
+directory itself is :mod:`yoco_deploy.device.profile_store`; remote devices,
 :mod:`yoco_deploy.device.remote_profile`.
 """
 
@@ -9,8 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
-import shutil
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -21,6 +18,10 @@ import numpy as np
 
 from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
+from yoco_deploy.device.artifacts import (
+    ArtifactBuilder,
+    export_work,
+)
 from yoco_deploy.device.profile_store import (
     ProfileError,
     ProfileSettings,
@@ -35,158 +36,6 @@ from yoco_deploy.runtime.runner import print_progress
 from yoco_deploy.space import SearchSpace
 
 
-def random_super_bert(space: SearchSpace, seed: int = 0):
-    """A super-BERT with random weights and the space's dimensions (for timing only)."""
-    import torch
-    from transformers import BertForSequenceClassification
-
-    from yoco_deploy.model.super_bert import SuperBert
-
-    config = space.dims.bert_config()
-    torch.manual_seed(seed)
-    return SuperBert(BertForSequenceClassification(config).eval(), space).eval()
-
-
-class ArtifactBuilder:
-    """Exports sub-BERTs in the deploy format into a work directory, on demand.
-
-    What is timed needs the right graph, not checked numbers: the export is not validated
-    against PyTorch unless ``validate`` (ship validates what it ships; the profile's
-    weights are random). ``prepare`` exports a stretch of sub-BERTs in ``workers``
-    processes at once, before that stretch is timed, so exports never run beside a
-    timing; ``build`` alone exports in this process."""
-
-    def __init__(
-        self,
-        space: SearchSpace,
-        fmt: str,
-        work: Path,
-        seed: int = 0,
-        validate: bool = False,
-        workers: int | None = None,
-    ):
-        self.space, self.fmt, self.seed, self.validate = space, fmt, seed, validate
-        self.workers = workers if workers is not None else min(2, os.cpu_count() or 1)
-        self.work = Path(work)
-        self.built: dict[str, Path] = {}
-        self._super_bert = None
-        self._pool = None
-
-    @property
-    def super_bert(self):
-        if self._super_bert is None:
-            self._super_bert = random_super_bert(self.space, self.seed)
-        return self._super_bert
-
-    def build(self, arch: Arch) -> Path:
-        """Export once; later calls (a drift re-measurement) reuse the file."""
-        if arch.arch_id not in self.built:
-            self.built[arch.arch_id] = _export_for_timing(
-                self.super_bert, arch, self.work / arch.arch_id, self.fmt, self.validate
-            )
-        return self.built[arch.arch_id]
-
-    def prepare(self, archs: list[Arch]) -> None:
-        """Export every arch not built yet, ``workers`` at a time; returns when all are."""
-        todo = list({a.arch_id: a for a in archs if a.arch_id not in self.built}.values())
-        if self.workers < 2 or len(todo) < 2 or not self.worth_workers():
-            for arch in todo:
-                self.build(arch)
-            return
-        if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawned, not forked: a fork of a process with torch's threads can hang
-            self._pool = ProcessPoolExecutor(
-                self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_worker_start,
-                initargs=(self.space, self.seed),
-            )
-        jobs = [
-            (arch, self._pool.submit(_worker_export, arch, self.work / arch.arch_id, self.fmt,
-                                     self.validate))
-            for arch in todo
-        ]  # fmt: skip
-        for arch, job in jobs:
-            self.built[arch.arch_id] = job.result()
-
-    def worth_workers(self) -> bool:
-        """A spawned worker takes seconds to start (torch's import, the random model):
-        worth it for models whose export takes as long (MiniLM's: 4 s), not for a tiny
-        test space's (a fraction of a second)."""
-        if self._pool is not None:
-            return True
-        from yoco_deploy.costs import arch_costs
-
-        return arch_costs(self.space.max_arch(), self.space.dims).params >= POOL_WORTH_PARAMS
-
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(cancel_futures=True)
-            self._pool = None
-
-    def release(self, arch_id: str) -> None:
-        self.built.pop(arch_id, None)
-        shutil.rmtree(self.work / arch_id, ignore_errors=True)
-        gc.collect()  # the exporter leaves large reference cycles behind
-
-
-def _export_for_timing(super_bert, arch: Arch, out: Path, fmt: str, validate: bool) -> Path:
-    from yoco_deploy.export.sub_bert import ExportOptions
-    from yoco_deploy.export.sub_bert import export_sub_bert as export
-    from yoco_deploy.export.to_onnx import OnnxSpec
-
-    # validated (when asked) at one small shape: the weights are random
-    spec = OnnxSpec(validation_shapes=((1, 16),))
-    options = ExportOptions.for_format(
-        fmt, int8_samples=4, save_model_dir=False, spec=spec, validate=validate
-    )
-    deploy = export(super_bert, arch, out, options).deploy_file
-    for other in out.iterdir():  # a stretch of exports waits on disk: keep only what is timed
-        if other != deploy and other.is_file():
-            other.unlink()
-    return deploy
-
-
-_WORKER: dict[str, Any] = {}
-POOL_WORTH_PARAMS = 5_000_000
-
-
-def _worker_start(space: SearchSpace, seed: int) -> None:
-    import torch
-
-    torch.set_num_threads(1)  # one export per core
-    _WORKER["super_bert"] = random_super_bert(space, seed)
-
-
-def _worker_export(arch: Arch, out: Path, fmt: str, validate: bool) -> Path:
-    return _export_for_timing(_WORKER["super_bert"], arch, out, fmt, validate)
-
-
-EXPORTS = ".exports"  # inside a profile (or remote bundle) folder
-
-
-@contextlib.contextmanager
-def export_work(folder: Path) -> Iterator[Path]:
-    """Where sub-BERTs are exported before they are timed: ``FOLDER/.exports``, emptied
-    when the work starts and removed when it ends. A killed profile once left its
-    exports, hundreds of MB, in a system temp folder that nothing cleaned; here the next
-    run of the same profile cleans them, and the profile's lock keeps the folder to one
-    process."""
-    work = Path(folder) / EXPORTS
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    try:
-        yield work
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-
-
-# ---- profiling, locally -------------------------------------------------------------------
-
-
 @dataclass
 class ProfileResult:
     path: Path
@@ -195,6 +44,7 @@ class ProfileResult:
     rounds: list[dict[str, Any]]
     wall_s: float
     set_aside: list[str] = field(default_factory=list)  # what --repair moved out of the log
+    graphs: str = "export"  # how the timed graphs were made: exported, or "cut" (slice_graph)
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "path": str(self.path)}
@@ -227,11 +77,25 @@ def profile_device(
     for _, seq_len in settings.shapes:
         space.dims.check_seq_len(seq_len)
     out = Path(out)
-    with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"):
+    with exclusive(out.with_name(out.name + ".lock"), f"profile folder {out}"), _frozen_heap():
         return _profile(
             space, out, name, settings, model, progress, until, near_ms, first_round, step,
             repair, backend, exclude, prior,
         )  # fmt: skip
+
+
+@contextlib.contextmanager
+def _frozen_heap() -> Iterator[None]:
+    """Everything alive when profiling starts (torch, transformers, the caller's objects)
+    is left out of garbage collection until it ends: each timing starts with a full
+    collection, which scanned that whole heap every time (0.35 s a call, a third of a
+    test profile's time). What becomes garbage meanwhile is collected after."""
+    gc.collect()
+    gc.freeze()
+    try:
+        yield
+    finally:
+        gc.unfreeze()
 
 
 def _profile(
@@ -249,7 +113,7 @@ def _profile(
         builder = ArtifactBuilder(space, settings.fmt, tmp, settings.seed)
         with contextlib.closing(builder):  # its export workers end with the profile
             first = min(settings.n, first_round or settings.n) if until else settings.n
-            done = {row["arch_id"] for row in log.latest().values()}
+            done = _at_every_shape(log, settings.shapes)
             # a resumed profile finishes its design; a larger --n adds only what it lacks
             # (a design of n is another Latin hypercube, not the old one plus n - old)
             fresh = [a for a in design.sample(first, exclude=set(exclude)) if a.arch_id not in done]
@@ -293,7 +157,18 @@ def _profile(
                 )
     measured = len({row["arch_id"] for row in log.latest().values()})
     wall = time.monotonic() - started
-    return ProfileResult(Path(out), written, measured, rounds, wall, log.set_aside)
+    return ProfileResult(
+        Path(out), written, measured, rounds, wall, log.set_aside, graphs=builder.method
+    )
+
+
+def _at_every_shape(log, shapes) -> set[str]:
+    """Sub-BERTs the profile holds at every shape asked for: a profile extended to more
+    shapes measures its earlier sub-BERTs at the new ones too."""
+    have: dict[str, set[tuple[int, int]]] = {}
+    for row in log.latest().values():
+        have.setdefault(row["arch_id"], set()).add((row["batch"], row["seq_len"]))
+    return {arch for arch, got in have.items() if set(map(tuple, shapes)) <= got}
 
 
 UNTIL_METRICS = {"within5": "min", "within10": "min", "kendall_tau": "min", "mape": "max"}

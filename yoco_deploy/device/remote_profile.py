@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from yoco_deploy import runtime
+from yoco_deploy.device.artifacts import ArtifactBuilder, export_work
 from yoco_deploy.device.profile_store import (
     DEVICE,
     DEVICE_SCHEMA,
@@ -26,7 +27,7 @@ from yoco_deploy.device.profile_store import (
     reference_arch,
     row_problem,
 )
-from yoco_deploy.device.profiling import ArtifactBuilder, ProfileSettings, Progress, export_work
+from yoco_deploy.device.profiling import ProfileSettings, Progress
 from yoco_deploy.device.sample_design import SpaceFillingDesign
 from yoco_deploy.space import SearchSpace
 

@@ -44,12 +44,30 @@ class DeviceStage(Strict):
         "stop-after-run", description="Idle worker threads; bundles run as profiled."
     )
     format: Format = Field("int8", description="fp32, fused, int8 (CPU) or fp16 (GPU).")
+    batch: list[int] = Field(
+        [1], min_length=1, description="Batch sizes to profile (a grid with seq_len)."
+    )
+    seq_len: list[int] | None = Field(
+        None, min_length=1, description="Sequence lengths to profile (default: max_seq_len)."
+    )
     predictor: str | None = Field(None, description="Use this fitted predictor; no profiling.")
     prior: str | None = Field(
         None,
         description="Another device's predictor (same space) to adapt: profiling stops at "
         "'until' as judged for the adapted predictor (from 10 sub-BERTs), and fit adapts it.",
     )
+
+    @field_validator("batch", "seq_len")
+    @classmethod
+    def _positive(cls, value: list[int] | None) -> list[int] | None:
+        if value is not None and any(v < 1 for v in value):
+            raise ValueError("batch sizes and sequence lengths are positive")
+        return value
+
+    def grid(self, max_seq_len: int) -> set[tuple[int, int]]:
+        """The (batch, seq_len) grid asked for (``Pipeline.profile_shapes`` adds the
+        targets' own shapes)."""
+        return {(b, s) for b in self.batch for s in self.seq_len or [max_seq_len]}
 
 
 class SearchStage(Strict):
@@ -93,6 +111,19 @@ class Pipeline(Strict):
         description="Distil each chosen sub-BERT alone before it ships: steps (300) or "
         "minutes (5min); kept only if better on the search split. Default: none.",
     )
+
+    def profile_shapes(self, device: DeviceStage) -> tuple[tuple[int, int], ...]:
+        """Where ``device`` is profiled: its grid and the shape of every target on it
+        with a latency budget (batch 1 and max_seq_len where a target names none), so
+        that each target's latency is predicted at a profiled shape."""
+        from yoco_deploy.deploy.budgets import parse_target
+
+        shapes = device.grid(self.max_seq_len)
+        for text in self.targets:
+            target = parse_target(text)
+            if target.name == device.name and target.needs_predictor:
+                shapes.add(target.shape(1, self.max_seq_len))
+        return tuple(sorted(shapes))
 
 
 def load_pipeline(path: Path, overrides: dict[str, Any] | None = None) -> Pipeline:
@@ -180,6 +211,8 @@ def _check_inputs(pipeline: Pipeline) -> None:
     from yoco_deploy.device.predictor import LatencyPredictor
 
     for device in pipeline.devices:
+        for _, seq_len in pipeline.profile_shapes(device):
+            space.dims.check_seq_len(seq_len)
         if device.predictor:
             LatencyPredictor.load(Path(device.predictor), space)
         if device.prior:

@@ -119,7 +119,16 @@ class PipelineRun:
             if d.predictor:
                 continue
             profile_dir = self.work / "profiles" / d.name
-            settings = {**d.model_dump(), "model": self.p.model, "seq": self.p.max_seq_len}
+            # the grid only when it is not the default, so that older runs keep their stages
+            grid = self.p.profile_shapes(d)
+            default = grid == ((1, self.p.max_seq_len),)
+            shape = {} if default else {"shapes": [list(x) for x in grid]}
+            settings = {
+                **d.model_dump(exclude={"batch", "seq_len"}),
+                "model": self.p.model,
+                "seq": self.p.max_seq_len,
+                **shape,
+            }
             stages.append(
                 Stage(
                     f"profile:{d.name}",
@@ -149,7 +158,7 @@ class PipelineRun:
         space = SearchSpace.from_config(load_config(self.p.model), self.p.train.get("space"))
         session = SessionSpec(threads=d.threads, spinning=d.spinning)
         settings = ProfileSettings(
-            n=d.n, shapes=((1, self.p.max_seq_len),), session=session, fmt=d.format
+            n=d.n, shapes=self.p.profile_shapes(d), session=session, fmt=d.format
         )
         prior = None
         if d.prior:
