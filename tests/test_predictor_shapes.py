@@ -68,6 +68,14 @@ def test_shapes_left_out_are_scored_and_recorded(grid):
     unseen = predictor.metrics["unseen_shapes"]
     assert unseen["shapes"] == ["2x16"]  # between two batches at its length
     assert unseen["n"] == 12 and unseen["within10"] >= 0.9
+    # the model kind is chosen by how it answers there, not by random folds
+    chosen = predictor.metrics["selection_unseen_shapes"]
+    assert predictor.metrics["chosen_by"] == "unseen shapes" and set(chosen) == {
+        "linear",
+        "gbrt",
+        "flops",
+    }
+    assert predictor.model["type"] == min(chosen, key=lambda k: chosen[k]["mape"])
 
 
 def test_a_shape_between_profiled_ones_is_predicted_and_flagged(grid):
