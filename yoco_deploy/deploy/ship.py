@@ -149,8 +149,10 @@ def ship_target(
     from yoco_deploy.util.atomic import check_writable
 
     check_writable(Path(out_dir), BudgetError)  # an unwritable --bundles fails now
-    # exported, timed, scored and stated at the target's own shape
-    settings = replace(settings, seq_len=cost_model.seq_len, batch=cost_model.batch)
+    # exported, timed, scored and stated at the target's own shape, where it names one
+    target = cost_model.target
+    settings = replace(settings, seq_len=target.seq_len or settings.seq_len,
+                       batch=target.batch or settings.batch)  # fmt: skip
     session = settings.session_for(cost_model)
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
