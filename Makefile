@@ -6,7 +6,7 @@ PIP    := $(PY) -m pip install -q -c constraints.txt
 # Tests and the demo never reach the model hub: bundled weights and local data only.
 OFFLINE := HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1
 
-.PHONY: demo test test-slow lint format docs bench-export bench-check bench-predictor bench-train bench-search bench-compress clean
+.PHONY: demo test test-slow lint format docs bench-export bench-check bench-predictor bench-train bench-search bench-compress bench-serve clean
 
 $(VENV)/.torch:
 	$(PYTHON) -m venv $(VENV)
@@ -29,7 +29,12 @@ demo: $(VENV)/.demo
 test: $(VENV)/.test lint
 	$(OFFLINE) $(PY) -m pytest -q
 
-test-slow: $(VENV)/.test
+# the serve extra (Ray Serve) too: tests/test_serve.py starts a bundle behind it
+$(VENV)/.serve: $(VENV)/.test pyproject.toml constraints.txt
+	$(PIP) -e '.[test,serve]'
+	touch $@
+
+test-slow: $(VENV)/.serve
 	$(OFFLINE) $(PY) -m pytest -q -m slow
 
 lint: $(VENV)/.test
@@ -71,6 +76,13 @@ bench-search: $(VENV)/.demo
 # resumable: rerun to continue (finished runs are logged in bench/results/compress_once.jsonl)
 bench-compress: $(VENV)/.demo
 	$(OFFLINE) $(PY) bench/compress_once.py --super sst2-minilm-super-first
+
+# the demo's super-BERT shipped for an edge and a server target, then the server bundle
+# behind Ray Serve under concurrent requests, batching on and off (a timing job)
+SERVER_TARGET := this-machine:latency=60%@batch=16,seq=128,p=99
+bench-serve: $(VENV)/.serve
+	$(OFFLINE) $(VENV)/bin/yoco-deploy quickstart --out demo-out -t "this-machine:latency=55%" -t "$(SERVER_TARGET)"
+	$(OFFLINE) $(PY) bench/serve_bundle.py demo-out/bundles/this-machine_latency_share-60pct_batch-16_seq-128_p-99
 
 clean:
 	rm -rf $(VENV) demo-out .pytest_cache .ruff_cache

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from yoco_deploy.arch import Arch
 from yoco_deploy.deploy.budgets import Target
 from yoco_deploy.deploy.per_target import DeployJob
-from yoco_deploy.deploy.polish import PolishError, PolishSpec, polish
+from yoco_deploy.deploy.polish import AUTO_SHARE, PolishError, PolishSpec, polish
 from yoco_deploy.deploy.ship import ShipSettings
 from yoco_deploy.deploy.supernet import SuperBertEvaluator, load_supernet
 from yoco_deploy.manifest import BundleManifest
@@ -47,7 +47,8 @@ def small(space) -> Arch:
 @pytest.mark.parametrize(
     "text, spec",
     [("300", PolishSpec(steps=300)), ("5min", PolishSpec(minutes=5.0)),
-     ("1.5m", PolishSpec(minutes=1.5)), ("0", None), ("off", None)],
+     ("1.5m", PolishSpec(minutes=1.5)), ("0", None), ("off", None),
+     ("auto", PolishSpec(share=AUTO_SHARE))],
 )  # fmt: skip
 def test_polish_values_parse(text, spec):
     assert PolishSpec.parse(text) == spec
@@ -70,6 +71,30 @@ def test_ship_with_a_bad_polish_is_one_error_line(supernet_dir, tmp_path):
     assert result.exit_code == 1 and len(lines) == 1, result.output
     assert lines[0].startswith("error: --polish 'lots'")
     assert not (tmp_path / "b").exists()
+
+
+def test_polish_is_on_by_default_as_a_share_of_the_super_berts_steps(supernet_dir):
+    net = load_supernet(str(supernet_dir))
+    assert ShipSettings().polish == ShipSettings.from_options().polish == PolishSpec.auto()
+    steps = PolishSpec.auto().steps_for(net, small(net.super_bert.space))
+    assert steps == max(1, round(AUTO_SHARE * net.record.steps)) and net.record.steps > 0
+
+
+def test_the_default_polish_skips_a_plain_bert_but_an_explicit_one_is_refused(tmp_path):
+    model_dir, data_dir = write_tiny_task(tmp_path / "plain")
+    net = load_supernet(str(model_dir), "sst2", data_dir, 16)
+    assert net.record is None
+    said = []
+    job = ship_job(tmp_path, PolishSpec.auto())
+    (cm,) = job.cost_models(net, searching=False)
+    arch = small(net.super_bert.space)
+    shipped = job.run_ship(net, cm, [arch], say=said.append)
+    assert shipped.manifest.polish is None
+    assert any(s.startswith("not polished (the default, auto)") for s in said), said
+    with pytest.raises(PolishError, match="no training record"):
+        ship_job(tmp_path / "explicit", PolishSpec(steps=3)).run_ship(
+            net, cm, [arch], lambda s: None
+        )
 
 
 def small_json() -> str:

@@ -17,6 +17,7 @@ import typer
 from yoco_deploy.cli import deploy as cli_deploy
 from yoco_deploy.cli import device as cli_profile
 from yoco_deploy.cli import pipeline as cli_pipeline
+from yoco_deploy.cli import serve as cli_serve
 from yoco_deploy.cli import train as cli_train
 from yoco_deploy.cli.common import ArchOpt, JsonOpt, ModelOpt, SpaceOpt, print_json, user_errors
 from yoco_deploy.cli.common import arch_arg as _arch
@@ -249,6 +250,7 @@ _COMMANDS = {
     **cli_train.COMMANDS,
     **cli_deploy.COMMANDS,
     **cli_pipeline.COMMANDS,
+    **cli_serve.COMMANDS,
 }
 for _name, _fn in _COMMANDS.items():
     app.command(_name)(_fn)

@@ -170,8 +170,13 @@ class DeployJob:
     def run_ship(self, net: Supernet, cm: CostModel, candidates: list[Arch], say=print) -> Shipped:
         """The first candidate, in rank order, that meets every budget as measured
         (polished first, when ``ship.polish`` asks)."""
+        from yoco_deploy.deploy.polish import unavailable
+
         polisher = None
-        if self.ship.polish is not None:
+        spec = self.ship.polish
+        if spec is not None and spec.is_auto and (reason := unavailable(net)) is not None:
+            say(f"not polished (the default, auto): {reason}")
+        elif spec is not None:
             from yoco_deploy.deploy.polish import polish
             from yoco_deploy.deploy.supernet import SuperBertEvaluator
 
@@ -179,7 +184,7 @@ class DeployJob:
             work = (self.polish_runs or self.bundles / ".polish") / cm.requested.slug()
 
             def polisher(arch: Arch):
-                return polish(net, arch, self.ship.polish, work, evaluator, say)
+                return polish(net, arch, spec, work, evaluator, say)
 
         return ship_target(
             net.super_bert, net.tokenizer, net.data, cm, candidates, self.bundles, self.ship,

@@ -43,7 +43,8 @@ class ShipSettings:
     protocol: runtime.Protocol = field(default_factory=runtime.Protocol)
     min_metric: float | None = None  # the quality floor; default: majority class + margin
     allow_weak: bool = False  # ship below the floor, with a warning in the manifest
-    polish: PolishSpec | None = None  # distil the chosen sub-BERT alone before it ships
+    # distil the chosen sub-BERT alone before it ships (auto: where it was trained here)
+    polish: PolishSpec | None = field(default_factory=PolishSpec.auto)
 
     @classmethod
     def from_options(
@@ -54,7 +55,7 @@ class ShipSettings:
         provider: str | None = None,
         threads: int | None = None,
         spinning: str | None = None,
-        polish: str | int | None = None,
+        polish: str | int | None = "auto",
         **rest: Any,
     ) -> ShipSettings:
         """Settings from the CLI's options or the pipeline's YAML, checked now: the format,
@@ -157,10 +158,10 @@ def ship_target(
     with tempfile.TemporaryDirectory(prefix="yoco-ship-reference-") as tmp:
         run = _ShipRun(super_bert, tokenizer, data, cost_model, settings, session, say)
         run.provenance = provenance(super_bert.space, cost_model.predictor, inputs)
-        if settings.polish is not None:
-            if polisher is None:
-                raise BudgetError("ship was asked to polish but given no way to (a polisher)")
+        if polisher is not None:
             run.polisher = polisher
+        elif settings.polish is not None and not settings.polish.is_auto:
+            raise BudgetError("ship was asked to polish but given no way to (a polisher)")
         run.reference = _reference_session(cost_model, run.backend, Path(tmp))
         run.calibrate_now()
         return run.ship(candidates, Path(out_dir))

@@ -107,9 +107,10 @@ class Pipeline(Strict):
     search: SearchStage = Field(default_factory=SearchStage)
     ship: ShipStage = Field(default_factory=ShipStage)
     polish: str | int | None = Field(
-        None,
-        description="Distil each chosen sub-BERT alone before it ships: steps (300) or "
-        "minutes (5min); kept only if better on the search split. Default: none.",
+        "auto",
+        description="Distil each chosen sub-BERT alone before it ships: steps (300), "
+        "minutes (5min), auto (18% of the super-BERT's training steps) or 0; kept only if "
+        "better on the search split. Default: auto.",
     )
 
     def profile_shapes(self, device: DeviceStage) -> tuple[tuple[int, int], ...]:
