@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import subprocess
 import sys
 import tempfile
@@ -99,11 +98,14 @@ def reference_file(manifest: dict, predictors: Path, folder: Path) -> Path | Non
 
 
 def runs_for(manifest: dict, runs: int) -> int:
-    """Enough runs for the manifest's statistic to rest on two runs above it."""
+    """At least the runs ship timed for the manifest's statistic (367 for a p99)."""
+    from yoco_deploy.deploy.ship_timing import runs_for as ship_runs
+    from yoco_deploy.runtime import Protocol
+
     stat = manifest.get("statistic", "median")
     if stat == "median":
         return runs
-    return max(runs, math.ceil(2 * 100 / (100 - float(stat[1:]))))
+    return max(runs, ship_runs(Protocol(), float(stat[1:])).min_runs)
 
 
 def bundle_pairs(rows: list[dict]) -> list[dict]:

@@ -720,8 +720,9 @@ def test_a_percentile_target_is_timed_and_stated_at_its_statistic(net, tmp_path,
     m = ship("tiny-cpu:latency=1000ms@seq=24,p=99", "p99")
     lat = m.measured_latency_ms
     assert m.statistic == "p99" and m.seq_len == 24 and m.target.endswith("@seq=24,p=99")
-    assert lat.runs >= 200 and lat.median == pytest.approx(2.0)
+    assert lat.runs >= 367 and lat.median == pytest.approx(2.0)
     assert lat.percentile == pytest.approx(6.0, rel=0.05)  # its slow runs are its tail
+    assert m.timing["interval_ms"][1] >= lat.percentile  # the p99's own interval, too
     assert m.throughput == pytest.approx(1000 / lat.median)
     median = ship("tiny-cpu:latency=3ms", "median").measured_latency_ms
     assert median.percentile is None and median.median == pytest.approx(2.0)
@@ -734,3 +735,27 @@ def test_a_target_shape_outside_the_profiled_one_is_refused_naming_the_range(net
     with pytest.raises(BudgetError, match=r"outside the shapes .* \(batch 1, seq_len 8 to 32\)"):
         cost_model(net, parse_target("tiny-cpu:latency=5ms@batch=4"))
     assert cost_model(net, parse_target("tiny-cpu:params=90M@batch=4")).batch == 4
+
+
+def test_a_percentiles_interval_covers_it_and_needs_enough_runs():
+    """The p99's 95% interval from order statistics holds the true p99 in about 95% of
+    draws, whatever the distribution; too few runs leave it without an upper end, and a
+    percentile target times enough runs for one."""
+    import math
+
+    import numpy as np
+
+    from yoco_deploy.deploy.ship_timing import runs_for, tail_interval
+
+    rng = np.random.default_rng(0)
+    true_p99 = math.log(100)  # of exponential(1) runs
+    hits = 0
+    for _ in range(400):
+        runs = rng.exponential(size=367)
+        _, lo, hi = tail_interval(runs, 99)
+        hits += lo * np.median(runs) <= true_p99 <= hi * np.median(runs)
+    assert 0.9 <= hits / 400 <= 1.0
+    assert tail_interval(rng.exponential(size=200), 99)[2] == math.inf
+    assert tail_interval(rng.exponential(size=50), None) == (1.0, 1.0, 1.0)
+    assert runs_for(runtime.Protocol(), 99).min_runs == 367
+    assert runs_for(runtime.Protocol(), 95).min_runs == 72

@@ -62,9 +62,14 @@ class Target:
         return self.batch or batch, self.seq_len or seq_len
 
     @property
+    def tail(self) -> float | None:
+        """The percentile a tail budget holds for (99 for ``p=99``); None for the median."""
+        return None if self.percentile in (None, 50) else self.percentile
+
+    @property
     def statistic(self) -> str:
         """``median`` or ``p99`` (a percentile of single runs)."""
-        return "median" if self.percentile in (None, 50) else f"p{self.percentile:g}"
+        return "median" if self.tail is None else f"p{self.tail:g}"
 
     @property
     def needs_predictor(self) -> bool:

@@ -77,14 +77,14 @@ class ShipClock:
     def reading(self, stats: runtime.Latency) -> tuple[float, float, float]:
         """The candidate's latency at the target's statistic and its 95% interval in ms:
         the ratio's median and interval, scaled by the reference speed, times (for a
-        percentile) the candidate's own runs' percentile over their median; without a
-        reference, its runs' median (or percentile)."""
+        percentile) the candidate's own runs' percentile over their median, its interval
+        widened by that percentile's own (``tail_interval``); without a reference, its
+        runs' median (or percentile)."""
         ref = self.reference_ms(stats)
-        tail = tail_ratio(stats.samples, self.base.target.percentile)
+        tail, tail_lo, tail_hi = tail_interval(stats.samples, self.base.target.percentile)
         if stats.rel is None or ref is None:
-            value = stats.median_ms * tail
-            return value, value, value
-        return stats.rel * ref * tail, stats.rel_lo * ref * tail, stats.rel_hi * ref * tail
+            return stats.median_ms * tail, stats.median_ms * tail_lo, stats.median_ms * tail_hi
+        return stats.rel * ref * tail, stats.rel_lo * ref * tail_lo, stats.rel_hi * ref * tail_hi
 
     def budget_ms(self, stats: runtime.Latency, model: CostModel) -> float | None:
         """The latency budget in ms at the ship-wide reference speed (a share of the max
@@ -129,24 +129,59 @@ class ShipClock:
 # ---- a percentile target -------------------------------------------------------------------
 
 
+CONFIDENCE = 0.95  # of a percentile's interval from order statistics
+
+
 def runs_for(protocol: runtime.Protocol, percentile: float | None) -> runtime.Protocol:
-    """Enough runs for the percentile to rest on at least two runs above it (200 for a
-    p99, 40 for a p95); the median needs no more than the protocol's."""
+    """Enough runs for a percentile's 95% interval to have an upper end (367 for a p99,
+    72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance);
+    the median needs no more than the protocol's."""
     if percentile is None or percentile == 50:
         return protocol
-    need = math.ceil(2 * 100 / (100 - percentile))
+    need = math.ceil(math.log((1 - CONFIDENCE) / 2) / math.log(percentile / 100))
     return replace(
         protocol,
         min_runs=max(protocol.min_runs, need),
         max_runs=max(protocol.max_runs, need),
         decide_runs=max(protocol.decide_runs, need),
-        max_seconds=max(protocol.max_seconds, 120.0),
+        max_seconds=max(protocol.max_seconds, 240.0),
     )
 
 
 def tail_ratio(samples, percentile: float | None) -> float:
     """The percentile of single runs over their median (1 for the median)."""
+    return tail_interval(samples, percentile)[0]
+
+
+def tail_interval(samples, percentile: float | None) -> tuple[float, float, float]:
+    """The percentile of single runs over their median, and its 95% interval: order
+    statistics chosen by the binomial law, which holds whatever the runs' distribution
+    (a p99 from 200 runs rests on its two slowest, which one noisy spell moves by 10%).
+    Too few runs for an upper end: infinity. (1, 1, 1) for the median."""
     if percentile is None or percentile == 50 or len(samples) == 0:
-        return 1.0
-    runs = np.asarray(samples, dtype=float)
-    return float(np.percentile(runs, percentile) / np.median(runs))
+        return 1.0, 1.0, 1.0
+    runs = np.sort(np.asarray(samples, dtype=float))
+    median = float(np.median(runs))
+    n, p = len(runs), percentile / 100
+    below = _binomial_cdf(n, p)  # below[k]: chance that at most k runs fall under it
+    tail = (1 - CONFIDENCE) / 2
+    # [X_(l), X_(u)] (1-based) holds the percentile when between l and u-1 runs are below
+    upper = next((k for k in range(1, n + 1) if below[k - 1] >= 1 - tail), None)
+    lower = max((k for k in range(1, n + 1) if below[k - 1] <= tail), default=None)
+    lo = runs[lower - 1] / median if lower else 0.0
+    hi = runs[upper - 1] / median if upper else math.inf
+    return float(np.percentile(runs, percentile) / median), float(lo), float(hi)
+
+
+def _binomial_cdf(n: int, p: float) -> list[float]:
+    """P(Binomial(n, p) <= k) for k = 0..n, in log space (n in the thousands is fine)."""
+    logs = [
+        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
+        + k * math.log(p) + (n - k) * math.log1p(-p)
+        for k in range(n + 1)
+    ]  # fmt: skip
+    out, total = [], 0.0
+    for value in logs:
+        total += math.exp(value)
+        out.append(min(total, 1.0))
+    return out
