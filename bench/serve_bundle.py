@@ -26,14 +26,14 @@ import time
 from pathlib import Path
 
 import numpy as np
-from _common import RESULTS, machine_info
+from _common import RESULTS, ROOT, machine_info
 
-DEV = Path(__file__).resolve().parents[2] / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
+DEV = ROOT.parent / "shared" / "data" / "glue" / "SST-2" / "dev.tsv"
 
 
-def long_texts(bundle, n: int) -> list[str]:
+def long_texts(bundle, n: int, dev: Path) -> list[str]:
     """``n`` texts of at least the bundle's sequence length in tokens, from SST-2 dev."""
-    sentences = [line.split("\t")[0] for line in DEV.read_text().splitlines()[1:]]
+    sentences = [line.split("\t")[0] for line in dev.read_text().splitlines()[1:]]
     seq = bundle.manifest.seq_len
     texts, i = [], 0
     while len(texts) < n:
@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="Requests in flight (default: twice the target's batch).")  # fmt: skip
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=64)
+    parser.add_argument("--dev", type=Path, default=DEV, help="SST-2 dev.tsv (the texts).")
     parser.add_argument("--out", type=Path, default=RESULTS / "serve_bundle.json")
     args = parser.parse_args(argv)
 
@@ -93,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     bundle = load_bundle(args.bundle)
     m = bundle.manifest
     concurrency = args.concurrency or 2 * m.batch
-    texts = long_texts(bundle, args.requests)
+    texts = long_texts(bundle, args.requests, args.dev)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]

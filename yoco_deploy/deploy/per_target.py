@@ -133,7 +133,8 @@ class DeployJob:
         ]
         if self.calibrate:
             models = _calibrated(models, say)
-        models = [_with_tail(cm, say) for cm in models]
+        if searching:  # ship times each candidate's own tail (ShipRun.calibrate_now)
+            models = [_with_tail(cm, say) for cm in models]
         for cm in models:
             if searching:
                 cm.check_achievable()
@@ -219,7 +220,8 @@ def _with_tail(cm: CostModel, say) -> CostModel:
     from yoco_deploy.deploy.ship_timing import runs_for, tail_ratio
     from yoco_deploy.device.calibrate import reference_latency
 
-    runs = reference_latency(cm.predictor, cm.batch, cm.seq_len, runs_for(Protocol(), p))
+    protocol = runs_for(Protocol(), p, interval=False)  # a point estimate steers a search
+    runs = reference_latency(cm.predictor, cm.batch, cm.seq_len, protocol)
     tail = tail_ratio(runs.samples, p)
     say(
         f"{cm.target.name}: at batch {cm.batch} x seq {cm.seq_len} the reference model's "

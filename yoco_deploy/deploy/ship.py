@@ -347,8 +347,7 @@ class _ShipRun:
         if "latency" in self.model.target.broken(measured):
             self.over_budget = arch
         self._reject(arch, "; ".join(broken), measured_ms=timed.latency_ms)
-        tail = timed.checked_ms != timed.latency_ms
-        bound = f", the upper end of its {self.target.statistic}" if tail else ""
+        bound = f", the upper end of its {self.target.statistic}" * (self.target.tail is not None)
         self.say(f"{self.target.name}: {arch.short()} rejected ({'; '.join(broken)}{bound}); next")
         return False
 

@@ -41,7 +41,11 @@ def bundle_manifest(run, name: str, arch: Arch, report, timed, metric: dict[str,
         predicted_latency_ms=base.costs(arch).get("latency"),
         # the ship-wide latency; p90 and cv are the candidate's own runs' spread
         measured_latency_ms=MeasuredLatency(
-            median, stats.p90_ms, stats.cv, stats.runs, None if tail == 1 else timed.latency_ms
+            median,
+            stats.p90_ms,
+            stats.cv,
+            stats.runs,
+            None if base.target.tail is None else timed.latency_ms,
         ),
         device=base.target.name,
         machine=runtime.host_fingerprint(),

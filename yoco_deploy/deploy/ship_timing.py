@@ -132,13 +132,19 @@ class ShipClock:
 CONFIDENCE = 0.95  # of a percentile's interval from order statistics
 
 
-def runs_for(protocol: runtime.Protocol, percentile: float | None) -> runtime.Protocol:
+def runs_for(
+    protocol: runtime.Protocol, percentile: float | None, interval: bool = True
+) -> runtime.Protocol:
     """Enough runs for a percentile's 95% interval to have an upper end (367 for a p99,
-    72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance);
-    the median needs no more than the protocol's."""
+    72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance), or
+    without ``interval`` for a point estimate resting on two runs above it (200 for a
+    p99); the median needs no more than the protocol's."""
     if percentile is None or percentile == 50:
         return protocol
-    need = math.ceil(math.log((1 - CONFIDENCE) / 2) / math.log(percentile / 100))
+    if interval:
+        need = math.ceil(math.log((1 - CONFIDENCE) / 2) / math.log(percentile / 100))
+    else:
+        need = math.ceil(2 * 100 / (100 - percentile))
     return replace(
         protocol,
         min_runs=max(protocol.min_runs, need),

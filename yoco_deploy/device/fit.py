@@ -175,7 +175,11 @@ def fit_profile(
         points[split] = (split_data.ms, pred)
     if n_hold:  # the shipped model uses every measurement
         model = _refit(model, data, dims, seed)
-    metrics["unseen_shapes"] = unseen_shapes(model, data, dims, references, reference, seed)
+    by_shape = metrics.get("selection_unseen_shapes", {})
+    if not n_hold and model["type"] in by_shape:  # the same fit on the same data: reuse it
+        metrics["unseen_shapes"] = by_shape[model["type"]]
+    else:
+        metrics["unseen_shapes"] = unseen_shapes(model, data, dims, references, reference, seed)
     predictor = LatencyPredictor(
         model=model,
         space=device["space"],
