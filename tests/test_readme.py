@@ -37,6 +37,10 @@ NOT_HERE = {
     # edge and a server target the same way, on a tiny model
     'yoco-deploy quickstart --out demo-out -t "this-machine:latency=55%" '
     '-t "this-machine:latency=60%@batch=16,seq=128,p=99"',
+    # a server until Ctrl-C, and a request to it: tests/test_serve.py starts one on a
+    # shipped bundle, sends it requests and stops it
+    "yoco-deploy serve bundles/<bundle> --port 8000",
+    """curl -d '{"text": "a gripping, funny film"}' http://127.0.0.1:8000/""",
 }
 
 MINILM_ARCH = json.dumps(

@@ -135,7 +135,7 @@ CONFIDENCE = 0.95  # of a percentile's interval from order statistics
 def runs_for(
     protocol: runtime.Protocol, percentile: float | None, interval: bool = True
 ) -> runtime.Protocol:
-    """Enough runs for a percentile's 95% interval to have an upper end (367 for a p99,
+    """Enough runs for a percentile's 95% interval to have an upper end (368 for a p99,
     72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance), or
     without ``interval`` for a point estimate resting on two runs above it (200 for a
     p99); the median needs no more than the protocol's."""
