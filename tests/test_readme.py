@@ -100,7 +100,7 @@ def tiny_command(command: str, work: Path, model: Path, data: Path) -> str:
     for old, new in substitutions(work, model, data):
         command = command.replace(old, new)
     if "<bundle>" in command:
-        bundle = next(p for p in (work / "bundles").iterdir() if p.is_dir())
+        bundle = next(p.parent for p in (work / "bundles").glob("*/manifest.json"))
         command = command.replace("bundles/<bundle>", str(bundle))
     return command
 

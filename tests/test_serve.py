@@ -31,13 +31,13 @@ def test_serve_without_ray_is_one_error_line(bundle, monkeypatch):
     assert_one_line_error(run("serve", bundle), "pip install 'yoco-deploy[serve]'")
 
 
+@pytest.mark.slow  # needs the serve extra, which make test-slow installs
 def test_serve_refuses_a_folder_that_is_not_a_bundle(tmp_path):
-    pytest.importorskip("ray")
     assert_one_line_error(run("serve", tmp_path), str(tmp_path))
 
 
+@pytest.mark.slow
 def test_serve_refuses_a_port_in_use(bundle):
-    pytest.importorskip("ray")
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
@@ -93,7 +93,11 @@ def test_serve_batches_requests_and_answers_as_the_bundle_does(bundle, tmp_path)
             assert status == 400 and "error" in answer, (bad, answer)
     finally:
         server.send_signal(signal.SIGINT)
-        code = server.wait(timeout=120)
+        try:
+            code = server.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            code = None
         log.close()
     output = (tmp_path / "serve.log").read_text()
     assert code == 0 and "stopping" in output and "Traceback" not in output, output

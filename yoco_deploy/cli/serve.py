@@ -71,8 +71,8 @@ def serve(
                 err=True,
             )
             try:
-                while True:
-                    time.sleep(3600)
+                while True:  # short sleeps: Ctrl-C may land on one of Ray's threads, and
+                    time.sleep(0.5)  # Python runs its handler when the main thread wakes
             except KeyboardInterrupt:
                 typer.echo("stopping", err=True)
         finally:
