@@ -184,7 +184,7 @@ def plain_transformers_logits(path, x, tmp_path):
     return torch.load(tmp_path / "out.pt", weights_only=True)
 
 
-def ship_tiny_bundle(model_dir, data, folder, arch=None):
+def ship_tiny_bundle(model_dir, data, folder, arch=None, fmt="int8"):
     """A bundle shipped from the tiny BERT under a parameter budget (no latency predictor;
     an untrained model, so the quality floor is 0)."""
     from yoco_deploy.deploy.budgets import CostModel, Target
@@ -198,7 +198,7 @@ def ship_tiny_bundle(model_dir, data, folder, arch=None):
     target = Target("tiny-cpu", {"params": 1e9})
     return ship_target(
         sb, load_tokenizer(str(model_dir)), data, CostModel(target, sb.space),
-        [arch or sb.space.min_arch()], folder, ShipSettings(seq_len=16, min_metric=0.0),
+        [arch or sb.space.min_arch()], folder, ShipSettings(fmt=fmt, seq_len=16, min_metric=0.0),
         say=lambda s: None,
     )  # fmt: skip
 

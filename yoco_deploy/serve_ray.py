@@ -94,6 +94,8 @@ def _texts_of(body: Any) -> tuple[list[str], str | None]:
     texts = [body["text"]] if "text" in body else body["texts"]
     if not isinstance(texts, list) or not all(isinstance(t, str) for t in texts):
         return [], '"text" must be a string and "texts" a list of strings'
+    if not all(t.strip() for t in texts):  # in a batch, its error would fail its neighbours
+        return [], "every text must hold something besides spaces"
     if not 1 <= len(texts) <= MAX_TEXTS:
         return [], f'"texts" must hold 1 to {MAX_TEXTS} strings, got {len(texts)}'
     return texts, None

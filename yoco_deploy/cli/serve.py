@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Annotated
@@ -59,15 +61,23 @@ def serve(
             batch_wait_timeout_s=batch_wait_ms / 1000,
             replicas=replicas,
         )  # fmt: skip  (the bundle is opened and checked here, before Ray starts)
-        _check_port(host, port)
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+        # on a cluster RAY_ADDRESS names, only this app is removed at the end: Serve and
+        # the other apps there are not this command's to stop
+        joined = bool(os.environ.get("RAY_ADDRESS"))
+        if not joined:
+            _check_port(host, port)
+        name = f"yoco-{app_name(bundle)}"
         try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
             ray_serve.start(http_options={"host": host, "port": port})
-            ray_serve.run(serve_ray.application(bundle, settings), blocking=False)
+            try:
+                ray_serve.run(serve_ray.application(bundle, settings), name=name, blocking=False)
+            except (RuntimeError, TimeoutError) as err:  # a replica that failed to start
+                raise YocoError(f"Ray Serve could not start {bundle}: {err}") from None
+            where = "the cluster's Serve address" if joined else f"http://{host}:{port}/"
             typer.echo(
-                f"serving {bundle} at http://{host}:{port}/ (batches of up to "
-                f"{settings.max_batch_size}, {replicas} replica{'s' * (replicas > 1)}); "
-                "Ctrl-C stops",
+                f"serving {bundle} at {where} (batches of up to {settings.max_batch_size}, "
+                f"{replicas} replica{'s' * (replicas > 1)}); Ctrl-C stops",
                 err=True,
             )
             try:
@@ -76,8 +86,18 @@ def serve(
             except KeyboardInterrupt:
                 typer.echo("stopping", err=True)
         finally:
-            ray_serve.shutdown()
-            ray.shutdown()
+            if ray.is_initialized():
+                if joined:
+                    with contextlib.suppress(Exception):
+                        ray_serve.delete(name)
+                else:
+                    ray_serve.shutdown()
+                ray.shutdown()
+
+
+def app_name(bundle: Path) -> str:
+    """The Serve application's name: the bundle folder's, cut to what Ray shows."""
+    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(bundle).name)[:60]
 
 
 def _check_port(host: str, port: int) -> None:
@@ -87,8 +107,11 @@ def _check_port(host: str, port: int) -> None:
     from yoco_deploy.errors import YocoError
 
     try:
-        with socket.socket() as s:
-            s.bind((host, port))
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            # as Ray's proxy binds: a port held only by closed connections is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
     except OSError as err:
         raise YocoError(
             f"cannot listen on {host}:{port} ({err.strerror}): pick another --port or --host"

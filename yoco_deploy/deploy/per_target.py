@@ -175,7 +175,7 @@ class DeployJob:
 
         polisher = None
         spec = self.ship.polish
-        if spec is not None and spec.is_auto and (reason := unavailable(net)) is not None:
+        if spec is not None and spec.is_auto and (reason := unavailable(net, spec)) is not None:
             say(f"not polished (the default, auto): {reason}")
         elif spec is not None:
             from yoco_deploy.deploy.polish import polish

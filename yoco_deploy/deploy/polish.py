@@ -124,13 +124,15 @@ def polish_config(net, arch: Arch, steps: int, spec: PolishSpec, out: Path) -> d
     }  # fmt: skip
 
 
-def unavailable(net) -> str | None:
-    """Why ``net`` cannot be polished here (None: it can)."""
-    if net.record is None or not net.record.steps:
+def unavailable(net, spec: PolishSpec | None = None) -> str | None:
+    """Why ``net`` cannot be polished here as ``spec`` asks (None: it can)."""
+    if net.record is None:
         return (
             f"{net.source} is not a super-BERT trained by yoco-deploy (no training record): "
             "polish needs its teacher, data and loss"
         )
+    if spec is not None and spec.is_auto and not net.record.steps:
+        return f"{net.source}'s training record has no step count to take a share of"
     base = net.record.config
     teacher = base.get("teacher") or base.get("model")
     if not teacher or not Path(str(teacher)).exists():
@@ -148,7 +150,7 @@ def polish(net, arch: Arch, spec: PolishSpec, work: Path, evaluator, say=print) 
     from yoco_deploy.train.config import parse_config
     from yoco_deploy.train.trainer import Trainer
 
-    if (reason := unavailable(net)) is not None:
+    if (reason := unavailable(net, spec)) is not None:
         raise PolishError(f"{reason}; ship without --polish")
     steps = spec.steps_for(net, arch)
     settings = polish_config(net, arch, steps, spec, Path("."))

@@ -326,9 +326,10 @@ class _ShipRun:
         rounds = self.clock.record(stats, clear)
         budget_ms = self.clock.budget_ms(stats, self.model)
         self.clock.keep(stats)
-        calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms)
-        self.model = corrected or self.model
         tail = self.target.tail is not None
+        checked_ms = hi_ms if tail else latency_ms
+        calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms, checked_ms)
+        self.model = corrected or self.model
         if not clear:
             self.say(
                 f"warning: {self.target.name}: {arch.short()} measured {latency_ms:.3f} ms "
@@ -336,7 +337,7 @@ class _ShipRun:
                 f"{stats.rounds} rounds: the machine's noise leaves the budget unsettled; "
                 f"{'the upper end' if tail else 'the median'} decides"
             )
-        return _Timed(stats, latency_ms, {**calibrated, **rounds}, hi_ms if tail else latency_ms)
+        return _Timed(stats, latency_ms, {**calibrated, **rounds}, checked_ms)
 
     def _within_budgets(self, arch: Arch, built: _Built, timed: _Timed) -> bool:
         """Every budget against what was measured (the latency) or written (the file)."""

@@ -42,17 +42,19 @@ class ShipClock:
         )
 
     def calibrate(
-        self, arch: Arch, stats: runtime.Latency, latency_ms: float
+        self, arch: Arch, stats: runtime.Latency, latency_ms: float, checked_ms: float
     ) -> tuple[dict[str, Any], CostModel | None]:
         """The prediction at the ship-wide reference speed (the manifest's ``timing``),
         and the cost model corrected by every measurement so far (None without a
-        predictor or a reference)."""
+        predictor or a reference). The correction is by ``checked_ms``, what the budget
+        is held against (a tail target's upper end), so that the candidates it steers to
+        next are ones that can pass."""
         ref = self.reference_ms()
         if self.base.predictor is None or stats.ref_ms is None or ref is None:
             return {}, None
         now = self.base.recalibrated(ref)
         calibrated = now.costs(arch)["latency"]
-        self.ratios.append(latency_ms / calibrated)
+        self.ratios.append(checked_ms / calibrated)
         correction = float(np.median(self.ratios))
         return {
             "reference_ms": ref,
