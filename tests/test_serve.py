@@ -97,7 +97,9 @@ def test_serve_batches_requests_and_answers_as_the_bundle_does(bundle, tmp_path)
             status, answer = _post(url, bad)
             assert status == 400 and "error" in answer, (bad, answer)
     finally:
-        server.send_signal(signal.SIGINT)
+        # SIGTERM, as a service manager stops it (Ctrl-C's SIGINT is ignored by a
+        # process started in the background, as CI may start this suite)
+        server.send_signal(signal.SIGTERM)
         try:
             code = server.wait(timeout=60)
         except subprocess.TimeoutExpired:

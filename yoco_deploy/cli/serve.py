@@ -35,7 +35,7 @@ def serve(
     ] = 5.0,
     replicas: Annotated[int, typer.Option(min=1, help="Replicas (across a Ray cluster).")] = 1,
 ) -> None:
-    """Serve a bundle over HTTP with Ray Serve until Ctrl-C.
+    """Serve a bundle over HTTP with Ray Serve until Ctrl-C (or SIGTERM).
 
     `POST /` with `{"text": "..."}` answers `{"label": ..., "score": ...}`; with
     `{"texts": [...]}` a list of them. Concurrent requests are batched by Ray Serve's
@@ -69,6 +69,7 @@ def serve(
         name = f"yoco-{app_name(bundle)}"
         try:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
+            _stop_on_signals()  # after Ray's own handlers, which abort on SIGTERM
             ray_serve.start(http_options={"host": host, "port": port})
             try:
                 ray_serve.run(serve_ray.application(bundle, settings), name=name, blocking=False)
@@ -77,7 +78,7 @@ def serve(
             where = "the cluster's Serve address" if joined else f"http://{host}:{port}/"
             typer.echo(
                 f"serving {bundle} at {where} (batches of up to {settings.max_batch_size}, "
-                f"{replicas} replica{'s' * (replicas > 1)}); Ctrl-C stops",
+                f"{replicas} replica{'s' * (replicas > 1)}); Ctrl-C or SIGTERM stops",
                 err=True,
             )
             try:
@@ -93,6 +94,21 @@ def serve(
                 else:
                     ray_serve.shutdown()
                 ray.shutdown()
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM end the wait below, so Serve and Ray are shut down (Ray's core
+    installs a SIGTERM handler that aborts; a process started in the background by a
+    shell inherits SIGINT ignored)."""
+    import signal
+
+    from yoco_deploy.errors import Terminated
+
+    def stop(signum, frame):
+        raise Terminated
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def app_name(bundle: Path) -> str:

@@ -326,8 +326,7 @@ class _ShipRun:
         rounds = self.clock.record(stats, clear)
         budget_ms = self.clock.budget_ms(stats, self.model)
         self.clock.keep(stats)
-        tail = self.target.tail is not None
-        checked_ms = hi_ms if tail else latency_ms
+        checked_ms = hi_ms if (tail := self.target.tail is not None) else latency_ms
         calibrated, corrected = self.clock.calibrate(arch, stats, latency_ms, checked_ms)
         self.model = corrected or self.model
         if not clear:
