@@ -171,7 +171,9 @@ def tail_interval(samples, percentile: float | None) -> tuple[float, float, floa
     runs = np.sort(np.asarray(samples, dtype=float))
     median = float(np.median(runs))
     n, p = len(runs), percentile / 100
-    below = _binomial_cdf(n, p)  # below[k]: chance that at most k runs fall under it
+    from scipy.stats import binom
+
+    below = binom.cdf(np.arange(n + 1), n, p)  # below[k]: chance at most k runs fall under it
     tail = (1 - CONFIDENCE) / 2
     # [X_(l), X_(u)] (1-based) holds the percentile when between l and u-1 runs are below
     upper = next((k for k in range(1, n + 1) if below[k - 1] >= 1 - tail), None)
@@ -179,17 +181,3 @@ def tail_interval(samples, percentile: float | None) -> tuple[float, float, floa
     lo = runs[lower - 1] / median if lower else 0.0
     hi = runs[upper - 1] / median if upper else math.inf
     return float(np.percentile(runs, percentile) / median), float(lo), float(hi)
-
-
-def _binomial_cdf(n: int, p: float) -> list[float]:
-    """P(Binomial(n, p) <= k) for k = 0..n, in log space (n in the thousands is fine)."""
-    logs = [
-        math.lgamma(n + 1) - math.lgamma(k + 1) - math.lgamma(n - k + 1)
-        + k * math.log(p) + (n - k) * math.log1p(-p)
-        for k in range(n + 1)
-    ]  # fmt: skip
-    out, total = [], 0.0
-    for value in logs:
-        total += math.exp(value)
-        out.append(min(total, 1.0))
-    return out
