@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import socket
 import time
 from pathlib import Path
 
@@ -84,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from ray import serve
 
     from yoco_deploy import load_bundle
-    from yoco_deploy.serve_ray import ServeSettings, application
+    from yoco_deploy.serve_ray import ServeSettings, application, free_port
 
     if not (args.bundle / "manifest.json").is_file():  # a target's folder: its one bundle
         found = sorted(p.parent for p in args.bundle.glob("*/manifest.json"))
@@ -95,9 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     m = bundle.manifest
     concurrency = args.concurrency or 2 * m.batch
     texts = long_texts(bundle, args.requests, args.dev)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     url = f"http://127.0.0.1:{port}/"

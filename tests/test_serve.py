@@ -48,12 +48,6 @@ def test_serve_refuses_a_port_in_use(bundle):
         assert_one_line_error(run("serve", bundle, "--port", port), f"127.0.0.1:{port}")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _post(url: str, body: bytes) -> tuple[int, object]:
     request = urllib.request.Request(url, data=body, headers={"Content-Type": "application/json"})
     try:
@@ -66,8 +60,9 @@ def _post(url: str, body: bytes) -> tuple[int, object]:
 @pytest.mark.slow
 def test_serve_batches_requests_and_answers_as_the_bundle_does(bundle, tmp_path):
     from yoco_deploy import load_bundle
+    from yoco_deploy.serve_ray import free_port
 
-    port = _free_port()
+    port = free_port()
     log = (tmp_path / "serve.log").open("w")
     server = subprocess.Popen(
         [sys.executable, "-m", "yoco_deploy.cli", "serve", str(bundle), "--port", str(port),
@@ -108,3 +103,12 @@ def test_serve_batches_requests_and_answers_as_the_bundle_does(bundle, tmp_path)
         log.close()
     output = (tmp_path / "serve.log").read_text()
     assert code == 0 and "stopping" in output and "Traceback" not in output, output
+
+
+@pytest.mark.slow
+def test_the_app_is_named_after_its_bundle_folder():
+    pytest.importorskip("ray")
+    from yoco_deploy.serve_ray import app_name
+
+    assert app_name("bundles/sst2 edge@p99") == "yoco-sst2-edge-p99"
+    assert len(app_name("b" * 300)) == len("yoco-") + 60

@@ -7,7 +7,7 @@ shape the bundle's latency budget was measured at. Nothing sits between the HTTP
 and ``Bundle.classify`` but Ray. Replicas scale across a Ray cluster (``replicas``).
 
     yoco-deploy serve bundles/BUNDLE                                  # the CLI
-    serve run yoco_deploy.serve_ray:app_builder bundle=bundles/BUNDLE  # Ray's own CLI
+    serve run --name yoco-BUNDLE yoco_deploy.serve_ray:app_builder bundle=bundles/BUNDLE
 
 A request is ``POST /`` with ``{"text": "..."}`` (one class) or ``{"texts": [...]}`` (a
 list of them); each class is ``{"label": NAME, "score": P}``.
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -125,3 +126,34 @@ def app_builder(args: dict[str, str]):
         raise ValueError(f"unknown arguments {sorted(unknown)}: bundle, {', '.join(numbers)}")
     given = {k: numbers[k](v) for k, v in args.items() if k in numbers}
     return application(args["bundle"], ServeSettings.for_bundle(args["bundle"], **given))
+
+
+def app_name(bundle: str | Path) -> str:
+    """The Serve application's name: ``yoco-`` and the bundle folder's, cut to what Ray
+    shows (on a shared cluster, what ``yoco-deploy serve`` removes when it stops)."""
+    folder = "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(bundle).name)
+    return f"yoco-{folder[:60]}"
+
+
+def check_port(host: str, port: int) -> None:
+    """A port Ray Serve's proxy could not bind fails now: Ray would retry it forever."""
+    from yoco_deploy.errors import YocoError
+
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+        with socket.socket(family, kind, proto) as s:
+            # as Ray's proxy binds: a port held only by closed connections is free
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(address)
+    except OSError as err:
+        raise YocoError(
+            f"cannot listen on {host}:{port} ({err.strerror}): pick another --port or --host"
+        ) from None
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A port free on ``host`` now, as the operating system picks one (for a test or a
+    benchmark: another process may take it before Serve binds it)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]

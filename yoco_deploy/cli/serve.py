@@ -65,8 +65,8 @@ def serve(
         # the other apps there are not this command's to stop
         joined = bool(os.environ.get("RAY_ADDRESS"))
         if not joined:
-            _check_port(host, port)
-        name = f"yoco-{app_name(bundle)}"
+            serve_ray.check_port(host, port)
+        name = serve_ray.app_name(bundle)
         try:
             ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False)
             _stop_on_signals()  # after Ray's own handlers, which abort on SIGTERM
@@ -109,29 +109,6 @@ def _stop_on_signals() -> None:
 
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
-def app_name(bundle: Path) -> str:
-    """The Serve application's name: the bundle folder's, cut to what Ray shows."""
-    return "".join(c if c.isalnum() or c in "-_." else "-" for c in Path(bundle).name)[:60]
-
-
-def _check_port(host: str, port: int) -> None:
-    """A port Ray Serve's proxy could not bind fails now: Ray would retry it forever."""
-    import socket
-
-    from yoco_deploy.errors import YocoError
-
-    try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
-        with socket.socket(family, kind, proto) as s:
-            # as Ray's proxy binds: a port held only by closed connections is free
-            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            s.bind(address)
-    except OSError as err:
-        raise YocoError(
-            f"cannot listen on {host}:{port} ({err.strerror}): pick another --port or --host"
-        ) from None
 
 
 COMMANDS = {"serve": serve}

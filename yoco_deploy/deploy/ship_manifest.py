@@ -9,7 +9,6 @@ from typing import Any
 
 from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
-from yoco_deploy.deploy.ship_timing import tail_ratio
 from yoco_deploy.manifest import BundleManifest, MeasuredLatency
 from yoco_deploy.model.loading import BASE_MODEL_KEY
 from yoco_deploy.train.data import GLUE_HUB
@@ -26,8 +25,7 @@ def bundle_manifest(run, name: str, arch: Arch, report, timed, metric: dict[str,
     if timed.record.get("budget_ms") is not None:  # a share, at the speed it was timed at
         budget_ms = budgets["latency"] = timed.record["budget_ms"]
     stats, data = timed.stats, run.data
-    tail = tail_ratio(stats.samples, base.target.percentile)
-    median = timed.latency_ms / tail  # the stated latency at the statistic, back to the median
+    median = timed.median_ms
     hub = data.source == GLUE_HUB  # a local folder is named, its path kept private
     return BundleManifest(
         target=base.requested.label(),  # as asked: a share stays one

@@ -14,13 +14,23 @@ from __future__ import annotations
 
 import math
 from dataclasses import replace
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from yoco_deploy import runtime
 from yoco_deploy.arch import Arch
 from yoco_deploy.deploy.budgets import CostModel
+
+
+class Reading(NamedTuple):
+    """A candidate's latency in ms at the target's statistic, its 95% interval, and the
+    same latency at the median (what the manifest's throughput rests on)."""
+
+    ms: float
+    lo_ms: float
+    hi_ms: float
+    median_ms: float
 
 
 class ShipClock:
@@ -76,7 +86,7 @@ class ShipClock:
         pool = pool or self.alone
         return float(np.median(pool)) if pool else None
 
-    def reading(self, stats: runtime.Latency) -> tuple[float, float, float]:
+    def reading(self, stats: runtime.Latency) -> Reading:
         """The candidate's latency at the target's statistic and its 95% interval in ms:
         the ratio's median and interval, scaled by the reference speed, times (for a
         percentile) the candidate's own runs' percentile over their median, its interval
@@ -85,8 +95,10 @@ class ShipClock:
         ref = self.reference_ms(stats)
         tail, tail_lo, tail_hi = tail_interval(stats.samples, self.base.target.percentile)
         if stats.rel is None or ref is None:
-            return stats.median_ms * tail, stats.median_ms * tail_lo, stats.median_ms * tail_hi
-        return stats.rel * ref * tail, stats.rel_lo * ref * tail_lo, stats.rel_hi * ref * tail_hi
+            mid = lo = hi = stats.median_ms
+        else:
+            mid, lo, hi = stats.rel * ref, stats.rel_lo * ref, stats.rel_hi * ref
+        return Reading(mid * tail, lo * tail_lo, hi * tail_hi, mid)
 
     def budget_ms(self, stats: runtime.Latency, model: CostModel) -> float | None:
         """The latency budget in ms at the ship-wide reference speed (a share of the max
@@ -100,12 +112,12 @@ class ShipClock:
         budget = self.budget_ms(stats, model)
         if budget is None:
             return True
-        _, lo, hi = self.reading(stats)
+        _, lo, hi, _ = self.reading(stats)
         return hi <= budget or lo > budget
 
     def record(self, stats: runtime.Latency, clear: bool) -> dict[str, Any]:
         """What the manifest's ``timing`` says about how the latency was taken."""
-        _, lo, hi = self.reading(stats)
+        _, lo, hi, _ = self.reading(stats)
         out: dict[str, Any] = {
             "rounds": stats.rounds,
             "runs": stats.runs,
@@ -152,7 +164,7 @@ def runs_for(
         min_runs=max(protocol.min_runs, need),
         max_runs=max(protocol.max_runs, need),
         decide_runs=max(protocol.decide_runs, need),
-        max_seconds=max(protocol.max_seconds, 240.0),
+        max_seconds=max(protocol.max_seconds, 240.0),  # an undecided tail goes on to decide_runs
     )
 
 
