@@ -732,15 +732,19 @@ def test_a_percentile_target_is_timed_and_stated_at_its_statistic(net, tmp_path,
 
 
 class _Outlier(_Tailed):
-    """The same runs, and once per candidate a run ten times as slow as the median: the
-    p99 stays 3x the median, the upper end of its interval (the slowest run) is 10x."""
+    """The same runs, and every ``every``-th run of a candidate (from its 100th) ten
+    times as slow as the median: the p99 stays 3x the median; the upper end of its
+    interval is 10x while it rests on a slow run."""
+
+    def __init__(self, every: int = 200):
+        super().__init__()
+        self.every, self.own = every, {}
 
     def time_one(self, handle, feeds):
         ms = super().time_one(handle, feeds)
         if "reference" not in str(handle):
-            self.own = getattr(self, "own", {})
             self.own[handle] = self.own.get(handle, 0) + 1
-            if self.own[handle] == 100:
+            if self.own[handle] % self.every == 100 % self.every:
                 return 20.0
         return ms
 
@@ -765,6 +769,25 @@ def test_a_tail_budget_is_held_against_the_upper_end_not_the_point(net, tmp_path
     m = ship("tiny-cpu:latency=25ms@p=99", "roomy")
     assert m.measured_latency_ms.percentile == pytest.approx(6.0, rel=0.05)
     assert m.timing["interval_ms"][1] == pytest.approx(20.0, rel=0.05)
+    assert m.timing["runs"] == 370  # settled: no more runs than the upper end needs
+
+
+def test_one_slow_run_does_not_decide_a_tail_budget(net, tmp_path, monkeypatch):
+    from yoco_deploy.deploy import ship as ship_module
+
+    # one slow run in all: unsettled at 368 runs (the upper end is that run), settled
+    # under the budget once twice as many put the upper end on the third-slowest
+    monkeypatch.setattr(ship_module.runtime, "OrtBackend", lambda spec: _Outlier(every=10**6))
+    supernet, _ = net
+    protocol = runtime.Protocol(warmup=0, min_runs=25, max_runs=100, chunk=5)
+    settings = ShipSettings(seq_len=16, protocol=protocol, min_metric=0.0, polish=None)
+    m = ship_module.ship_target(
+        supernet.super_bert, supernet.tokenizer, supernet.data,
+        cost_model(net, parse_target("tiny-cpu:latency=10ms@p=99")),
+        [supernet.super_bert.space.max_arch()], tmp_path / "one", settings, say=lambda s: None,
+    ).manifest  # fmt: skip
+    assert m.timing["runs"] > 370 and m.timing["budget_clear"]
+    assert m.timing["interval_ms"][1] < 10.0
 
 
 def test_a_target_shape_outside_the_profiled_one_is_refused_naming_the_range(net):
@@ -796,3 +819,8 @@ def test_a_percentiles_interval_covers_it_and_needs_enough_runs():
     assert tail_interval(rng.exponential(size=50), None) == (1.0, 1.0, 1.0)
     assert runs_for(runtime.Protocol(), 99).min_runs == 368
     assert runs_for(runtime.Protocol(), 95).min_runs == 72
+    # an unsettled verdict goes on to twice the runs, where the upper end comes closer
+    assert runs_for(runtime.Protocol(), 99).decide_runs == 736
+    upper = {n: np.mean([tail_interval(rng.exponential(size=n), 99)[2] for _ in range(200)])
+             for n in (368, 736)}  # fmt: skip
+    assert upper[736] < upper[368] - 0.1

@@ -150,21 +150,24 @@ def runs_for(
     protocol: runtime.Protocol, percentile: float | None, interval: bool = True
 ) -> runtime.Protocol:
     """Enough runs for a percentile's 95% interval to have an upper end (368 for a p99,
-    72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance), or
-    without ``interval`` for a point estimate resting on two runs above it (200 for a
-    p99); the median needs no more than the protocol's."""
+    72 for a p95: the fewest whose largest run lies above the p99 with 97.5% chance), and
+    twice that while the budget's verdict is unsettled (the upper end then rests on the
+    third-slowest run, not the slowest one a noisy spell sets); or without ``interval``
+    for a point estimate resting on two runs above it (200 for a p99); the median needs
+    no more than the protocol's."""
     if percentile is None or percentile == 50:
         return protocol
     if interval:
         need = math.ceil(math.log((1 - CONFIDENCE) / 2) / math.log(percentile / 100))
+        decide = 2 * need
     else:
-        need = math.ceil(2 * 100 / (100 - percentile))
+        need = decide = math.ceil(2 * 100 / (100 - percentile))
     return replace(
         protocol,
         min_runs=max(protocol.min_runs, need),
         max_runs=max(protocol.max_runs, need),
-        decide_runs=max(protocol.decide_runs, need),
-        max_seconds=max(protocol.max_seconds, 240.0),  # an undecided tail goes on to decide_runs
+        decide_runs=max(protocol.decide_runs, decide),
+        max_seconds=max(protocol.max_seconds, 240.0),  # room for the unsettled runs
     )
 
 
